@@ -1,0 +1,137 @@
+"""What a recipe hands to the pipeline.
+
+A recipe's ``prepare(cfg, out_dir)`` gathers raw inputs and returns a
+:class:`RecipeOutput`; the ingest stage saves it as ``<out_dir>/manifest.json``
+and turns each source into shards. Nothing downstream imports recipe code.
+
+Sources:
+    ``pool``: the uncurated images (required).
+    ``seeds``: the curated seed set that retrieval starts from (optional).
+    ``eval``: labeled evaluation images (optional).
+
+Labels are a CSV with a ``key`` column (the input key ingest gives a file:
+its path relative to the source folder), a ``split`` column (``train`` or
+``test``) and one column per task.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SOURCE_NAMES = ("pool", "seeds", "eval")
+
+
+@dataclass
+class TaskSpec:
+    """A classification task on the evaluation images.
+
+    Attributes:
+        column: The labels CSV column holding the class name.
+        classes: Class names; index order defines class ids.
+        primary: The task that says what a backbone is worth (reports lead with it).
+        description: One line for reports.
+    """
+
+    column: str
+    classes: list[str]
+    primary: bool = False
+    description: str = ""
+
+
+@dataclass
+class RecipeOutput:
+    """The files a recipe prepared.
+
+    Attributes:
+        sources: Source name to the specs ingest reads (folders, archives, lists).
+        labels_csv: Labels of the ``eval`` source, or ``None``.
+        tasks: Task name to :class:`TaskSpec`.
+        ground_truth: Optional JSON file that curation can be scored against.
+        info: Provenance and licence notes, copied into the manifest.
+    """
+
+    sources: dict[str, list[str]]
+    labels_csv: str | None = None
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    ground_truth: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.sources) - set(SOURCE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown recipe sources {sorted(unknown)}; allowed: {SOURCE_NAMES}")
+        if "pool" not in self.sources:
+            raise ValueError("a recipe must provide a 'pool' source")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RecipeOutput":
+        tasks = {k: TaskSpec(**v) for k, v in d.get("tasks", {}).items()}
+        return cls(
+            sources={k: list(v) for k, v in d["sources"].items()},
+            labels_csv=d.get("labels_csv"),
+            tasks=tasks,
+            ground_truth=d.get("ground_truth"),
+            info=dict(d.get("info", {})),
+        )
+
+
+def read_labels(path: str | Path) -> dict[str, dict[str, str]]:
+    """Read a labels CSV into ``{key: {column: value}}``.
+
+    Raises:
+        ValueError: naming the file, when ``key`` or ``split`` is missing or a split is unknown.
+    """
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {}
+    for col in ("key", "split"):
+        if col not in rows[0]:
+            raise ValueError(f"{path}: labels CSV needs a '{col}' column, has {list(rows[0])}")
+    out: dict[str, dict[str, str]] = {}
+    for i, row in enumerate(rows, start=2):
+        if row["split"] not in ("train", "test"):
+            raise ValueError(f"{path}:{i}: split must be 'train' or 'test', got {row['split']!r}")
+        key = row.pop("key")
+        out[key] = row
+    return out
+
+
+def write_labels(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write label rows (each with ``key`` and ``split``) as CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = list(rows[0]) if rows else ["key", "split"]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def stratified_split(keys: Sequence[str], strata: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
+    """Split keys into ``train``/``test`` within each stratum, reproducibly.
+
+    Every stratum with at least two members puts at least one in each split.
+    """
+    groups: dict[str, list[str]] = defaultdict(list)
+    for k, s in zip(keys, strata):
+        groups[s].append(k)
+    rng = random.Random(seed)
+    split: dict[str, str] = {}
+    for s in sorted(groups):
+        members = sorted(groups[s])
+        rng.shuffle(members)
+        n_test = round(len(members) * test_fraction)
+        if len(members) >= 2:
+            n_test = min(max(n_test, 1), len(members) - 1)
+        for i, k in enumerate(members):
+            split[k] = "test" if i < n_test else "train"
+    return split

@@ -1,0 +1,1 @@
+"""ELPV demo recipe: solar-cell EL images with distractors and planted copies."""

@@ -1,0 +1,244 @@
+"""Build the ELPV demo: an uncurated pool, a seed set and a labeled evaluation split.
+
+Everything comes from packages that install by name (``elpv-dataset``,
+``scikit-image``, ``scikit-learn``), so the recipe runs offline. Every random
+choice is seeded; the same config gives the same files, byte for byte.
+
+Pool file names are neutral (``img_<n>.png``) so that nothing downstream can
+cheat by reading them; what each file really is goes to ``ground_truth.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from data_recipes.contract import RecipeOutput, TaskSpec, stratified_split, write_labels
+
+log = logging.getLogger(__name__)
+
+# Photos shipped inside scikit-image (no download); pure textures are left out
+# because tiles of one texture are near-duplicates of each other in any
+# embedding, which would blur the ground truth.
+SKIMAGE_PHOTOS = (
+    "astronaut", "camera", "cat", "clock", "coffee", "coins", "colorwheel", "hubble_deep_field",
+    "immunohistochemistry", "logo", "moon", "page", "retina", "rocket", "text", "microaneurysms", "horse",
+)  # fmt: skip
+TRANSFORMS = ("jpeg_q70", "resize_0.8", "crop_6pct", "brighten_1.2")
+
+
+def _elpv_records() -> list[dict[str, Any]]:
+    import elpv_dataset
+
+    root = Path(elpv_dataset.__file__).parent / "data"
+    recs = []
+    for line in (root / "labels.csv").read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        path, prob, kind = parts
+        recs.append({"path": root / path, "prob": float(prob), "type": kind})
+    return recs
+
+
+def _photos() -> list[tuple[str, Image.Image]]:
+    import skimage.data as skd
+    from sklearn.datasets import load_sample_images
+
+    out = []
+    for name in SKIMAGE_PHOTOS:
+        arr = np.asarray(getattr(skd, name)())
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+        out.append((name, Image.fromarray(arr)))
+    for i, arr in enumerate(load_sample_images().images):
+        out.append((f"sklearn_{i}", Image.fromarray(arr)))
+    return out
+
+
+def _photo_tiles(n: int, rng: random.Random) -> list[tuple[str, Image.Image]]:
+    """The whole photo, its 2x2 quadrants and its 3x3 tiles, resized to <= 256 px."""
+    tiles = []
+    for name, img in _photos():
+        w, h = img.size
+        for g in (1, 2, 3):
+            for i in range(g):
+                for j in range(g):
+                    box = (j * w // g, i * h // g, (j + 1) * w // g, (i + 1) * h // g)
+                    t = img.crop(box)
+                    t.thumbnail((256, 256))
+                    tiles.append((f"{name}_g{g}_{i}{j}", t))
+    rng.shuffle(tiles)
+    return tiles[:n]
+
+
+def _faces(n: int) -> list[tuple[str, Image.Image]]:
+    import skimage.data as skd
+
+    faces = skd.lfw_subset()[:n]
+    return [
+        (f"lfw_{i}", Image.fromarray((f * 255).astype(np.uint8)).resize((100, 100), Image.BICUBIC))
+        for i, f in enumerate(faces)
+    ]
+
+
+def _digits(n: int) -> list[tuple[str, Image.Image]]:
+    from sklearn.datasets import load_digits
+
+    imgs = load_digits().images[:n]
+    return [
+        (f"digit_{i}", Image.fromarray((255 - d * 16).clip(0, 255).astype(np.uint8)).resize((64, 64), Image.NEAREST))
+        for i, d in enumerate(imgs)
+    ]
+
+
+def transform(img: Image.Image, kind: str) -> bytes:
+    """A planted near-duplicate: the kinds a real collection accumulates."""
+    if kind == "jpeg_q70":
+        buf = io.BytesIO()
+        img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode).save(buf, format="JPEG", quality=70)
+        return buf.getvalue()
+    if kind == "resize_0.8":
+        w, h = img.size
+        out = img.resize((max(8, int(w * 0.8)), max(8, int(h * 0.8))), Image.BILINEAR)
+    elif kind == "crop_6pct":
+        w, h = img.size
+        dx, dy = int(w * 0.03), int(h * 0.03)
+        out = img.crop((dx, dy, w - dx, h - dy))
+    elif kind == "brighten_1.2":
+        out = ImageEnhance.Brightness(img).enhance(1.2)
+    else:
+        raise ValueError(f"unknown transform {kind!r}")
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _corrupt_files(n: int) -> list[tuple[str, bytes, str]]:
+    kinds = [
+        ("jpg", b"", "empty_file"),
+        ("jpg", _truncated_jpeg(), "truncated"),
+        ("png", b"this is a text file, not an image\n", "not_an_image"),
+    ]
+    return [kinds[i % len(kinds)] for i in range(n)]
+
+
+def _truncated_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()[: len(buf.getvalue()) // 2]
+
+
+def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
+    """Write ``pool/``, ``seeds/``, ``eval/``, ``labels.csv`` and ``ground_truth.json`` under ``out_dir``."""
+    out_dir = Path(out_dir)
+    rng = random.Random(cfg.seed)
+    for sub in ("pool", "seeds", "eval"):
+        shutil.rmtree(out_dir / sub, ignore_errors=True)
+        (out_dir / sub).mkdir(parents=True)
+
+    elpv = _elpv_records()
+    rng.shuffle(elpv)
+    if cfg.elpv_limit is not None:
+        elpv = elpv[: cfg.elpv_limit]
+    for r in elpv:
+        r["defect"] = "defective" if r["prob"] >= 0.5 else "functional"
+    n_eval = round(len(elpv) * cfg.eval_fraction)
+    eval_set, rest = elpv[:n_eval], elpv[n_eval:]
+    seeds, pool_elpv = rest[: cfg.n_seeds], rest[cfg.n_seeds :]
+
+    # Labeled evaluation split, stratified on both labels.
+    eval_keys = [f"{r['path'].stem}.png" for r in eval_set]
+    split = stratified_split(eval_keys, [f"{r['defect']}/{r['type']}" for r in eval_set], cfg.test_fraction, cfg.seed)
+    for key, r in zip(eval_keys, eval_set):
+        shutil.copyfile(r["path"], out_dir / "eval" / key)
+    write_labels(
+        out_dir / "labels.csv",
+        [
+            {"key": k, "split": split[k], "defect": r["defect"], "type": r["type"], "defect_probability": r["prob"]}
+            for k, r in zip(eval_keys, eval_set)
+        ],
+    )
+    for r in seeds:
+        shutil.copyfile(r["path"], out_dir / "seeds" / r["path"].name)
+
+    # The uncurated pool: (name, bytes, ground truth) before neutral renaming.
+    items: list[tuple[bytes, dict[str, Any]]] = []
+    originals: list[tuple[str, Image.Image, bool]] = []
+    for r in pool_elpv:
+        img = Image.open(r["path"])
+        img.load()
+        originals.append((f"elpv/{r['path'].name}", img, True))
+    distractors = _faces(cfg.n_faces) + _digits(cfg.n_digits) + _photo_tiles(cfg.n_photo_tiles, rng)
+    originals += [(f"distractor/{n}", im, False) for n, im in distractors]
+    for origin, img, in_domain in originals:
+        items.append((_png(img), {"origin": origin, "in_domain": in_domain}))
+
+    pool_idx = list(range(len(originals)))
+    rng.shuffle(pool_idx)
+    for i, oi in enumerate(pool_idx[: cfg.n_pool_copies]):
+        origin, img, in_domain = originals[oi]
+        kind = TRANSFORMS[i % len(TRANSFORMS)]
+        items.append((transform(img, kind), {"origin": origin, "in_domain": in_domain, "copy_of": ("pool", oi), "transform": kind}))
+    for oi in pool_idx[cfg.n_pool_copies : cfg.n_pool_copies + cfg.n_byte_copies]:
+        data, gt = items[oi]
+        items.append((data, {**gt, "copy_of": ("pool", oi), "transform": "byte_copy"}))
+    eval_pick = rng.sample(range(len(eval_set)), min(cfg.n_eval_copies, len(eval_set)))
+    for i, ei in enumerate(eval_pick):
+        img = Image.open(eval_set[ei]["path"])
+        img.load()
+        kind = TRANSFORMS[i % len(TRANSFORMS)]
+        items.append((transform(img, kind), {"origin": f"elpv/{eval_set[ei]['path'].name}", "in_domain": True,
+                                              "copy_of": ("eval", eval_keys[ei]), "transform": kind}))  # fmt: skip
+    for ext, data, reason in _corrupt_files(cfg.n_corrupt):
+        items.append((data, {"origin": "corrupt", "in_domain": False, "expected_rejection": reason, "ext": ext}))
+
+    # Neutral names, shuffled order; copies point at their original's new name.
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    name_of: dict[int, str] = {}
+    for rank, idx in enumerate(order):
+        ext = items[idx][1].get("ext", "jpg" if items[idx][1].get("transform") == "jpeg_q70" else "png")
+        name_of[idx] = f"img_{rank:05d}.{ext}"
+    truth: dict[str, Any] = {}
+    for idx, (data, gt) in enumerate(items):
+        key = name_of[idx]
+        (out_dir / "pool" / key).write_bytes(data)
+        entry = {k: v for k, v in gt.items() if k not in ("copy_of", "ext")}
+        if "copy_of" in gt:
+            where, ref = gt["copy_of"]
+            entry["copy_of"] = {"source": where, "key": name_of[ref] if where == "pool" else ref}
+        truth[key] = entry
+    (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
+    log.info("elpv_demo: pool %d files (%d ELPV), %d seeds, %d eval", len(items), len(pool_elpv), len(seeds), len(eval_set))
+
+    return RecipeOutput(
+        sources={"pool": [str(out_dir / "pool")], "seeds": [str(out_dir / "seeds")], "eval": [str(out_dir / "eval")]},
+        labels_csv=str(out_dir / "labels.csv"),
+        tasks={
+            "defect": TaskSpec(column="defect", classes=["functional", "defective"], primary=True,
+                               description="ELPV defect probability >= 0.5 (the representation yardstick)"),
+            "type": TaskSpec(column="type", classes=["mono", "poly"],
+                             description="mono- vs polycrystalline cell (separable from raw pixels)"),
+        },  # fmt: skip
+        ground_truth=str(out_dir / "ground_truth.json"),
+        info={
+            "elpv": "elpv-dataset (PyPI), Buerhop-Lutz et al. 2018 / Deitsch et al. 2019, images CC BY-NC-SA 4.0",
+            "distractors": "scikit-image sample data (lfw_subset, photos), scikit-learn digits and sample images (BSD)",
+            "counts": {"pool": len(items), "pool_elpv": len(pool_elpv), "seeds": len(seeds), "eval": len(eval_set)},
+        },
+    )

@@ -1,0 +1,1 @@
+"""Folder recipe: bring your own domain with no code change."""

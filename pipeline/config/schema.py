@@ -1,0 +1,116 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` are merged onto these dataclasses, so a
+misspelt key or a value of the wrong type fails when the config is composed,
+with a message naming the key, long before any work starts.
+
+Each config group has its schema stored as ``<group>/schema`` (or, for groups
+whose options differ in shape, ``<group>/<option>_schema``); each YAML option
+names it first in its defaults list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+STAGE_ORDER = ("ingest", "curate", "pretrain", "eval")
+
+
+@dataclass
+class PathsConfig:
+    """Where outputs go.
+
+    Attributes:
+        root: Folder for everything the pipeline writes (and the MLflow store).
+        output_dir: This recipe's outputs; each stage writes a sub-folder.
+    """
+
+    root: str = "${oc.env:PIPELINE_OUTPUT_ROOT,outputs}"
+    output_dir: str = "${paths.root}/${data_recipe.name}"
+
+
+@dataclass
+class StageConfig:
+    """Which stages run: ``stage=<name>`` picks one option of ``conf/stage``."""
+
+    name: str = "all"
+    stages: list[str] = field(default_factory=lambda: list(STAGE_ORDER))
+
+
+@dataclass
+class IngestConfig:
+    """Ingest knobs; see :class:`pipeline.io.ingest.IngestOptions`."""
+
+    shard_size: int = 1000
+    workers: int = 2
+    max_pixels: int = 89_478_485
+    min_side: int = 8
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking.
+
+    Attributes:
+        enabled: Log runs at all.
+        tracking_uri: Local SQLite by default; ``http://host:5000`` for a server.
+        experiment: MLflow experiment name.
+        artifact_location: Artifact root for experiments this pipeline creates
+            (only used with a local store; a server has its own).
+        run_name: Parent run name; defaults to the stages run.
+    """
+
+    enabled: bool = True
+    tracking_uri: str = "sqlite:///${paths.root}/mlflow.db"
+    experiment: str = "${data_recipe.name}"
+    artifact_location: Optional[str] = "${paths.root}/mlartifacts"
+    run_name: Optional[str] = None
+
+
+@dataclass
+class DataRecipeBase:
+    """Fields every data recipe has; recipes extend this with their own.
+
+    Attributes:
+        name: Recipe name; also names the output folder.
+        prepare: Dotted path of the recipe's ``prepare(cfg, out_dir)`` function.
+    """
+
+    name: str = "???"
+    prepare: str = "???"
+
+
+@dataclass
+class PipelineConfig:
+    """The whole config. Groups not typed here carry their own schemas."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    data_recipe: Any = None
+    curate: Any = None
+    pretrain: Any = None
+    eval: Any = None
+    seed: int = 0
+    progress: bool = True
+
+
+def register_configs() -> None:
+    """Store the schemas; called before Hydra composes (``run.py``, tests)."""
+    cs = ConfigStore.instance()
+    cs.store(name="pipeline_schema", node=PipelineConfig)
+    cs.store(group="stage", name="schema", node=StageConfig)
+    cs.store(group="ingest", name="schema", node=IngestConfig)
+    cs.store(group="tracking", name="schema", node=TrackingConfig)
+    cs.store(group="paths", name="schema", node=PathsConfig)
+    # Recipes and stage groups register their own schemas on import.
+    from data_recipes import register_recipe_schemas
+
+    register_recipe_schemas(cs)
+    from pipeline.stages import register_stage_schemas
+
+    register_stage_schemas(cs)

@@ -1,0 +1,141 @@
+"""Stage manifests: the file hand-off between stages.
+
+Every stage writes its outputs into one folder and finishes by writing
+``manifest.json`` there. The manifest holds the hash of the config that made
+the outputs and the manifests of the inputs it read (lineage). A folder whose
+manifest carries the current config hash is complete, so a re-run skips it;
+a folder without a manifest is unfinished work and is resumed or redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def config_hash(*parts: Any) -> str:
+    """Hash JSON-serialisable parts into a short, stable hex digest.
+
+    Keys are sorted so that dict ordering never changes the hash.
+    """
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+@dataclass
+class Manifest:
+    """What a stage (or sub-step) produced, and from what.
+
+    Attributes:
+        stage: Stage or sub-step name, for example ``"ingest/pool"``.
+        config_hash: Hash of the config section and upstream hashes.
+        inputs: Upstream manifests' ``{"path", "config_hash"}`` (lineage).
+        artifacts: Named output files, relative to the manifest's folder.
+        counts: Integer counts worth reading at a glance.
+        metrics: Float metrics, also logged to MLflow.
+        extra: Anything else a stage wants to keep.
+    """
+
+    stage: str
+    config_hash: str
+    inputs: list[dict[str, str]] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    version: int = MANIFEST_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "stage": self.stage,
+            "config_hash": self.config_hash,
+            "created": self.created,
+            "inputs": self.inputs,
+            "artifacts": self.artifacts,
+            "counts": self.counts,
+            "metrics": self.metrics,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        return cls(
+            stage=d["stage"],
+            config_hash=d["config_hash"],
+            inputs=list(d.get("inputs", [])),
+            artifacts=dict(d.get("artifacts", {})),
+            counts=dict(d.get("counts", {})),
+            metrics=dict(d.get("metrics", {})),
+            extra=dict(d.get("extra", {})),
+            created=d.get("created", ""),
+            version=int(d.get("version", MANIFEST_VERSION)),
+        )
+
+    def write(self, folder: Path) -> Path:
+        """Write ``manifest.json`` into ``folder``; this marks the folder complete."""
+        if not self.created:
+            self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        path = Path(folder) / MANIFEST_NAME
+        atomic_write_json(path, self.to_dict())
+        return path
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Read a folder's manifest.
+
+    Raises:
+        FileNotFoundError: naming the folder, when its stage has not finished.
+    """
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: the stage that writes {folder} has not finished. "
+            "Run it first (for example `python run.py stage=all`)."
+        )
+    with path.open() as fh:
+        return Manifest.from_dict(json.load(fh))
+
+
+def is_complete(folder: Path, expected_hash: str) -> bool:
+    """True when ``folder`` holds a manifest written with ``expected_hash``."""
+    try:
+        return read_manifest(folder).config_hash == expected_hash
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return False
+
+
+def lineage_entry(folder: Path) -> dict[str, str]:
+    """The lineage record for an upstream folder: its path and config hash."""
+    m = read_manifest(folder)
+    return {"path": str(Path(folder).resolve()), "stage": m.stage, "config_hash": m.config_hash}
