@@ -1,0 +1,157 @@
+"""DINOv2 multi-crop throughput: PIL per image on CPU (lightly's DINOTransform) vs batched tensors.
+
+Both paths get the same decoded ``S x S`` uint8 images (the loader's decode and
+resize are left out of both) and produce the same recipe: 2 global crops
+(scale 0.32-1) + n local crops (0.05-0.32), flip, colour jitter, grey, blur,
+solarize. Figures:
+
+* ``pil_per_core``: images/s of ``DINOTransform`` in one process, one thread;
+* ``pil_workers``: the same in a DataLoader with ``--pil-workers`` processes;
+* ``tensor``: :class:`pipeline.augment.GPUMultiCrop` on batches on the device;
+* ``model_step``: forward + backward of ``--model`` on all views (student only,
+  bf16 on GPU) - what the augmentation has to keep up with. The loader stops
+  being the limit when the augmentation rate exceeds this step rate.
+
+    python benchmarks/gpu_augment.py --pil-workers 14 --model vit_small_patch16_224      # H100
+    nice -n 10 python benchmarks/gpu_augment.py --small                                  # CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from gpu_common import resolve_device, sync, timed, write_results  # noqa: I001 (puts the repo on sys.path)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from lightly.transforms.dino_transform import DINOTransform  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from pipeline.augment import GPUMultiCrop, MultiCropConfig  # noqa: E402
+from pipeline.models.backbone import BackboneSpec, create_backbone  # noqa: E402
+
+
+def synthetic_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random colour images ``[n, 3, size, size]`` uint8."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 8, 8, generator=g)
+    img = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
+    img = img + 0.05 * torch.randn(n, 3, size, size, generator=g)
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def dino_transform(cfg: MultiCropConfig) -> DINOTransform:
+    """lightly's DINOTransform with the same recipe as ``cfg``."""
+    sat, hue, gray = (0.0, 0.0, 0.0) if cfg.grayscale_domain else (cfg.saturation, cfg.hue, cfg.gray_p)
+    return DINOTransform(
+        global_crop_size=cfg.global_size, global_crop_scale=cfg.global_scale, local_crop_size=cfg.local_size,
+        local_crop_scale=cfg.local_scale, n_local_views=cfg.n_local, hf_prob=cfg.hflip_p, cj_prob=cfg.jitter_p,
+        cj_strength=1.0, cj_bright=cfg.brightness, cj_contrast=cfg.contrast, cj_sat=sat, cj_hue=hue,
+        random_gray_scale=gray, gaussian_blur=cfg.blur_p, sigmas=cfg.blur_sigma, solarization_prob=cfg.solarize_p,
+    )
+
+
+class PILImages(Dataset):
+    def __init__(self, images: torch.Tensor, transform: DINOTransform) -> None:
+        self.arrays = [im.permute(1, 2, 0).numpy() for im in images]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, i: int) -> list[torch.Tensor]:
+        return self.transform(Image.fromarray(self.arrays[i]))
+
+
+def pil_rate(images: torch.Tensor, transform: DINOTransform, workers: int, batch: int) -> float:
+    ds = PILImages(images, transform)
+    if workers == 0:
+        t0 = time.perf_counter()
+        for i in range(len(ds)):
+            ds[i]
+        return len(ds) / (time.perf_counter() - t0)
+    loader = DataLoader(ds, batch_size=batch, num_workers=workers, persistent_workers=True)
+    next(iter(loader))  # start the workers before timing
+    t0 = time.perf_counter()
+    n = sum(len(b[0]) for b in loader)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--src-size", type=int, default=256, help="side of the decoded images both paths get")
+    ap.add_argument("--global-size", type=int, default=224)
+    ap.add_argument("--local-size", type=int, default=96)
+    ap.add_argument("--n-local", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batches", type=int, default=10, help="timed tensor batches")
+    ap.add_argument("--pil-images", type=int, default=64, help="images timed on the single-core PIL path")
+    ap.add_argument("--pil-workers", type=int, default=0, help="also time PIL in a DataLoader with this many workers")
+    ap.add_argument("--grayscale-domain", action="store_true")
+    ap.add_argument("--model", default="vit_small_patch16_224", help="'none' to skip the training-step rate")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--small", action="store_true", help="CPU preset: 96 px source, 2x64 + 4x32 crops")
+    ap.add_argument("--out-dir", default=None)
+    args = ap.parse_args()
+    if args.small:
+        args.src_size, args.global_size, args.local_size, args.n_local = 96, 64, 32, 4
+        args.batch_size, args.batches, args.pil_images, args.model = 16, 2, 16, "vit_tiny_patch16_224"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
+    cfg = MultiCropConfig(global_size=args.global_size, local_size=args.local_size, n_local=args.n_local,
+                          grayscale_domain=args.grayscale_domain)
+    bs = args.batch_size
+    rows: list[dict[str, Any]] = []
+
+    images = synthetic_images(max(args.pil_images, bs), args.src_size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the PIL path is per core; lightly's ToTensor/Normalize would otherwise use threads
+    per_core = pil_rate(images[: args.pil_images], dino_transform(cfg), 0, bs)
+    torch.set_num_threads(threads)
+    rows.append({"path": "pil_per_core", "device": "cpu x1", "images_per_s": per_core})
+    if args.pil_workers:
+        many = images.repeat(max(1, 4 * args.pil_workers * bs // len(images)), 1, 1, 1)
+        rate = pil_rate(many, dino_transform(cfg), args.pil_workers, bs)
+        rows.append({"path": "pil_workers", "device": f"cpu x{args.pil_workers}", "images_per_s": rate})
+
+    aug = GPUMultiCrop(cfg, seed=0).to(dev)
+    batch = images[:bs].to(dev)
+    tensor_s = timed(lambda: aug(batch), dev, iters=args.batches, warmup=1)
+    rows.append({"path": "tensor", "device": str(dev), "images_per_s": bs / tensor_s})
+    views = aug(batch).views
+
+    step = None
+    if args.model != "none":
+        model = create_backbone(BackboneSpec(args.model, img_size=args.global_size, kwargs=(("dynamic_img_size", True),)))
+        model = model.to(dev).train()
+        amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+
+        def train_step() -> None:
+            with amp:
+                loss = sum(model(v).float().pow(2).mean() for v in views)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        step = bs / timed(train_step, dev, iters=args.batches, warmup=1)
+        rows.append({"path": f"model_step ({args.model} fwd+bwd, all views)", "device": str(dev), "images_per_s": step})
+
+    tensor_rate = bs / tensor_s
+    results = {"pil_images_per_s_per_core": per_core, "tensor_images_per_s": tensor_rate,
+               "speedup_tensor_vs_one_core": tensor_rate / per_core, "model_step_images_per_s": step,
+               "cores_pil_needs_for_model_step": (step / per_core) if step else None,
+               "tensor_aug_share_of_step_time": (step / tensor_rate) if step else None}
+    notes = (f"Tensor multi-crop: {tensor_rate:.4g} img/s on {dev} vs PIL {per_core:.4g} img/s per core "
+             f"({tensor_rate / per_core:.3g}x one core).")
+    if step:
+        notes += (f" The {args.model} step runs at {step:.4g} img/s: PIL would need {step / per_core:.3g} cores to "
+                  f"keep up; the tensor path adds {step / tensor_rate:.1%} to the step time when run inline.")
+    write_results("gpu_augment", dev, vars(args), results, rows, args.out_dir, notes)
+
+
+if __name__ == "__main__":
+    main()
