@@ -95,7 +95,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--small", action="store_true", help="CPU preset: 96 px source, 2x64 + 4x32 crops")
-    ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--out-dir", default=None, help="default benchmarks/results")
+    ap.add_argument("--tag", default=None, help="suffix of the result file names")
     args = ap.parse_args()
     if args.small:
         args.src_size, args.global_size, args.local_size, args.n_local = 96, 64, 32, 4
@@ -150,7 +151,7 @@ def main() -> None:
     if step:
         notes += (f" The {args.model} step runs at {step:.4g} img/s: PIL would need {step / per_core:.3g} cores to "
                   f"keep up; the tensor path adds {step / tensor_rate:.1%} to the step time when run inline.")
-    write_results("gpu_augment", dev, vars(args), results, rows, args.out_dir, notes)
+    write_results("gpu_augment", dev, vars(args), results, rows, args.out_dir, notes, args.tag)
 
 
 if __name__ == "__main__":

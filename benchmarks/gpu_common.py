@@ -120,11 +120,12 @@ def write_results(
     rows: list[dict[str, Any]],
     out_dir: Path | None = None,
     notes: str = "",
+    tag: str | None = None,
 ) -> Path:
-    """Write the JSON and markdown result files; returns the JSON path."""
+    """Write ``<name>_<device>[_<tag>].json`` and ``.md``; returns the JSON path."""
     out = Path(out_dir) if out_dir else RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{name}_{device_slug(dev)}"
+    stem = f"{name}_{device_slug(dev)}" + (f"_{tag}" if tag else "")
     env = environment(dev)
     payload = {"benchmark": name, "environment": env, "params": params, "results": results, "rows": rows}
     path = out / f"{stem}.json"
