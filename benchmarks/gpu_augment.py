@@ -48,7 +48,8 @@ def dino_transform(cfg: MultiCropConfig) -> DINOTransform:
     sat, hue, gray = (0.0, 0.0, 0.0) if cfg.grayscale_domain else (cfg.saturation, cfg.hue, cfg.gray_p)
     return DINOTransform(
         global_crop_size=cfg.global_size, global_crop_scale=cfg.global_scale, local_crop_size=cfg.local_size,
-        local_crop_scale=cfg.local_scale, n_local_views=cfg.n_local, hf_prob=cfg.hflip_p, cj_prob=cfg.jitter_p,
+        local_crop_scale=cfg.local_scale, n_local_views=cfg.n_local, hf_prob=cfg.hflip_p, vf_prob=cfg.vflip_p,
+        cj_prob=cfg.jitter_p,
         cj_strength=1.0, cj_bright=cfg.brightness, cj_contrast=cfg.contrast, cj_sat=sat, cj_hue=hue,
         random_gray_scale=gray, gaussian_blur=cfg.blur_p, sigmas=cfg.blur_sigma, solarization_prob=cfg.solarize_p,
     )

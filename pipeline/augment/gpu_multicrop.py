@@ -50,6 +50,7 @@ class MultiCropConfig:
     local_scale: tuple[float, float] = (0.05, 0.32)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip_p: float = 0.5
+    vflip_p: float = 0.0  # 0.5 suits domains without an "up" (EL cells, X-ray, micrographs)
     jitter_p: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
@@ -70,7 +71,8 @@ class ViewParams(NamedTuple):
     """Random parameters of one view for a batch (CPU tensors, one row per sample)."""
 
     boxes: Tensor  # [B, 4] float x1, y1, x2, y2 in pixels (integer-valued)
-    flip: Tensor  # [B] bool
+    flip: Tensor  # [B] bool, horizontal
+    vflip: Tensor  # [B] bool
     jitter: Tensor  # [B] bool, colour jitter applied
     factors: Tensor  # [B, 4] brightness, contrast, saturation, hue
     order: Tensor  # [B, 4] permutation of the four jitter ops
@@ -165,6 +167,7 @@ class GPUMultiCrop(nn.Module):
         scale = c.local_scale if local else c.global_scale
         boxes = sample_boxes(n, height, width, scale, c.ratio, g)
         flip = torch.rand(n, generator=g) < c.hflip_p
+        vflip = torch.rand(n, generator=g) < c.vflip_p
         jitter = torch.rand(n, generator=g) < c.jitter_p
         lo_hi = torch.tensor(
             [
@@ -180,7 +183,7 @@ class GPUMultiCrop(nn.Module):
         blur = torch.rand(n, generator=g) < blur_p
         sigma = torch.empty(n).uniform_(c.blur_sigma[0], c.blur_sigma[1], generator=g)
         sol = torch.rand(n, generator=g) < solarize_p
-        return ViewParams(boxes, flip, jitter, factors, order, gray, blur, sigma, sol)
+        return ViewParams(boxes, flip, vflip, jitter, factors, order, gray, blur, sigma, sol)
 
     def apply(self, x: Tensor, p: ViewParams, size: int) -> Tensor:
         """One view of a float ``[0, 1]`` batch ``x`` with parameters ``p``; returns normalised crops."""
@@ -189,6 +192,9 @@ class GPUMultiCrop(nn.Module):
         y = crop_resize(x, p.boxes, size)
         flip = p.flip.to(dev, non_blocking=True).view(-1, 1, 1, 1)
         y = torch.where(flip, y.flip(-1), y)
+        if c.vflip_p > 0:
+            vflip = p.vflip.to(dev, non_blocking=True).view(-1, 1, 1, 1)
+            y = torch.where(vflip, y.flip(-2), y)
         if y.shape[1] == 1 and not c.grayscale_domain:
             y = y.expand(-1, 3, -1, -1).contiguous()
         ops = [color.adjust_brightness, color.adjust_contrast]

@@ -87,6 +87,17 @@ def test_geometry_only_views_are_crops_with_flips() -> None:
     assert bool((dx[flipped] < 0).all()) and bool((dx[~flipped] > 0).all())
 
 
+def test_vertical_flip() -> None:
+    x = _gradient().expand(8, -1, -1, -1).contiguous()
+    m = GPUMultiCrop(dataclasses.replace(GEOM, hflip_p=0.0, vflip_p=0.5), seed=2)
+    p = m.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
+    out = m.apply(x.float() / 255, p, 32)
+    direct = crop_resize(x.float() / 255, p.boxes, 32)
+    assert 0 < int(p.vflip.sum()) < 8 and not p.flip.any()
+    torch.testing.assert_close(out[p.vflip], direct[p.vflip].flip(-2))
+    torch.testing.assert_close(out[~p.vflip], direct[~p.vflip])
+
+
 @pytest.mark.parametrize("scale", [(0.32, 1.0), (0.05, 0.32)])
 def test_box_parameters_in_range(scale: tuple[float, float]) -> None:
     g = torch.Generator().manual_seed(0)
