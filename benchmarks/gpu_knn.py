@@ -16,7 +16,7 @@ slow for the machine are timed on the sample and extrapolated linearly in the
 number of queries (marked ``extrapolated``). The crossover arithmetic between
 exact search (O(N^2 d)) and IVF-PQ (about O(N^1.5)) is printed and saved.
 
-    python benchmarks/gpu_knn.py --sizes 1000000,10000000          # H100
+    python benchmarks/gpu_knn.py --sizes 1000000,10000000          # H100 (IVF only up to --ivf-max)
     nice -n 10 python benchmarks/gpu_knn.py --small --threads 2      # CPU, 20k
 """
 
@@ -202,6 +202,10 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=1000, help="queries checked against exact search")
     ap.add_argument("--full-max", type=int, default=50_000, help="run faiss all-vs-all in full up to this size")
     ap.add_argument("--flat-max", type=int, default=10_000_000, help="skip faiss IndexFlatIP timing above this size")
+    ap.add_argument("--ivf-max", type=int, default=2_000_000,
+                    help="skip the faiss-cpu IVF indexes above this size (their k-means alone takes minutes)")
+    ap.add_argument("--torch-dtype", default=None, choices=["fp16", "bf16", "fp32"],
+                    help="matmul dtype of the torch search (default fp16 on GPU, fp32 on CPU)")
     ap.add_argument("--nprobe", type=int, default=32)
     ap.add_argument("--pq-m", type=int, default=48, help="IVF-PQ code bytes per vector")
     ap.add_argument("--lut-rate", type=float, default=1.5e12, help="assumed GPU IVF-PQ code lookups/s (model only)")
@@ -237,7 +241,9 @@ def main() -> None:
 
         sync(dev)
         t0 = time.perf_counter()
-        S, I = knn(x, x, args.k, device=dev, query_chunk=args.query_chunk, db_chunk=args.db_chunk)
+        tdtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, None: None}[args.torch_dtype]
+        S, I = knn(x, x, args.k, device=dev, dtype=tdtype, query_chunk=args.query_chunk, db_chunk=args.db_chunk,
+                   progress=n >= 1_000_000)
         sync(dev)
         torch_s = time.perf_counter() - t0
         S, I = np.asarray(S), np.asarray(I)
@@ -247,15 +253,18 @@ def main() -> None:
         full = n <= args.full_max
         if n <= args.flat_max:
             results += run_faiss("faiss_cpu_flat", faiss.IndexFlatIP(args.dim), x32, sample, pairs, args.k, full)
-        nlist = max(16, int(4 * math.sqrt(n)))
-        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(args.dim), args.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.nprobe = args.nprobe
-        results += run_faiss(f"faiss_cpu_ivf_flat_nlist{nlist}", ivf, x32, sample, pairs, args.k, full)
-        pq = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, nlist, args.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
-        pq.nprobe = args.nprobe
-        pq_runs = run_faiss(f"faiss_cpu_ivf_pq{args.pq_m}_nlist{nlist}", pq, x32, sample, pairs, args.k, full,
-                            refine=args.refine)
-        results += pq_runs
+        pq_runs: list[dict[str, Any]] = []
+        if n <= args.ivf_max:
+            nlist = max(16, int(4 * math.sqrt(n)))
+            ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(args.dim), args.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ivf.nprobe = args.nprobe
+            results += run_faiss(f"faiss_cpu_ivf_flat_nlist{nlist}", ivf, x32, sample, pairs, args.k, full)
+            pq = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, nlist, args.pq_m, 8,
+                                  faiss.METRIC_INNER_PRODUCT)
+            pq.nprobe = args.nprobe
+            pq_runs = run_faiss(f"faiss_cpu_ivf_pq{args.pq_m}_nlist{nlist}", pq, x32, sample, pairs, args.k, full,
+                                refine=args.refine)
+            results += pq_runs
 
         for r in results:
             rows.append({
@@ -266,7 +275,7 @@ def main() -> None:
                 "extrapolated": r["extrapolated"],
             })
         per_size[str(n)] = {"n_duplicates": int(len(pairs)),
-                            "crossover": crossover(n, args.dim, torch_s, pq_runs[-1], args, dev)}
+                            "crossover": crossover(n, args.dim, torch_s, pq_runs[-1] if pq_runs else None, args, dev)}
         del x
         if dev.type == "cuda":
             torch.cuda.empty_cache()
