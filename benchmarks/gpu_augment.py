@@ -98,10 +98,10 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="CPU preset: 96 px source, 2x64 + 4x32 crops")
     ap.add_argument("--out-dir", default=None, help="default benchmarks/results")
     ap.add_argument("--tag", default=None, help="suffix of the result file names")
+    if ap.parse_known_args()[0].small:  # the preset sets defaults; explicit flags still win
+        ap.set_defaults(src_size=96, global_size=64, local_size=32, n_local=4, batch_size=16, batches=2,
+                        pil_images=16, model="vit_tiny_patch16_224")
     args = ap.parse_args()
-    if args.small:
-        args.src_size, args.global_size, args.local_size, args.n_local = 96, 64, 32, 4
-        args.batch_size, args.batches, args.pil_images, args.model = 16, 2, 16, "vit_tiny_patch16_224"
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
@@ -129,7 +129,8 @@ def main() -> None:
 
     step = None
     if args.model != "none":
-        model = create_backbone(BackboneSpec(args.model, img_size=args.global_size, kwargs=(("dynamic_img_size", True),)))
+        spec = BackboneSpec(args.model, img_size=args.global_size, kwargs=(("dynamic_img_size", True),))
+        model = create_backbone(spec)
         model = model.to(dev).train()
         amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
 

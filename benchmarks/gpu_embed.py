@@ -160,11 +160,10 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="CPU preset: vit_tiny at 64 px, a few hundred images")
     ap.add_argument("--out-dir", default=None, help="default benchmarks/results")
     ap.add_argument("--tag", default=None, help="suffix of the result file names")
+    if ap.parse_known_args()[0].small:  # the preset sets defaults; explicit flags still win
+        ap.set_defaults(model="vit_tiny_patch16_224", img_size=64, batch_size=32, batches=4, warmup=1,
+                        synthetic_n=256, synthetic_size="96x96", workers="1", decode="workers,device")
     args = ap.parse_args()
-    if args.small:
-        args.model, args.img_size, args.batch_size = "vit_tiny_patch16_224", 64, 32
-        args.batches, args.warmup, args.synthetic_n, args.synthetic_size = 4, 1, 256, "96x96"
-        args.workers, args.decode = "1", "workers,device"
     if args.gpu_decode and "device" not in args.decode:
         args.decode += ",device"
     if args.threads:

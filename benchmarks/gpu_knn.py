@@ -70,7 +70,9 @@ def make_embeddings(
     return x, torch.stack((src, dst), dim=1).cpu().numpy()
 
 
-def tie_aware_recall(q: np.ndarray, db: np.ndarray, found: np.ndarray, true_idx: np.ndarray, eps: float = 1e-6) -> float:
+def tie_aware_recall(
+    q: np.ndarray, db: np.ndarray, found: np.ndarray, true_idx: np.ndarray, eps: float = 1e-6
+) -> float:
     """Mean share of the ``k`` found neighbours at least as similar as the k-th true one (float64)."""
     q64 = q.astype(np.float64)
     k = true_idx.shape[1]
@@ -87,7 +89,9 @@ def dup_recall(pairs: np.ndarray, idx_of_src: np.ndarray, sim_of_src: np.ndarray
     return float(hit.any(1).mean()) if len(pairs) else float("nan")
 
 
-def rerank(x: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def rerank(
+    x: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
     """Re-score candidate ids exactly (fp32) and keep the best ``k``: faiss's ``IndexRefineFlat`` step."""
     out_s = np.empty((len(queries), k), np.float32)
     out_i = np.empty((len(queries), k), np.int64)
@@ -221,9 +225,9 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="CPU preset: one pool of 20k")
     ap.add_argument("--out-dir", default=None, help="default benchmarks/results")
     ap.add_argument("--tag", default=None, help="suffix of the result file names")
+    if ap.parse_known_args()[0].small:  # the preset sets defaults; explicit flags still win
+        ap.set_defaults(sizes="20000", sample=500)
     args = ap.parse_args()
-    if args.small:
-        args.sizes, args.sample = "20000", 500
     if args.threads:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)

@@ -162,7 +162,10 @@ class GPUMultiCrop(nn.Module):
         self.register_buffer("mean", torch.tensor(self.cfg.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self.cfg.std).view(1, 3, 1, 1), persistent=False)
 
-    def sample_params(self, n: int, height: int, width: int, local: bool, blur_p: float, solarize_p: float) -> ViewParams:
+    def sample_params(
+        self, n: int, height: int, width: int, local: bool, blur_p: float, solarize_p: float
+    ) -> ViewParams:
+        """Draw one view's random parameters for ``n`` samples of ``height x width``."""
         c, g = self.cfg, self.gen
         scale = c.local_scale if local else c.global_scale
         boxes = sample_boxes(n, height, width, scale, c.ratio, g)

@@ -58,6 +58,7 @@ def test_gpu_embed_small(tmp_path: Path) -> None:
     assert configs["end_to_end/workers"]["ratio_to_bare"] == pytest.approx(
         configs["end_to_end/workers"]["images_per_s"] / bare)
     assert p["params"]["model"] == "vit_tiny_patch16_224" and p["params"]["img_size"] == 64
+    assert p["params"]["synthetic_n"] == 96  # an explicit flag beats the --small preset
     assert p["results"]["dtype"] == "fp32" and isinstance(p["results"]["meets_target"], bool)
 
 
