@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.curate.knn_torch import knn
+from pipeline.curate.knn_torch import chunk_topk, knn
 
 
 def _unit(n: int, dim: int, seed: int, dtype: str = "float32") -> np.ndarray:
@@ -39,6 +39,19 @@ def test_matches_faiss_flat_ip_for_any_chunking(query_chunk: int, db_chunk: int)
     assert s.dtype == np.float32 and i.dtype == np.int64 and s.shape == (200, 10)
     _assert_same_neighbours(s, i, S, I)
     assert (np.diff(s, axis=1) <= 0).all()  # best first
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_grouped_topk_equals_topk(ties: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(64, 32 * 40, generator=g)
+    if ties:  # few distinct values: many ties, including across groups
+        scores = (scores * 2).round()
+    v, i = chunk_topk(scores, 10, group=32)
+    ref_v, _ = scores.topk(10, dim=1)
+    torch.testing.assert_close(v, ref_v, atol=0, rtol=0)
+    torch.testing.assert_close(scores.gather(1, i), v, atol=0, rtol=0)  # indices point at those values
+    assert all(len(set(row.tolist())) == 10 for row in i)  # no element twice
 
 
 def test_self_search_finds_itself_first() -> None:
