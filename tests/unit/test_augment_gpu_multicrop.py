@@ -115,6 +115,26 @@ def test_box_parameters_in_range(scale: tuple[float, float]) -> None:
     assert boxes[:, 0].std() > 1.0
 
 
+def test_box_distribution_matches_torchvision_random_resized_crop() -> None:
+    from torchvision.transforms import RandomResizedCrop
+
+    torch.manual_seed(0)
+    h, w, n = 90, 160, 3000
+    img = torch.zeros(1, h, w)
+    ref = torch.tensor([RandomResizedCrop.get_params(img, [0.05, 0.32], [3 / 4, 4 / 3]) for _ in range(n)]).float()
+    ours = sample_boxes(n, h, w, (0.05, 0.32), (3 / 4, 4 / 3), torch.Generator().manual_seed(0))
+    ref_area, ref_ratio = ref[:, 2] * ref[:, 3] / (h * w), ref[:, 3] / ref[:, 2]  # get_params: (i, j, h, w)
+    our_w, our_h = ours[:, 2] - ours[:, 0], ours[:, 3] - ours[:, 1]
+    our_area, our_ratio = our_w * our_h / (h * w), our_w / our_h
+    q = torch.tensor([0.1, 0.5, 0.9])
+    torch.testing.assert_close(our_area.quantile(q), ref_area.quantile(q), atol=0.01, rtol=0)
+    torch.testing.assert_close(our_ratio.quantile(q), ref_ratio.quantile(q), atol=0.03, rtol=0)
+    # Centres spread the same way (uniform over the valid positions).
+    ref_cx = (ref[:, 1] + ref[:, 3] / 2) / w
+    our_cx = (ours[:, 0] + our_w / 2) / w
+    torch.testing.assert_close(our_cx.quantile(q), ref_cx.quantile(q), atol=0.02, rtol=0)
+
+
 def test_view_parameter_ranges_and_probabilities() -> None:
     m = GPUMultiCrop(MultiCropConfig(), seed=0)
     p = m.sample_params(20000, 64, 64, local=False, blur_p=0.1, solarize_p=0.2)
