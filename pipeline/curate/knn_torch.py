@@ -21,12 +21,16 @@ than the database) are ``-1`` with similarity ``-inf``.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 ArrayLike = np.ndarray | Tensor
+
+log = logging.getLogger(__name__)
 
 
 def default_device() -> torch.device:
@@ -117,6 +121,9 @@ def knn(
     k_eff = min(k, nd)
     k_keep = min(nd, k_eff + rerank_margin) if rerank else k_eff
     db_dev = db.to(dev, dtype) if _fits_on_device(db, dev, dtype) else None
+    if db_dev is None:
+        # Every query chunk re-reads the whole pool over PCIe: use a large query_chunk, or IVF-PQ at this scale.
+        log.warning("knn: database %s does not fit on %s; streaming it once per query chunk", tuple(db.shape), dev)
     sims_out = torch.full((nq, k), float("-inf"), dtype=torch.float32)
     idx_out = torch.full((nq, k), -1, dtype=torch.int64)
 
