@@ -22,6 +22,7 @@ than the database) are ``-1`` with similarity ``-inf``.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import torch
@@ -37,11 +38,55 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _as_tensor(x: ArrayLike) -> Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-    if t.ndim != 2:
-        raise ValueError(f"expected a 2-D [n, dim] array, got shape {tuple(t.shape)}")
-    return t
+def _from_numpy(a: np.ndarray) -> Tensor:
+    with warnings.catch_warnings():  # read-only memmaps: the tensors are only ever read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
+
+
+class _Rows:
+    """Row access to a numpy array (memory-mapped ones too) or a tensor without copying all of it."""
+
+    def __init__(self, x: ArrayLike) -> None:
+        if x.ndim != 2:
+            raise ValueError(f"expected a 2-D [n, dim] array, got shape {tuple(x.shape)}")
+        self.x, self.shape = x, tuple(x.shape)
+        self.is_numpy = isinstance(x, np.ndarray)
+        self.dtype = _from_numpy(np.empty(0, x.dtype)).dtype if self.is_numpy else x.dtype
+
+    def rows(self, start: int, stop: int) -> Tensor:
+        if self.is_numpy:
+            return _from_numpy(np.ascontiguousarray(self.x[start:stop]))
+        return self.x[start:stop]
+
+    def take(self, idx: Tensor) -> Tensor:
+        """Rows ``idx`` (any shape) as ``[*idx.shape, dim]``."""
+        flat = idx.reshape(-1)
+        if self.is_numpy:
+            out = _from_numpy(np.asarray(self.x[flat.cpu().numpy()]))
+        else:
+            out = self.x[flat.to(self.x.device)]
+        return out.view(*idx.shape, self.shape[1])
+
+
+def _resident(db: _Rows, dev: torch.device, dtype: torch.dtype, chunk: int) -> Tensor | None:
+    """The pool in ``dtype`` on ``dev`` when that is cheap or fits; ``None`` means stream it per chunk."""
+    nbytes = db.shape[0] * db.shape[1] * torch.finfo(dtype).bits // 8
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        if nbytes > 0.5 * free:
+            log.warning("knn: database %s does not fit on %s; streaming it once per query chunk "
+                        "(use a large query_chunk, or IVF-PQ at this scale)", db.shape, dev)
+            return None
+        out = torch.empty(db.shape, dtype=dtype, device=dev)
+        for j in range(0, db.shape[0], chunk):  # fill by chunks: no full host copy of a memmap
+            out[j : j + chunk] = db.rows(j, j + chunk).to(dev, dtype, non_blocking=True)
+        return out
+    if db.dtype == dtype and not db.is_numpy:
+        return db.x.to(dev)
+    if db.dtype == dtype:
+        return _from_numpy(db.x)  # no copy; a memmap is paged in as it is read
+    return None  # convert each chunk as it is used: memory stays bounded by the chunk
 
 
 def chunk_topk(scores: Tensor, k: int, group: int = 32) -> tuple[Tensor, Tensor]:
@@ -65,13 +110,6 @@ def chunk_topk(scores: Tensor, k: int, group: int = 32) -> tuple[Tensor, Tensor]
     return v, idx
 
 
-def _fits_on_device(x: Tensor, device: torch.device, dtype: torch.dtype, fraction: float = 0.5) -> bool:
-    if device.type != "cuda":
-        return True
-    free, _ = torch.cuda.mem_get_info(device)
-    return x.numel() * torch.finfo(dtype).bits // 8 <= fraction * free
-
-
 @torch.no_grad()
 def knn(
     queries: ArrayLike,
@@ -90,8 +128,9 @@ def knn(
 
     Args:
         queries: ``[nq, dim]`` (numpy or torch, any float dtype).
-        database: ``[nd, dim]``; kept on the device when it fits in half of the
-            free memory, otherwise streamed chunk by chunk from the host.
+        database: ``[nd, dim]``, numpy (memory-mapped is fine) or torch; copied to
+            the device by chunks when it fits in half of the free memory, else
+            streamed chunk by chunk from the host.
         k: Neighbours per query.
         device: Where to compute; CUDA when available.
         dtype: Matmul dtype; fp16 on CUDA, fp32 on CPU by default.
@@ -105,9 +144,9 @@ def knn(
         ``(similarities [nq, k] float32, indices [nq, k] int64)``, best first.
     """
     as_numpy = isinstance(queries, np.ndarray)
-    q_all, db = _as_tensor(queries), _as_tensor(database)
-    if q_all.shape[1] != db.shape[1]:
-        raise ValueError(f"queries have dim {q_all.shape[1]}, database has dim {db.shape[1]}")
+    qs, db = _Rows(queries), _Rows(database)
+    if qs.shape[1] != db.shape[1]:
+        raise ValueError(f"queries have dim {qs.shape[1]}, database has dim {db.shape[1]}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     dev = torch.device(device) if device is not None else default_device()
@@ -117,35 +156,37 @@ def knn(
     query_chunk = query_chunk or (8192 if dev.type == "cuda" else 1024)
     db_chunk = db_chunk or (131072 if dev.type == "cuda" else 16384)
 
-    nq, nd = q_all.shape[0], db.shape[0]
+    nq, nd = qs.shape[0], db.shape[0]
     k_eff = min(k, nd)
     k_keep = min(nd, k_eff + rerank_margin) if rerank else k_eff
-    db_dev = db.to(dev, dtype) if _fits_on_device(db, dev, dtype) else None
-    if db_dev is None:
-        # Every query chunk re-reads the whole pool over PCIe: use a large query_chunk, or IVF-PQ at this scale.
-        log.warning("knn: database %s does not fit on %s; streaming it once per query chunk", tuple(db.shape), dev)
+    db_dev = _resident(db, dev, dtype, db_chunk)
+    # Re-score against the pool in its own precision: the device copy only when it holds the same values.
+    rescore_src = db_dev if db_dev is not None and db.dtype == dtype else None
     sims_out = torch.full((nq, k), float("-inf"), dtype=torch.float32)
     idx_out = torch.full((nq, k), -1, dtype=torch.int64)
 
     starts = range(0, nq, query_chunk)
     for i0 in tqdm(starts, desc="knn", disable=not progress, total=len(starts)):
-        q = q_all[i0 : i0 + query_chunk].to(dev, dtype, non_blocking=True)
+        q_host = qs.rows(i0, i0 + query_chunk)
+        q = q_host.to(dev, dtype, non_blocking=True)
         best_v = torch.full((q.shape[0], 0), float("-inf"), device=dev, dtype=dtype)
         best_i = torch.empty((q.shape[0], 0), device=dev, dtype=torch.int64)
         for j0 in range(0, nd, db_chunk):
-            d = db_dev[j0 : j0 + db_chunk] if db_dev is not None else db[j0 : j0 + db_chunk].to(dev, dtype)
+            d = db_dev[j0 : j0 + db_chunk] if db_dev is not None else db.rows(j0, j0 + db_chunk).to(dev, dtype)
             v, i = chunk_topk(q @ d.T, k_keep)
-            # Merge the chunk's best with the running best; ties keep the lower index first.
+            # Merge the chunk's best into the running best.
             best_v = torch.cat((best_v, v), dim=1)
             best_i = torch.cat((best_i, i + j0), dim=1)
             if best_v.shape[1] > k_keep:
                 best_v, pos = best_v.topk(k_keep, dim=1)
                 best_i = best_i.gather(1, pos)
         if rerank:
-            qf = q_all[i0 : i0 + query_chunk].to(dev, torch.float32)
-            src = db_dev if db_dev is not None else db
-            cand = src[best_i.reshape(-1).to(src.device)].to(dev, torch.float32).view(*best_i.shape, -1)
-            exact = torch.einsum("qd,qkd->qk", qf, cand)
+            qf = q_host.to(dev, torch.float32)
+            if rescore_src is not None:
+                cand = rescore_src[best_i.reshape(-1)].view(*best_i.shape, -1)
+            else:
+                cand = db.take(best_i)
+            exact = torch.einsum("qd,qkd->qk", qf, cand.to(dev, torch.float32))
             best_v, pos = exact.topk(k_eff, dim=1)
             best_i = best_i.gather(1, pos)
         else:

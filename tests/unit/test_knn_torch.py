@@ -74,6 +74,21 @@ def test_fp16_with_rerank_equals_fp32_exact() -> None:
     assert (i2 == I).mean() > 0.9
 
 
+def test_memmap_fp16_pool_and_fp32_rescore_source(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A memory-mapped fp16 pool (as the embed step stores it) is read by chunks; fp32 queries
+    # against it in fp16 re-score against the fp16 values, which are the pool's own.
+    db = _unit(3000, 32, 6, "float16")
+    mm = np.lib.format.open_memmap(tmp_path / "emb.npy", mode="w+", dtype=np.float16, shape=db.shape)
+    mm[:] = db
+    mm.flush()
+    pool = np.load(tmp_path / "emb.npy", mmap_mode="r")
+    q = _unit(50, 32, 7)
+    S, I = _faiss(q, db, 5)
+    for dtype in (torch.float32, torch.float16):
+        s, i = knn(q, pool, 5, device="cpu", dtype=dtype, db_chunk=512)
+        _assert_same_neighbours(s, i, S, I, tol=1e-4)
+
+
 def test_torch_in_torch_out_and_k_larger_than_database() -> None:
     db = torch.from_numpy(_unit(5, 8, 4))
     s, i = knn(db[:2], db, 7, device="cpu")
