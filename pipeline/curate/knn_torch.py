@@ -71,6 +71,8 @@ class _Rows:
 
 def _resident(db: _Rows, dev: torch.device, dtype: torch.dtype, chunk: int) -> Tensor | None:
     """The pool in ``dtype`` on ``dev`` when that is cheap or fits; ``None`` means stream it per chunk."""
+    if not db.is_numpy and db.x.device == dev and db.dtype == dtype:
+        return db.x  # already there, no second copy
     nbytes = db.shape[0] * db.shape[1] * torch.finfo(dtype).bits // 8
     if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
@@ -82,9 +84,7 @@ def _resident(db: _Rows, dev: torch.device, dtype: torch.dtype, chunk: int) -> T
         for j in range(0, db.shape[0], chunk):  # fill by chunks: no full host copy of a memmap
             out[j : j + chunk] = db.rows(j, j + chunk).to(dev, dtype, non_blocking=True)
         return out
-    if db.dtype == dtype and not db.is_numpy:
-        return db.x.to(dev)
-    if db.dtype == dtype:
+    if db.dtype == dtype and db.is_numpy:
         return _from_numpy(db.x)  # no copy; a memmap is paged in as it is read
     return None  # convert each chunk as it is used: memory stays bounded by the chunk
 
