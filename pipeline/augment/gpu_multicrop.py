@@ -145,6 +145,8 @@ def crop_resize(x: Tensor, boxes: Tensor, size: int) -> Tensor:
 class GPUMultiCrop(nn.Module):
     """Batched DINOv2 multi-crop: ``uint8 [B, C, H, W]`` in, normalised float views out.
 
+    Runs on the device of its input (CPU or GPU).
+
     Args:
         cfg: The recipe; DINOv2's defaults when omitted.
         seed: Seed of the generator that draws every random parameter.
@@ -225,7 +227,8 @@ class GPUMultiCrop(nn.Module):
             sel = sel.to(dev, non_blocking=True)
             y[sel] = color.solarize(y[sel])
         # A one-channel batch broadcasts against the 3-channel mean to 3 equal-before-normalisation channels.
-        return ((y - self.mean) / self.std).to(self.out_dtype)
+        mean, std = self.mean.to(dev), self.std.to(dev)  # no-op once the module sits on the input's device
+        return ((y - mean) / std).to(self.out_dtype)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> MultiCrops:

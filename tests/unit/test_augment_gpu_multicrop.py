@@ -201,6 +201,8 @@ def test_gpu_matches_cpu() -> None:
     x = _images(b=8, size=64)
     cpu = GPUMultiCrop(SMALL, seed=5)(x).views
     gpu = GPUMultiCrop(SMALL, seed=5).cuda()(x.cuda()).views
-    for a, b in zip(cpu, gpu):
+    unmoved = GPUMultiCrop(SMALL, seed=5)(x.cuda()).views  # module left on the CPU: follows its input
+    for a, b, c in zip(cpu, gpu, unmoved):
+        assert torch.equal(b, c)
         assert b.is_cuda
         torch.testing.assert_close(b.cpu(), a, atol=2e-3, rtol=0)
