@@ -47,7 +47,9 @@ class AtomicShardWriter:
         self.shard.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.shard.with_name(f".{self.shard.name}.{os.getpid()}.tmp")
         self._fh = open(self.tmp, "wb")
-        self._writer = wds.TarWriter(self._fh)
+        # A fixed mtime makes a shard's bytes depend only on its samples, so a
+        # resumed run writes exactly the shards an uninterrupted one would.
+        self._writer = wds.TarWriter(self._fh, mtime=0.0)
         self.count = 0
 
     def write(self, key: str, ext: str, data: bytes, meta: dict[str, Any]) -> None:

@@ -9,9 +9,10 @@ extracted, and members whose names could escape a folder (absolute paths,
 from __future__ import annotations
 
 import os
+import stat
 import tarfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -84,10 +85,13 @@ def iter_tar(archive: Path, key_prefix: str) -> Iterator[InputRef]:
 
 def _walk(root: Path) -> Iterator[Path]:
     # os.walk with sorted names gives the same order on every machine, so shard
-    # contents and ids are reproducible.
+    # contents and ids are reproducible. Symlinks to folders are not followed
+    # (loops, escaping the tree) but are still yielded, so that they are
+    # reported as refused instead of vanishing silently.
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
-        for name in sorted(filenames):
+        linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in sorted(filenames + linked):
             yield Path(dirpath) / name
 
 
@@ -120,9 +124,34 @@ def iter_inputs(spec: str | Path, list_root: Path | None = None) -> Iterator[Inp
         yield from _file_or_archive(p, p.name)
 
 
+def _not_regular(f: Path) -> str:
+    """Why ``f`` cannot be read as a file, or ``""`` when it is a regular file.
+
+    FIFOs and devices would block or stream forever when opened, and folders
+    named like images cannot be read, so all of them are refused up front.
+    """
+    try:
+        st = f.stat()  # follows symlinks: a link to a regular file is fine
+    except FileNotFoundError:
+        return "broken_symlink" if f.is_symlink() else "missing_file"
+    except OSError as e:
+        return f"unreadable: {type(e).__name__}: {e}"
+    if stat.S_ISREG(st.st_mode):
+        return ""
+    kind = (
+        "a folder" if stat.S_ISDIR(st.st_mode)
+        else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+        else "a socket" if stat.S_ISSOCK(st.st_mode)
+        else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+        else "not a regular file"
+    )  # fmt: skip
+    return f"not_a_regular_file: {kind}" + (" (symlink, not followed)" if f.is_symlink() else "")
+
+
 def _file_or_archive(f: Path, key: str) -> Iterator[InputRef]:
-    if f.is_symlink() and not f.exists():
-        yield InputRef(key=key, kind="file", path=str(f), rejected="broken_symlink")
+    why = _not_regular(f)
+    if why:
+        yield InputRef(key=key, kind="file", path=str(f), rejected=why)
     elif _is_tar(f):
         yield from iter_tar(f, key)
     else:
@@ -130,9 +159,36 @@ def _file_or_archive(f: Path, key: str) -> Iterator[InputRef]:
 
 
 def iter_all(specs: Iterable[str | Path]) -> Iterator[InputRef]:
-    """Inputs of several specs, in order."""
-    for s in specs:
-        yield from iter_inputs(s)
+    """Inputs of several specs, in order, each key unique.
+
+    With several specs, keys under a folder are prefixed with the folder's
+    name (``a/x.png``, ``b/x.png``) so that equal relative paths in two
+    folders stay two inputs. A key that still repeats (a list naming a file
+    twice, a tar holding one member name twice) is refused as
+    ``duplicate_input``, so every input is accounted for exactly once.
+    """
+    specs = list(specs)
+    seen: set[str] = set()
+    prefixes: set[str] = set()
+    for i, s in enumerate(specs):
+        prefix = ""
+        if len(specs) > 1 and Path(s).is_dir():
+            prefix = Path(s).resolve().name or f"spec{i}"
+            if prefix in prefixes:
+                prefix = f"{prefix}~{i}"
+            prefixes.add(prefix)
+        for ref in iter_inputs(s):
+            if prefix:
+                ref = replace(ref, key=f"{prefix}/{ref.key}")
+            if ref.key in seen:
+                ref = replace(ref, rejected="duplicate_input: the same key was already listed")
+                # Same key twice: make this record's key unique but recognisable.
+                n = 2
+                while f"{ref.key}#{n}" in seen:
+                    n += 1
+                ref = replace(ref, key=f"{ref.key}#{n}")
+            seen.add(ref.key)
+            yield ref
 
 
 def read_bytes(ref: InputRef) -> bytes:
@@ -142,7 +198,12 @@ def read_bytes(ref: InputRef) -> bytes:
         OSError: when the file cannot be read (the caller records ``unreadable``).
     """
     if ref.kind == "file":
-        with open(ref.path, "rb") as fh:
+        # Checked again here: a path can turn into a FIFO between enumeration
+        # and reading, and opening a FIFO would block this worker forever.
+        fd = os.open(ref.path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise OSError(f"{ref.path} is not a regular file")
             return fh.read()
     if ref.offset >= 0:
         with open(ref.path, "rb") as fh:
@@ -151,8 +212,18 @@ def read_bytes(ref: InputRef) -> bytes:
         if len(data) != ref.size:
             raise OSError(f"archive ended early: {len(data)} of {ref.size} bytes")
         return data
-    with tarfile.open(ref.path, "r:*") as tf:
-        fh = tf.extractfile(ref.member)
-        if fh is None:
-            raise OSError(f"member {ref.member} has no data")
-        return fh.read()
+    # Compressed archives cannot seek: decompress up to the member. The scan
+    # stops at the first member of that name, the one enumeration refers to.
+    try:
+        with tarfile.open(ref.path, "r:*") as tf:
+            for m in tf:
+                if m.name == ref.member:
+                    fh = tf.extractfile(m)
+                    if fh is None:
+                        raise OSError(f"member {ref.member} has no data")
+                    return fh.read()
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tarfile/zlib/lzma errors are not OSErrors
+        raise OSError(f"{ref.path}: {type(e).__name__}: {e}") from None
+    raise OSError(f"{ref.path}: member {ref.member} not found")

@@ -21,7 +21,7 @@ from data_recipes.contract import RecipeOutput, read_labels
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.io.ingest import IngestOptions, ingest
+from pipeline.io.ingest import IngestOptions, ingest, input_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,17 @@ def run(cfg: DictConfig) -> Manifest:
         progress=cfg.progress,
     )
     recipe_hash = lineage_entry(recipe_dir)["config_hash"]
+    # The number of workers changes how fast, not what is written.
+    knobs = {k: v for k, v in section(cfg, "ingest").items() if k != "workers"}
     labels = read_labels(recipe.labels_csv) if recipe.labels_csv else {}
     counts: dict[str, int] = {}
     metrics: dict[str, float] = {}
     inputs = [lineage_entry(recipe_dir)]
     for source, specs in recipe.sources.items():
         folder = root / source
-        h = config_hash(section(cfg, "ingest"), recipe_hash, specs)
+        # The inputs' fingerprint is in the hash, so files added to a user's
+        # folder are ingested on the next run instead of being skipped.
+        h = config_hash(knobs, recipe_hash, specs, input_fingerprint(specs))
         m = completed(folder, h, f"ingest/{source}")
         if m is None:
             res = ingest(specs, folder, opts, labels=labels if source == "eval" else None)
@@ -85,9 +89,13 @@ def run(cfg: DictConfig) -> Manifest:
             metrics[f"{source}.rejected.{reason}"] = n
         tracking.log_artifact(folder / "manifest.json", artifact_path=f"ingest/{source}")
         tracking.log_artifact(folder / "records.jsonl", artifact_path=f"ingest/{source}")
+    summary_hash = config_hash([i["config_hash"] for i in inputs])
+    done = completed(root, summary_hash, "ingest")
+    if done is not None:  # keep the file as it is, so a re-run changes no byte
+        return done
     summary = Manifest(
         stage="ingest",
-        config_hash=config_hash([i["config_hash"] for i in inputs]),
+        config_hash=summary_hash,
         inputs=inputs,
         artifacts={s: s for s in recipe.sources},
         counts=counts,
