@@ -12,6 +12,7 @@ Outputs (under ``<paths.output_dir>``)::
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from hydra.utils import get_method
@@ -27,13 +28,22 @@ log = logging.getLogger(__name__)
 
 
 def prepare_recipe(cfg: DictConfig) -> tuple[RecipeOutput, Path]:
-    """Run the recipe's ``prepare`` unless its outputs already match the config."""
+    """Run the recipe's ``prepare`` unless its outputs already match the config.
+
+    A recipe that reads files the user may change (labels, class folders) can
+    define ``fingerprint(cfg) -> str`` next to ``prepare``; it joins the hash,
+    so such a change re-runs the recipe instead of being skipped.
+    """
     folder = stage_dir(cfg, "recipe")
-    h = config_hash(section(cfg, "data_recipe"))
+    prepare = get_method(cfg.data_recipe.prepare)
+    fingerprint = getattr(sys.modules[prepare.__module__], "fingerprint", None)
+    parts: list = [section(cfg, "data_recipe")]
+    if fingerprint is not None:
+        parts.append(fingerprint(cfg.data_recipe))
+    h = config_hash(*parts)
     done = completed(folder, h, "recipe")
     if done is not None:
         return RecipeOutput.from_dict(done.extra["recipe"]), folder
-    prepare = get_method(cfg.data_recipe.prepare)
     log.info("recipe %s: preparing sources in %s", cfg.data_recipe.name, folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = prepare(cfg.data_recipe, folder)

@@ -55,3 +55,6 @@ def test_lineage_and_completed(tmp_path: Path) -> None:
 def test_corrupt_manifest_is_not_complete(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{not json")
     assert not is_complete(tmp_path, "abc")
+    from pipeline.core.stage import completed
+
+    assert completed(tmp_path, "abc", "x") is None
