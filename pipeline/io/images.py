@@ -68,7 +68,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     Scientific and inspection images (16-bit TIFFs from EL cameras, say) rarely
     use the full 16-bit range, so a fixed ``>> 8`` would leave them nearly black.
     """
-    arr = np.asarray(img, dtype=np.float64)
+    arr = np.asarray(img).astype(np.float32)  # exact for 16-bit values, half the memory of float64
     if arr.size == 0:
         raise ImageRejected("empty_image")
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
@@ -126,8 +126,20 @@ def normalize_image(data: bytes, max_pixels: int = 89_478_485, min_side: int = 8
         # Some libraries flip this global on import; it would make PIL pad a
         # cut-off file with grey instead of failing, so refuse to run with it.
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated files would pass as images")
-    # PIL's own bomb guard only warns between 1x and 2x its limit; a shared
-    # global limit would also leak between callers, so check size ourselves.
+    # PIL's own bomb guard is a process-wide limit that only warns between 1x
+    # and 2x of it. Set it to our limit for this call (ingest decodes in worker
+    # processes, one image at a time) and turn the warning into an error, so a
+    # user's larger max_pixels is honoured and a smaller one is enforced
+    # before any pixel is decoded.
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        return _decode(data, max_pixels, min_side)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def _decode(data: bytes, max_pixels: int, min_side: int) -> NormalizedImage:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -153,9 +165,9 @@ def normalize_image(data: bytes, max_pixels: int = 89_478_485, min_side: int = 8
         except Exception as e:  # noqa: BLE001
             raise _load_failure(e, data) from None
     if source_format == "PNG" and _PNG_IEND not in data:
-        # PIL stops reading after the last image data chunk, so a PNG cut
-        # between its data and its end marker decodes "fine"; the file is
-        # still incomplete, and a cut inside a lucky row boundary would not be.
+        # PIL stops reading once it has the pixel data, so a PNG cut after
+        # its last data chunk decodes without an error; the file is still
+        # incomplete, and accepting it would hide a broken copy or download.
         raise ImageRejected("truncated", "PNG has no IEND chunk")
     # Any orientation other than 1 (including mirror-only ones that keep the
     # size) means the stored pixels differ from the file's, so JPEG bytes can

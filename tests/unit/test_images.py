@@ -120,5 +120,16 @@ def test_rejection_reasons(data: bytes, kwargs: dict, reason: str | None) -> Non
     assert e.value.reason == reason
 
 
+def test_max_pixels_above_pil_default_is_honoured() -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    header_only = png_bomb(12_000, 12_000)  # 144 M pixels: PIL alone would refuse it as a bomb
+    with pytest.raises(ImageRejected) as e:
+        normalize_image(header_only, max_pixels=150_000_000)
+    assert e.value.reason == "truncated"  # got past the size check, then ran out of data
+    with pytest.raises(ImageRejected, match="decompression_bomb"):
+        normalize_image(header_only, max_pixels=100_000_000)
+    assert Image.MAX_IMAGE_PIXELS == limit, "the process-wide limit was not restored"
+
+
 def test_decode_rgb_gives_rgb() -> None:
     assert decode_rgb(encode(Image.fromarray(noise(8, 8, 1)), "PNG")).mode == "RGB"
