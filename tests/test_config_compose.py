@@ -15,7 +15,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipeline.config import register_configs
 from tests.conftest import CONF_DIR
@@ -48,17 +49,19 @@ def _plugin_missing(group: str, option: str) -> str | None:
 
 
 def _compose_option(group: str, option: str, tmp_path: Path) -> DictConfig:
+    """Compose with ``group=option``; Hydra's own node is kept so ``${hydra:...}`` resolves."""
     register_configs()
     base = [f"paths.root={tmp_path}"]
-    hydra_group = group.startswith("hydra/")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
-            return compose("config", overrides=[*base, f"{group}={option}"], return_hydra_config=hydra_group)
+            cfg = compose("config", overrides=[*base, f"{group}={option}"], return_hydra_config=True)
         except ConfigCompositionException as e:
             if "No match in the defaults list" not in str(e) and "Could not override" not in str(e):
                 raise
             # A group that the main defaults list does not name is appended.
-            return compose("config", overrides=[*base, f"+{group}={option}"], return_hydra_config=hydra_group)
+            cfg = compose("config", overrides=[*base, f"+{group}={option}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
 
 def test_conf_has_options() -> None:
@@ -72,8 +75,13 @@ def test_every_option_composes_and_resolves(group: str, option: str, tmp_path: P
     if plugin:
         pytest.skip(f"{group}={option} needs {plugin}, which is not installed")
     cfg = _compose_option(group, option, tmp_path)
-    plain = OmegaConf.to_container(cfg, resolve=not group.startswith("hydra/"))
-    assert isinstance(plain, dict)
+    try:
+        with open_dict(cfg):
+            hydra_node = cfg.pop("hydra")
+        plain = OmegaConf.to_container(cfg, resolve=True)  # every interpolation of the job config resolves
+    finally:
+        HydraConfig.instance().cfg = None  # do not leak a "running under Hydra" state into other tests
+    assert isinstance(plain, dict) and hydra_node is not None
     top = group.split("/")[0]
     if top != "hydra":
         assert cfg[top] is not None, f"{group}={option} composed to an empty {top}"
