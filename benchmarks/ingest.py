@@ -160,7 +160,8 @@ def main() -> None:
     for r in rows:
         lines.append(
             f"| {r['workers']} | {r['inputs']} | {r['accepted']} | {r['ingest_seconds']} | {r['images_per_s']} | "
-            f"{r['cpu_seconds']} | {r['images_per_cpu_s']} | {r['peak_rss_total_mib']} | {r['peak_rss_max_process_mib']} |"
+            f"{r['cpu_seconds']} | {r['images_per_cpu_s']} | {r['peak_rss_total_mib']} | "
+            f"{r['peak_rss_max_process_mib']} |"
         )
     (args.out / "ingest.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -60,7 +60,8 @@ def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+    idat = chunk(b"IDAT", zlib.compress(b"\0" * 1024))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
 
 
 def _add(tf: tarfile.TarFile, name: str, data: bytes, kind: bytes = tarfile.REGTYPE, target: str = "") -> None:
@@ -148,7 +149,8 @@ def build_corpus(root: Path) -> dict[str, Expect]:
     put("bad/text.png", b"this is not an image\n" * 20, Expect("rejected", "not_an_image"))
     put("bad/notes.txt", b"a stray file\n", Expect("rejected", "not_an_image"))
     put("bad/bomb_header.png", png_bomb(), Expect("rejected", "decompression_bomb"))
-    put("bad/over_max_pixels.png", encode(Image.new("L", (1100, 1000)), "PNG"), Expect("rejected", "decompression_bomb"))
+    over = encode(Image.new("L", (1100, 1000)), "PNG")  # 1.1 M pixels > TEST_MAX_PIXELS
+    put("bad/over_max_pixels.png", over, Expect("rejected", "decompression_bomb"))
     put("bad/tiny.png", encode(Image.new("RGB", (4, 30)), "PNG"), Expect("rejected", "too_small"))
 
     # Things that are not regular files. Tests run as root, so chmod 000 cannot

@@ -147,7 +147,8 @@ def _decode(data: bytes, max_pixels: int, min_side: int) -> NormalizedImage:
         except UnidentifiedImageError as e:
             fmt = _signature(data)
             if fmt:
-                raise ImageRejected("truncated", f"{fmt} signature but an unreadable header ({len(data)} bytes)") from None
+                detail = f"{fmt} signature but an unreadable header ({len(data)} bytes)"
+                raise ImageRejected("truncated", detail) from None
             raise ImageRejected("not_an_image", str(e).split(" <")[0]) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageRejected("decompression_bomb", str(e)) from None
