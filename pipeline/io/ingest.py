@@ -63,6 +63,11 @@ class IngestOptions:
     min_side: int = 8
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for name, low in (("shard_size", 1), ("workers", 0), ("max_pixels", 1), ("min_side", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"ingest.{name} must be >= {low}, got {getattr(self, name)}")
+
 
 @dataclass
 class IngestResult:

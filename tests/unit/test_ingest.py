@@ -112,6 +112,12 @@ def test_labels_are_stored_in_sample_meta(tmp_path: Path) -> None:
     assert "labels" not in metas["1.png"]
 
 
+@pytest.mark.parametrize("bad", [{"shard_size": 0}, {"workers": -1}, {"max_pixels": 0}, {"min_side": 0}])
+def test_nonsense_options_are_refused_naming_the_key(bad: dict) -> None:
+    with pytest.raises(ValueError, match=f"ingest.{next(iter(bad))} must be"):
+        IngestOptions(**bad)
+
+
 def _pool(folder: Path, n: int, side: int = 48) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
