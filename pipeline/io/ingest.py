@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 from pipeline.core.manifest import MANIFEST_NAME, atomic_write_bytes, config_hash
 from pipeline.io.images import ImageRejected, normalize_image
 from pipeline.io.shards import AtomicShardWriter, records_path, shard_done, shard_path
-from pipeline.io.sources import InputRef, iter_all, read_bytes
+from pipeline.io.sources import InputRef, inflate_archives, iter_all, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,17 @@ def ingest(
     _start_plan(out_dir, plan)
     for tmp in out_dir.glob(".shard-*.tmp"):  # half-written shards of a killed run
         tmp.unlink(missing_ok=True)
+    inflated = out_dir / ".inflated"
+    refs = inflate_archives(refs, inflated)
+    try:
+        return _ingest(refs, out_dir, opts, labels)
+    finally:
+        shutil.rmtree(inflated, ignore_errors=True)
+
+
+def _ingest(
+    refs: list[InputRef], out_dir: Path, opts: IngestOptions, labels: dict[str, dict[str, Any]] | None
+) -> IngestResult:
     index = _index(refs, out_dir / "index.jsonl", opts)
     by_key = {r.key: r for r in refs}
     cands = [r for r in index if r["status"] == "candidate"]

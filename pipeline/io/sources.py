@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tbz2", ".tar.xz", ".txz")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
@@ -28,9 +28,12 @@ class InputRef:
             root, ``archive.tar/member`` for tar members, the line of a list.
         kind: ``"file"`` or ``"tar"``.
         path: File path, or the archive's path for tar members.
-        offset, size: Byte range of a tar member's data (uncompressed tars).
-        member: The tar member's name (compressed tars are read by name).
+        offset, size: Byte range of a tar member's data; for a compressed
+            archive, in its decompressed stream.
+        member: The tar member's name.
         rejected: A reason code when the input is refused before reading.
+        compressed: ``path`` is a compressed archive: :func:`read_bytes` must
+            decompress up to the member (slow; see :func:`inflate_archives`).
     """
 
     key: str
@@ -40,6 +43,7 @@ class InputRef:
     size: int = -1
     member: str = ""
     rejected: str = ""
+    compressed: bool = False
 
 
 def _is_tar(p: Path) -> bool:
@@ -59,7 +63,12 @@ def unsafe_member_name(name: str) -> bool:
 
 def iter_tar(archive: Path, key_prefix: str) -> Iterator[InputRef]:
     """Yield one ref per member of ``archive``; refused members carry a reason."""
-    compressed = not archive.name.lower().endswith(".tar")
+    # By content, not by name: a gzipped file named .tar must not be read by raw offsets.
+    try:
+        with open(archive, "rb") as fh:
+            compressed = fh.read(6).startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00"))
+    except OSError:
+        compressed = False
     try:
         tf = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError) as e:
@@ -76,7 +85,8 @@ def iter_tar(archive: Path, key_prefix: str) -> Iterator[InputRef]:
                 elif not m.isfile():
                     yield InputRef(key=key, kind="tar", path=str(archive), member=m.name, rejected="tar_member_not_a_file")
                 elif compressed:
-                    yield InputRef(key=key, kind="tar", path=str(archive), member=m.name, size=m.size)
+                    yield InputRef(key=key, kind="tar", path=str(archive), member=m.name, size=m.size,
+                                   offset=m.offset_data, compressed=True)  # fmt: skip
                 else:
                     yield InputRef(key=key, kind="tar", path=str(archive), offset=m.offset_data, size=m.size, member=m.name)
         except (tarfile.TarError, OSError, EOFError) as e:
@@ -191,6 +201,42 @@ def iter_all(specs: Iterable[str | Path]) -> Iterator[InputRef]:
             yield ref
 
 
+def inflate_archives(refs: list[InputRef], folder: Path) -> list[InputRef]:
+    """Decompress each compressed archive once into ``folder`` and point its refs at the copy.
+
+    Reading members of a ``.tar.gz`` one by one decompresses the archive from
+    its start every time, which is quadratic in its size. The decompressed
+    stream of a compressed tar is a plain tar with the same member offsets, so
+    one linear pass makes every member a seek-and-read. Nothing is extracted:
+    the copy is one tar file, removed by the caller when done.
+    """
+    import shutil
+
+    out: list[InputRef] = []
+    copies: dict[str, str] = {}
+    for ref in refs:
+        if not ref.compressed or ref.rejected:
+            out.append(ref)
+            continue
+        if ref.path not in copies:
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{len(copies):04d}-{Path(ref.path).name}.tar"
+            tmp = target.with_name(target.name + ".tmp")
+            try:
+                with tarfile.open(ref.path, "r:*") as tf, open(tmp, "wb") as dst:
+                    assert tf.fileobj is not None
+                    tf.fileobj.seek(0)
+                    shutil.copyfileobj(tf.fileobj, dst, 1 << 20)
+                os.replace(tmp, target)
+                copies[ref.path] = str(target)
+            except Exception:  # noqa: BLE001 - a broken archive is read (and reported) member by member
+                tmp.unlink(missing_ok=True)
+                copies[ref.path] = ""
+        copy = copies[ref.path]
+        out.append(replace(ref, path=copy, compressed=False) if copy else ref)
+    return out
+
+
 def read_bytes(ref: InputRef) -> bytes:
     """Read one input's bytes.
 
@@ -205,7 +251,7 @@ def read_bytes(ref: InputRef) -> bytes:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 raise OSError(f"{ref.path} is not a regular file")
             return fh.read()
-    if ref.offset >= 0:
+    if ref.offset >= 0 and not ref.compressed:
         with open(ref.path, "rb") as fh:
             fh.seek(ref.offset)
             data = fh.read(ref.size)

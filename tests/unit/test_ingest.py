@@ -159,6 +159,20 @@ def test_changed_options_or_inputs_never_mix_old_shards(tmp_path: Path) -> None:
     assert len(ids) == len(set(ids)) == 10
 
 
+def test_compressed_archive_is_inflated_once_and_cleaned_up(tmp_path: Path) -> None:
+    import tarfile
+
+    _pool(tmp_path / "in", 30, side=24)
+    with tarfile.open(tmp_path / "pool.tar.gz", "w:gz") as tf:
+        for p in sorted((tmp_path / "in").iterdir()):
+            tf.add(p, arcname=p.name)
+    res = ingest([tmp_path / "pool.tar.gz"], tmp_path / "out", IngestOptions(shard_size=8, workers=2, progress=False))
+    assert res.counts == {"inputs": 30, "accepted": 30, "rejected": 0, "duplicate": 0}
+    assert not (tmp_path / "out" / ".inflated").exists()
+    got = {s["meta"]["source"]: s["meta"]["sha256"] for s in iter_samples(list_shards(tmp_path / "out"))}
+    assert got == {f"pool.tar.gz/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "in").iterdir()}
+
+
 def test_same_relative_names_in_two_folders_stay_two_inputs(tmp_path: Path) -> None:
     _pool(tmp_path / "a", 2)
     _pool(tmp_path / "b", 2, side=40)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.io.sources import InputRef, iter_all, iter_inputs, read_bytes, unsafe_member_name
+from pipeline.io.sources import InputRef, inflate_archives, iter_all, iter_inputs, read_bytes, unsafe_member_name
 
 
 @pytest.mark.parametrize(
@@ -71,8 +71,31 @@ def test_tar_members_are_read_in_place(tmp_path: Path, suffix: str, mode: str) -
     assert [r.key for r in refs] == [f"a{suffix}/x/1.png", f"a{suffix}/2.png", f"a{suffix}/../bad.png"]
     assert [read_bytes(r) for r in refs[:2]] == [b"one", b"two"]
     assert refs[2].rejected == "unsafe_tar_path"
-    assert (refs[0].offset >= 0) is (suffix == ".tar")  # plain tars are read by offset
+    assert refs[0].compressed is (suffix != ".tar")
     assert not (tmp_path / "bad.png").exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("name,mode", [("a.tar.gz", "w:gz"), ("a.tbz", "w:bz2"), ("a.tar.xz", "w:xz"),
+                                       ("misnamed.tar", "w:gz")])  # fmt: skip
+def test_inflated_archive_reads_the_same_bytes(tmp_path: Path, name: str, mode: str) -> None:
+    members = {f"{i}.png": bytes([i]) * (100 + i) for i in range(20)}
+    _tar(tmp_path / name, members, mode)
+    refs = list(iter_inputs(tmp_path / name))
+    assert all(r.compressed for r in refs)
+    fast = inflate_archives(refs, tmp_path / "inflated")
+    assert [r.key for r in fast] == [r.key for r in refs] and not any(r.compressed for r in fast)
+    assert len({r.path for r in fast}) == 1 and Path(fast[0].path).parent == tmp_path / "inflated"
+    assert [read_bytes(r) for r in fast] == [read_bytes(r) for r in refs] == list(members.values())
+
+
+def test_broken_compressed_archive_falls_back_to_member_reads(tmp_path: Path) -> None:
+    _tar(tmp_path / "a.tar.gz", {"1.png": b"one", "2.png": bytes(range(256)) * 400}, "w:gz")
+    refs = list(iter_inputs(tmp_path / "a.tar.gz"))
+    raw = (tmp_path / "a.tar.gz").read_bytes()
+    (tmp_path / "a.tar.gz").write_bytes(raw[: len(raw) - 30])  # the gzip stream ends early
+    fast = inflate_archives(refs, tmp_path / "inflated")
+    assert fast == refs and not list((tmp_path / "inflated").glob("*"))
+    assert read_bytes(fast[0]) == b"one"
 
 
 def test_broken_compressed_member_read_is_an_oserror(tmp_path: Path) -> None:
