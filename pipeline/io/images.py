@@ -122,21 +122,19 @@ def normalize_image(data: bytes, max_pixels: int = 89_478_485, min_side: int = 8
     """
     if len(data) == 0:
         raise ImageRejected("empty_file")
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        # Some libraries flip this global on import; it would make PIL pad a
-        # cut-off file with grey instead of failing, so refuse to run with it.
-        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated files would pass as images")
     # PIL's own bomb guard is a process-wide limit that only warns between 1x
     # and 2x of it. Set it to our limit for this call (ingest decodes in worker
     # processes, one image at a time) and turn the warning into an error, so a
     # user's larger max_pixels is honoured and a smaller one is enforced
     # before any pixel is decoded.
-    old_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    # Some libraries set LOAD_TRUNCATED_IMAGES on import, which makes PIL pad
+    # a cut-off file with grey instead of failing; ingest must see the error.
+    old_limit, old_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
     try:
         return _decode(data, max_pixels, min_side)
     finally:
-        Image.MAX_IMAGE_PIXELS = old_limit
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old_limit, old_truncated
 
 
 def _decode(data: bytes, max_pixels: int, min_side: int) -> NormalizedImage:

@@ -93,11 +93,14 @@ def test_png_missing_only_its_end_chunk_is_truncated() -> None:
         normalize_image(data[:-12])
 
 
-def test_load_truncated_images_flag_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_truncation_is_caught_even_if_a_library_set_load_truncated_images(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
-    with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
-        normalize_image(encode(Image.fromarray(noise(16, 16)), "PNG"))
+    data = encode(Image.fromarray(noise(64, 64)), "JPEG")
+    with pytest.raises(ImageRejected, match="truncated"):
+        normalize_image(data[: len(data) // 2])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True, "the caller's setting was not restored"
+    assert normalize_image(data).ext == "jpg"
 
 
 @pytest.mark.parametrize(
