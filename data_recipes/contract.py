@@ -88,7 +88,8 @@ def read_labels(path: str | Path) -> dict[str, dict[str, str]]:
     """Read a labels CSV into ``{key: {column: value}}``.
 
     Raises:
-        ValueError: naming the file, when ``key`` or ``split`` is missing or a split is unknown.
+        ValueError: naming the file (and line), when ``key`` or ``split`` is
+            missing, a split is unknown or a key repeats.
     """
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -102,6 +103,8 @@ def read_labels(path: str | Path) -> dict[str, dict[str, str]]:
         if row["split"] not in ("train", "test"):
             raise ValueError(f"{path}:{i}: split must be 'train' or 'test', got {row['split']!r}")
         key = row.pop("key")
+        if key in out:
+            raise ValueError(f"{path}:{i}: key {key!r} appears twice")
         out[key] = row
     return out
 

@@ -47,7 +47,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Manifest]:
         experiment=t.experiment,
         artifact_location=t.artifact_location,
         run_name=t.run_name or f"{cfg.data_recipe.name}:{cfg.stage.name}",
-        params={"stage": cfg.stage.name, "data_recipe": cfg.data_recipe.name, "seed": cfg.seed},
+        params=_resolved(cfg),
     ):
         tracking.set_tags({"data_recipe": cfg.data_recipe.name, "stages": ",".join(wanted)})
         _log_config(cfg)
@@ -62,6 +62,14 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Manifest]:
                 tracking.log_artifact(Path(cfg.paths.output_dir) / name / "manifest.json")
             results[name] = manifest
     return results
+
+
+def _resolved(cfg: DictConfig) -> dict:
+    """The whole resolved config (minus Hydra's own node), logged as the parent run's params."""
+    out = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(out, dict)
+    out.pop("hydra", None)
+    return out
 
 
 def _log_config(cfg: DictConfig) -> None:

@@ -238,7 +238,10 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
         ground_truth=str(out_dir / "ground_truth.json"),
         info={
             "elpv": "elpv-dataset (PyPI), Buerhop-Lutz et al. 2018 / Deitsch et al. 2019, images CC BY-NC-SA 4.0",
-            "distractors": "scikit-image sample data (lfw_subset, photos), scikit-learn digits and sample images (BSD)",
+            "distractors": (
+                "scikit-image sample data (lfw_subset, public-domain/CC0 photos), scikit-learn digits "
+                "(UCI, CC BY 4.0) and sample images (CC BY 2.0); see data_recipes/elpv_demo/README.md"
+            ),
             "counts": {"pool": len(items), "pool_elpv": len(pool_elpv), "seeds": len(seeds), "eval": len(eval_set)},
         },
     )

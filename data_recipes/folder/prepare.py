@@ -8,17 +8,50 @@ class sub-folders (``labeled/<class>/<image>``) or from a CSV; without a
 from __future__ import annotations
 
 import csv
+import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
 from data_recipes.contract import RecipeOutput, TaskSpec, stratified_split, write_labels
+from pipeline.core.manifest import config_hash
+from pipeline.io.ingest import input_fingerprint
 from pipeline.io.sources import iter_inputs
+
+log = logging.getLogger(__name__)
 
 
 def _check_exists(kind: str, paths: list[str]) -> None:
     for p in paths:
         if not Path(p).exists():
             raise FileNotFoundError(f"data_recipe.{kind}: {p} does not exist")
+
+
+def _check_keys(csv_path: Path, keys: list[str], labeled: Path) -> None:
+    """Every CSV key must name a file under ``labeled``; unlabeled files there are only worth a warning."""
+    present = {r.key for r in iter_inputs(labeled) if not r.rejected}
+    missing = [k for k in keys if k not in present]
+    if missing:
+        raise ValueError(
+            f"{csv_path}: {len(missing)} keys name no file under {labeled} (keys are paths relative to it), "
+            f"e.g. {missing[:3]}"
+        )
+    extra = len(present - set(keys))
+    if extra:
+        log.warning("%s: %d files under %s have no row in %s; they are ingested without labels",
+                    "folder recipe", extra, labeled, csv_path)  # fmt: skip
+
+
+def fingerprint(cfg: Any) -> str:
+    """What the labels are made from: the labeled folder's files and the CSV's bytes.
+
+    The pool and seeds are fingerprinted by ingest itself; this makes a new
+    class-folder image or an edited labels CSV re-run :func:`prepare`.
+    """
+    if cfg.labeled is None or not Path(cfg.labeled).exists():
+        return ""
+    csv_bytes = Path(cfg.labels_csv).read_bytes() if cfg.labels_csv and Path(cfg.labels_csv).is_file() else b""
+    return config_hash(input_fingerprint([cfg.labeled]), hashlib.sha256(csv_bytes).hexdigest())
 
 
 def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
@@ -41,6 +74,9 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
         if not rows or "key" not in rows[0]:
             raise ValueError(f"{cfg.labels_csv}: needs a 'key' column")
         task_cols = [c for c in rows[0] if c not in ("key", "split")]
+        if not task_cols:
+            raise ValueError(f"{cfg.labels_csv}: needs at least one task column besides 'key' and 'split'")
+        _check_keys(Path(cfg.labels_csv), [r["key"] for r in rows], labeled)
     else:
         rows = []
         for ref in iter_inputs(labeled):

@@ -37,6 +37,9 @@ def completed(folder: Path, expected_hash: str, what: str) -> Manifest | None:
         m = read_manifest(folder)
     except FileNotFoundError:
         return None
+    except (ValueError, KeyError) as e:  # JSONDecodeError is a ValueError
+        log.warning("%s: unreadable manifest in %s (%s); redoing", what, folder, e)
+        return None
     if m.config_hash == expected_hash:
         log.info("%s: outputs in %s match the config (hash %s); skipping", what, folder, expected_hash)
         return m

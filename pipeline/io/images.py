@@ -12,11 +12,23 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # The bytes of a baseline JPEG in L or RGB mode are kept as they are: re-encoding
 # would lose quality for nothing. Everything else becomes lossless PNG.
 _KEEP_AS_IS = {("JPEG", "L"), ("JPEG", "RGB")}
+
+# File signatures of the formats we expect. A file that starts with one but
+# whose header PIL cannot parse has almost always been cut off.
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+    (b"GIF8", "GIF"),
+)
+_PNG_IEND = b"IEND\xaeB`\x82"
 
 
 class ImageRejected(Exception):
@@ -56,7 +68,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     Scientific and inspection images (16-bit TIFFs from EL cameras, say) rarely
     use the full 16-bit range, so a fixed ``>> 8`` would leave them nearly black.
     """
-    arr = np.asarray(img, dtype=np.float64)
+    arr = np.asarray(img).astype(np.float32)  # exact for 16-bit values, half the memory of float64
     if arr.size == 0:
         raise ImageRejected("empty_image")
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
@@ -110,18 +122,36 @@ def normalize_image(data: bytes, max_pixels: int = 89_478_485, min_side: int = 8
     """
     if len(data) == 0:
         raise ImageRejected("empty_file")
-    # PIL's own bomb guard only warns between 1x and 2x its limit; a shared
-    # global limit would also leak between callers, so check size ourselves.
+    # PIL's own bomb guard is a process-wide limit that only warns between 1x
+    # and 2x of it. Set it to our limit for this call (ingest decodes in worker
+    # processes, one image at a time) and turn the warning into an error, so a
+    # user's larger max_pixels is honoured and a smaller one is enforced
+    # before any pixel is decoded.
+    # Some libraries set LOAD_TRUNCATED_IMAGES on import, which makes PIL pad
+    # a cut-off file with grey instead of failing; ingest must see the error.
+    old_limit, old_truncated = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
+    try:
+        return _decode(data, max_pixels, min_side)
+    finally:
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = old_limit, old_truncated
+
+
+def _decode(data: bytes, max_pixels: int, min_side: int) -> NormalizedImage:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as e:
-            raise ImageRejected("not_an_image", str(e)) from None
+            fmt = _signature(data)
+            if fmt:
+                detail = f"{fmt} signature but an unreadable header ({len(data)} bytes)"
+                raise ImageRejected("truncated", detail) from None
+            raise ImageRejected("not_an_image", str(e).split(" <")[0]) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageRejected("decompression_bomb", str(e)) from None
         except Exception as e:  # noqa: BLE001 - any parser failure is a reason, not a crash
-            raise ImageRejected("decode_error", f"{type(e).__name__}: {e}") from None
+            raise _load_failure(e, data) from None
         source_format = img.format or "unknown"
         source_mode = img.mode
         w, h = img.size
@@ -131,14 +161,22 @@ def normalize_image(data: bytes, max_pixels: int = 89_478_485, min_side: int = 8
             img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageRejected("decompression_bomb", str(e)) from None
-        except (OSError, SyntaxError) as e:
-            msg = str(e)
-            reason = "truncated" if "truncated" in msg.lower() or "broken data" in msg.lower() else "decode_error"
-            raise ImageRejected(reason, msg) from None
         except Exception as e:  # noqa: BLE001
-            raise ImageRejected("decode_error", f"{type(e).__name__}: {e}") from None
-    oriented = ImageOps.exif_transpose(img)
-    rotated = oriented is not img and oriented.size != img.size or _has_orientation(img)
+            raise _load_failure(e, data) from None
+    if source_format == "PNG" and _PNG_IEND not in data:
+        # PIL stops reading once it has the pixel data, so a PNG cut after
+        # its last data chunk decodes without an error; the file is still
+        # incomplete, and accepting it would hide a broken copy or download.
+        raise ImageRejected("truncated", "PNG has no IEND chunk")
+    # Any orientation other than 1 (including mirror-only ones that keep the
+    # size) means the stored pixels differ from the file's, so JPEG bytes can
+    # no longer be kept as they are.
+    rotated = _has_orientation(img)
+    try:
+        oriented = ImageOps.exif_transpose(img) if rotated else img
+    except Exception as e:  # noqa: BLE001 - a broken EXIF block must not crash ingest
+        raise ImageRejected("decode_error", f"EXIF orientation: {type(e).__name__}: {e}") from None
+    assert oriented is not None
     canon = _canonical_mode(oriented)
     if min(canon.size) < min_side:
         raise ImageRejected("too_small", f"{canon.size[0]}x{canon.size[1]} < min_side={min_side}")
@@ -157,6 +195,29 @@ def normalize_image(data: bytes, max_pixels: int = 89_478_485, min_side: int = 8
         source_format=source_format,
         source_mode=source_mode,
     )
+
+
+def _signature(data: bytes) -> str:
+    """The format whose magic bytes ``data`` starts with, or ``""``."""
+    for magic, fmt in _MAGIC:
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return ""
+
+
+def _load_failure(e: Exception, data: bytes) -> ImageRejected:
+    """Name a decoder failure: ``truncated`` when the file was cut off, else ``decode_error``."""
+    msg = f"{type(e).__name__}: {e}"
+    low = msg.lower()
+    if "truncated" in low or "broken data" in low or "premature end" in low:
+        return ImageRejected("truncated", msg)
+    # WebP's decoder only says "could not create decoder object"; its RIFF
+    # header states the full length, so a shorter file was cut off.
+    if _signature(data) == "WEBP" and int.from_bytes(data[4:8], "little") + 8 > len(data):
+        return ImageRejected("truncated", f"WebP is {len(data)} of {int.from_bytes(data[4:8], 'little') + 8} bytes")
+    return ImageRejected("decode_error", msg)
 
 
 def _has_orientation(img: Image.Image) -> bool:

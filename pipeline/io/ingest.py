@@ -12,6 +12,12 @@ Two passes, both resumable:
 
 Every input ends with exactly one record: ``accepted``, ``duplicate`` or
 ``rejected`` with a reason.
+
+Resuming is only safe while the plan is the same: ``.ingest_plan`` holds a
+hash of the inputs (keys and sizes) and of every option that changes shard
+contents. When it differs, the folder's old index and shards are removed
+before anything is written, so shards cut for another ``shard_size`` or
+another set of inputs are never mixed with new ones.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -28,10 +36,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from pipeline.core.manifest import atomic_write_bytes
+from pipeline.core.manifest import MANIFEST_NAME, atomic_write_bytes, config_hash
 from pipeline.io.images import ImageRejected, normalize_image
 from pipeline.io.shards import AtomicShardWriter, records_path, shard_done, shard_path
-from pipeline.io.sources import InputRef, iter_all, read_bytes
+from pipeline.io.sources import InputRef, inflate_archives, iter_all, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,11 @@ class IngestOptions:
     max_pixels: int = 89_478_485
     min_side: int = 8
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name, low in (("shard_size", 1), ("workers", 0), ("max_pixels", 1), ("min_side", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"ingest.{name} must be >= {low}, got {getattr(self, name)}")
 
 
 @dataclass
@@ -105,17 +118,45 @@ def _map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, desc: str
     return out
 
 
+def _size(ref: InputRef) -> int:
+    if ref.kind == "tar" or ref.rejected:
+        return ref.size
+    try:
+        return os.stat(ref.path).st_size
+    except OSError:
+        return -1
+
+
+def fingerprint(refs: Sequence[InputRef]) -> str:
+    """A cheap hash of what the inputs are: keys, sizes and refusals (no file is read).
+
+    Adding, removing, renaming or resizing an input changes it; an in-place
+    edit that keeps the size does not (the write pass still catches that as
+    ``changed_during_ingest`` when it re-hashes the bytes).
+    """
+    return config_hash([(r.key, _size(r), r.rejected) for r in refs])
+
+
+def input_fingerprint(specs: Sequence[str | Path]) -> str:
+    """:func:`fingerprint` of the inputs under ``specs``."""
+    return fingerprint(list(iter_all(specs)))
+
+
 def build_index(
     specs: Sequence[str | Path], index_file: Path, opts: IngestOptions
 ) -> tuple[list[InputRef], list[dict[str, Any]]]:
     """Pass 1: enumerate and hash every input; reuse ``index_file`` when present."""
     refs = list(iter_all(specs))
+    return refs, _index(refs, index_file, opts)
+
+
+def _index(refs: list[InputRef], index_file: Path, opts: IngestOptions) -> list[dict[str, Any]]:
     if index_file.is_file():
         with index_file.open() as fh:
             recs = [json.loads(line) for line in fh]
         if [r["key"] for r in recs] == [r.key for r in refs]:
             log.info("reusing index %s (%d inputs)", index_file, len(recs))
-            return refs, recs
+            return recs
         log.warning("inputs changed since %s was written; re-indexing", index_file)
     recs = _map(_hash_one, refs, opts.workers, "hash", opts.progress)
     seen: dict[str, str] = {}
@@ -127,7 +168,7 @@ def build_index(
         else:
             seen[r["sha256"]] = r["key"]
     atomic_write_bytes(index_file, "".join(json.dumps(r) + "\n" for r in recs).encode())
-    return refs, recs
+    return recs
 
 
 @dataclass(frozen=True)
@@ -197,7 +238,24 @@ def ingest(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    refs, index = build_index(specs, out_dir / "index.jsonl", opts)
+    refs = list(iter_all(specs))
+    labels_used = {r.key: (labels or {}).get(r.key) for r in refs if (labels or {}).get(r.key)}
+    plan = config_hash(fingerprint(refs), opts.shard_size, opts.max_pixels, opts.min_side, labels_used)
+    _start_plan(out_dir, plan)
+    for tmp in out_dir.glob(".shard-*.tmp"):  # half-written shards of a killed run
+        tmp.unlink(missing_ok=True)
+    inflated = out_dir / ".inflated"
+    refs = inflate_archives(refs, inflated)
+    try:
+        return _ingest(refs, out_dir, opts, labels)
+    finally:
+        shutil.rmtree(inflated, ignore_errors=True)
+
+
+def _ingest(
+    refs: list[InputRef], out_dir: Path, opts: IngestOptions, labels: dict[str, dict[str, Any]] | None
+) -> IngestResult:
+    index = _index(refs, out_dir / "index.jsonl", opts)
     by_key = {r.key: r for r in refs}
     cands = [r for r in index if r["status"] == "candidate"]
     groups = [cands[i : i + opts.shard_size] for i in range(0, len(cands), opts.shard_size)]
@@ -227,6 +285,27 @@ def ingest(
                 bar.update(len(t.refs))
     bar.close()
     return _merge_records(out_dir, tasks, index)
+
+
+PLAN_NAME = ".ingest_plan"
+
+
+def _start_plan(out_dir: Path, plan: str) -> None:
+    """Keep the folder's partial work only when it was made for ``plan``; else clear it."""
+    plan_file = out_dir / PLAN_NAME
+    old = plan_file.read_text().strip() if plan_file.is_file() else None
+    if old == plan:
+        return
+    stale = [*out_dir.glob("shard-*.tar"), *out_dir.glob("shard-*.records.jsonl"), *out_dir.glob(".shard-*.tmp")]
+    stale += [out_dir / n for n in ("index.jsonl", "records.jsonl", MANIFEST_NAME) if (out_dir / n).exists()]
+    if stale and old is not None:
+        log.info("%s: inputs or options changed since the last run; removing %d old files", out_dir, len(stale))
+    elif stale:
+        log.warning("%s: holds %d files from an unknown run; removing them", out_dir, len(stale))
+    # The manifest goes first: a folder must never look complete while its shards are being replaced.
+    for p in sorted(stale, key=lambda p: p.name != MANIFEST_NAME):
+        p.unlink(missing_ok=True)
+    atomic_write_bytes(plan_file, (plan + "\n").encode())
 
 
 def _merge_records(out_dir: Path, tasks: list[_ShardTask], index: list[dict[str, Any]]) -> IngestResult:

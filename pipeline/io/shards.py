@@ -7,14 +7,14 @@ first, so a killed writer never leaves a shard that looks complete.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import webdataset as wds
 from PIL import Image
 
 from pipeline.core.manifest import atomic_write_bytes
@@ -36,6 +36,32 @@ def shard_done(shard: Path) -> bool:
     return shard.is_file() and records_path(shard).is_file()
 
 
+class _TarSampleWriter:
+    """Writes samples the way ``webdataset.TarWriter`` does (``<key>.<ext>`` members), with the standard library.
+
+    Importing webdataset imports torch (about 500 MB per process); ingest
+    workers only need to write tars, so they stay small without it.
+    """
+
+    def __init__(self, fileobj: IO[bytes]) -> None:
+        self._tf = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT)
+
+    def write(self, sample: dict[str, Any]) -> None:
+        key = sample["__key__"]
+        for ext, data in sample.items():
+            if ext.startswith("__"):
+                continue
+            ti = tarfile.TarInfo(f"{key}.{ext}")
+            ti.size, ti.mode, ti.uname, ti.gname = len(data), 0o444, "bigdata", "bigdata"
+            # A fixed mtime makes a shard's bytes depend only on its samples, so a
+            # resumed run writes exactly the shards an uninterrupted one would.
+            ti.mtime = 0
+            self._tf.addfile(ti, io.BytesIO(data))
+
+    def close(self) -> None:
+        self._tf.close()
+
+
 class AtomicShardWriter:
     """Write samples to ``<shard>.tmp`` and rename on :meth:`close`.
 
@@ -47,7 +73,7 @@ class AtomicShardWriter:
         self.shard.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.shard.with_name(f".{self.shard.name}.{os.getpid()}.tmp")
         self._fh = open(self.tmp, "wb")
-        self._writer = wds.TarWriter(self._fh)
+        self._writer = _TarSampleWriter(self._fh)
         self.count = 0
 
     def write(self, key: str, ext: str, data: bytes, meta: dict[str, Any]) -> None:

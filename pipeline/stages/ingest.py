@@ -12,6 +12,7 @@ Outputs (under ``<paths.output_dir>``)::
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from hydra.utils import get_method
@@ -21,19 +22,28 @@ from data_recipes.contract import RecipeOutput, read_labels
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.io.ingest import IngestOptions, ingest
+from pipeline.io.ingest import IngestOptions, ingest, input_fingerprint
 
 log = logging.getLogger(__name__)
 
 
 def prepare_recipe(cfg: DictConfig) -> tuple[RecipeOutput, Path]:
-    """Run the recipe's ``prepare`` unless its outputs already match the config."""
+    """Run the recipe's ``prepare`` unless its outputs already match the config.
+
+    A recipe that reads files the user may change (labels, class folders) can
+    define ``fingerprint(cfg) -> str`` next to ``prepare``; it joins the hash,
+    so such a change re-runs the recipe instead of being skipped.
+    """
     folder = stage_dir(cfg, "recipe")
-    h = config_hash(section(cfg, "data_recipe"))
+    prepare = get_method(cfg.data_recipe.prepare)
+    fingerprint = getattr(sys.modules[prepare.__module__], "fingerprint", None)
+    parts: list = [section(cfg, "data_recipe")]
+    if fingerprint is not None:
+        parts.append(fingerprint(cfg.data_recipe))
+    h = config_hash(*parts)
     done = completed(folder, h, "recipe")
     if done is not None:
         return RecipeOutput.from_dict(done.extra["recipe"]), folder
-    prepare = get_method(cfg.data_recipe.prepare)
     log.info("recipe %s: preparing sources in %s", cfg.data_recipe.name, folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = prepare(cfg.data_recipe, folder)
@@ -53,13 +63,17 @@ def run(cfg: DictConfig) -> Manifest:
         progress=cfg.progress,
     )
     recipe_hash = lineage_entry(recipe_dir)["config_hash"]
+    # The number of workers changes how fast, not what is written.
+    knobs = {k: v for k, v in section(cfg, "ingest").items() if k != "workers"}
     labels = read_labels(recipe.labels_csv) if recipe.labels_csv else {}
     counts: dict[str, int] = {}
     metrics: dict[str, float] = {}
     inputs = [lineage_entry(recipe_dir)]
     for source, specs in recipe.sources.items():
         folder = root / source
-        h = config_hash(section(cfg, "ingest"), recipe_hash, specs)
+        # The inputs' fingerprint is in the hash, so files added to a user's
+        # folder are ingested on the next run instead of being skipped.
+        h = config_hash(knobs, recipe_hash, specs, input_fingerprint(specs))
         m = completed(folder, h, f"ingest/{source}")
         if m is None:
             res = ingest(specs, folder, opts, labels=labels if source == "eval" else None)
@@ -85,9 +99,13 @@ def run(cfg: DictConfig) -> Manifest:
             metrics[f"{source}.rejected.{reason}"] = n
         tracking.log_artifact(folder / "manifest.json", artifact_path=f"ingest/{source}")
         tracking.log_artifact(folder / "records.jsonl", artifact_path=f"ingest/{source}")
+    summary_hash = config_hash([i["config_hash"] for i in inputs])
+    done = completed(root, summary_hash, "ingest")
+    if done is not None:  # keep the file as it is, so a re-run changes no byte
+        return done
     summary = Manifest(
         stage="ingest",
-        config_hash=config_hash([i["config_hash"] for i in inputs]),
+        config_hash=summary_hash,
         inputs=inputs,
         artifacts={s: s for s in recipe.sources},
         counts=counts,

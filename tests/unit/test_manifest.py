@@ -21,3 +21,40 @@ def test_manifest_round_trip_marks_folder_complete(tmp_path: Path) -> None:
 def test_missing_manifest_names_the_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         read_manifest(tmp_path)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pipeline.core.manifest import atomic_write_bytes
+
+    target = tmp_path / "f.json"
+    atomic_write_bytes(target, b"old")
+
+    def boom(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"], "temporary file left behind"
+
+
+def test_lineage_and_completed(tmp_path: Path) -> None:
+    from pipeline.core.manifest import lineage_entry
+    from pipeline.core.stage import completed
+
+    assert completed(tmp_path, "h1", "x") is None
+    Manifest(stage="up", config_hash="h1").write(tmp_path)
+    assert lineage_entry(tmp_path) == {"path": str(tmp_path.resolve()), "stage": "up", "config_hash": "h1"}
+    assert completed(tmp_path, "h1", "x") is not None
+    assert completed(tmp_path, "h2", "x") is None  # config changed: redo
+
+
+def test_corrupt_manifest_is_not_complete(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("{not json")
+    assert not is_complete(tmp_path, "abc")
+    from pipeline.core.stage import completed
+
+    assert completed(tmp_path, "abc", "x") is None
