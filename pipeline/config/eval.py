@@ -103,6 +103,7 @@ class EvalConfig:
         headline_metric: Metric of the plots, tables and the label-efficiency headline.
         feature_batch_size: Images per batch for frozen-feature extraction.
         limit: Use only the first ``limit`` evaluation images (smoke tests).
+        folder: Output folder under ``paths.output_dir`` (experiments keep theirs apart).
     """
 
     backbones: list[BackboneEntryConfig] = field(default_factory=list)
@@ -113,6 +114,7 @@ class EvalConfig:
     headline_metric: str = "balanced_accuracy"
     feature_batch_size: int = 64
     limit: Optional[int] = None
+    folder: str = "eval"
     knn: KnnConfig = field(default_factory=KnnConfig)
     linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

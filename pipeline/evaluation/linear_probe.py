@@ -65,7 +65,8 @@ def _model(c: float, opts: ProbeOptions, seed: int) -> Pipeline:
 
 
 def _score(model: Pipeline, x: np.ndarray, y: np.ndarray, num_classes: int, metric: str) -> float:
-    return classification_metrics(y, model.predict(x), model.predict_proba(x), num_classes)[metric]
+    proba = model.predict_proba(x) if metric == "auroc" else None
+    return classification_metrics(y, model.predict(x), proba, num_classes).get(metric, float("nan"))
 
 
 def _splits(y: np.ndarray, opts: ProbeOptions, seed: int) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:

@@ -1,6 +1,6 @@
 """Eval stage: what is a backbone worth on labelled domain data, and how many labels does it save?
 
-Outputs (under ``<paths.output_dir>/eval``)::
+Outputs (under ``<paths.output_dir>/<eval.folder>``, ``eval`` by default)::
 
     features/<backbone>-<hash>.npy   frozen features of the whole eval set (cache)
     finetune/<backbone>-...json      one finished fine-tuning run each (cache; resumes)
@@ -56,7 +56,10 @@ def _finetune_options(ft: dict[str, Any]) -> FinetuneOptions:
 
 
 def _log_backbone(b: EvalBackbone, summary: list[dict[str, Any]]) -> None:
-    """Metrics named alike for every backbone: ``<task>.<protocol>.<metric>.p<percent>`` (mean, std) and a curve."""
+    """Metrics named alike for every backbone: ``<task>.<protocol>.<metric>.p<percent>`` (mean, std),
+    and ``<task>.<protocol>.<metric>.curve`` stepped by the number of labels (MLflow's chart x-axis)."""
+    flat: dict[str, float] = {}
+    steps: dict[int, dict[str, float]] = {}
     for s in summary:
         if s["backbone"] != b.name:
             continue
@@ -64,21 +67,28 @@ def _log_backbone(b: EvalBackbone, summary: list[dict[str, Any]]) -> None:
         pct = f"p{100 * s['fraction']:g}"
         for m in METRICS:
             if not np.isnan(s[f"{m}_mean"]):
-                tracking.log_metrics({f"{base}.{m}.{pct}": s[f"{m}_mean"], f"{base}.{m}.{pct}.std": s[f"{m}_std"]})
-                tracking.log_metrics({f"{base}.{m}.curve": s[f"{m}_mean"]}, step=int(round(s["n_labels"])))
+                flat[f"{base}.{m}.{pct}"] = s[f"{m}_mean"]
+                flat[f"{base}.{m}.{pct}.std"] = s[f"{m}_std"]
+                steps.setdefault(int(round(s["n_labels"])), {})[f"{base}.{m}.curve"] = s[f"{m}_mean"]
+    # Few large batches: one MLflow call per metric is slow on a SQLite store.
+    items = list(flat.items())
+    for i in range(0, len(items), 500):
+        tracking.log_metrics(dict(items[i : i + 500]))
+    for step, ms in sorted(steps.items()):
+        tracking.log_metrics(ms, step=step)
 
 
 def run(cfg: DictConfig) -> Manifest:
     """Evaluate every configured backbone with kNN, linear probe and fine-tuning; write the report."""
     ec = section(cfg, "eval")
-    root = stage_dir(cfg, "eval")
+    root = stage_dir(cfg, ec["folder"])
     eval_dir = stage_dir(cfg, "ingest", "eval")
     data_manifest = read_manifest(eval_dir)
     entries = [BackboneEntry(**e) for e in ec["backbones"]]
     if not entries:
         raise ValueError("eval.backbones is empty: nothing to evaluate")
     backbones, notes = resolve_backbones(entries, cfg.seed)
-    h = config_hash(ec, data_manifest.config_hash, [(b.name, b.fingerprint) for b in backbones], cfg.seed)
+    h = config_hash({k: v for k, v in ec.items() if k != "folder"}, data_manifest.config_hash, [(b.name, b.fingerprint) for b in backbones], cfg.seed)
     done = completed(root, h, "eval")
     if done is not None:
         return done
@@ -142,6 +152,7 @@ def run(cfg: DictConfig) -> Manifest:
                "skipped": notes, "headline": headline, "tasks": tasks},  # fmt: skip
     )
     m.write(root)
+    tracking.log_artifact(root / "manifest.json", artifact_path=ec["folder"])
     log.info("eval report: %s\n%s", rep_dir / "report.md", "\n".join(headline))
     return m
 

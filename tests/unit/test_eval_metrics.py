@@ -41,3 +41,17 @@ def test_multiclass_macro_f1_counts_absent_classes_and_has_no_auroc() -> None:
 def test_shape_mismatch_raises() -> None:
     with pytest.raises(ValueError):
         classification_metrics(np.zeros(3), np.zeros(4), None, 2)
+
+
+def test_auroc_with_ties_and_multiclass_metrics_match_sklearn() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, size=300)
+    score = np.round(rng.random(300) + 0.3 * y, 1)  # heavy ties
+    m = classification_metrics(y, (score > 0.6).astype(int), np.stack([1 - score, score], 1), 2)
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, score))
+    y3 = rng.integers(0, 4, size=300)
+    p3 = np.where(rng.random(300) < 0.6, y3, rng.integers(0, 4, size=300))
+    m3 = classification_metrics(y3, p3, None, 4)
+    assert m3["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y3, p3))
+    assert m3["macro_f1"] == pytest.approx(f1_score(y3, p3, average="macro"))
+    assert m3["accuracy"] == pytest.approx(accuracy_score(y3, p3))
