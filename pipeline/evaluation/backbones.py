@@ -58,6 +58,11 @@ class EvalBackbone:
     finetune: bool
     fingerprint: str
     source: str = ""
+    data_cfg: tuple[tuple[str, Any], ...] = ()
+
+    def preprocessing_overrides(self) -> dict[str, Any]:
+        """Normalisation an export declares in its ``pretrained_cfg`` (mean, std, interpolation, input size)."""
+        return dict(self.data_cfg)
 
     @property
     def is_pixels(self) -> bool:
@@ -104,6 +109,7 @@ def resolve_backbones(entries: list[BackboneEntry], seed: int) -> tuple[list[Eva
         raise ValueError(f"eval.backbones: duplicate names {sorted(dupes)}")
     resolved: dict[str, EvalBackbone] = {}
     arch_of: dict[str, tuple[str, dict[str, Any]]] = {}  # entry -> (timm name, model kwargs)
+    data_of: dict[str, dict[str, Any]] = {}  # entry -> export normalisation
     notes: list[str] = []
     for e in entries:
         if e.role not in ("domain", "baseline"):
@@ -113,9 +119,11 @@ def resolve_backbones(entries: list[BackboneEntry], seed: int) -> tuple[list[Eva
             resolved[e.name] = EvalBackbone(e.name, e.role, RAW_PIXELS, None, size, False, f"pixels:{size}", "pixels")
             continue
         arch, kwargs, weights, source = e.arch, {}, e.weights, "random init"
+        data_cfg: dict[str, Any] = {}
         fingerprint = f"random:{seed}"
         if e.arch_from is not None and e.arch_from in arch_of:
             arch, kwargs = arch_of[e.arch_from][0], dict(arch_of[e.arch_from][1])
+            data_cfg = dict(data_of[e.arch_from])  # same input pipeline as the backbone it mirrors
         if weights in ("hub", PYPI_LITE0):
             fingerprint, source = weights, weights
         elif weights is not None:
@@ -124,6 +132,11 @@ def resolve_backbones(entries: list[BackboneEntry], seed: int) -> tuple[list[Eva
                 cfg = read_export(export)
                 arch = cfg["architecture"]
                 kwargs = {**cfg.get("model_kwargs", {})}
+                # The export's own normalisation (a grayscale preset, say), which timm's
+                # default config for the architecture would not know.
+                pc = cfg.get("pretrained_cfg", {})
+                data_cfg = {k: tuple(pc[k]) if isinstance(pc[k], list) else pc[k]
+                            for k in ("mean", "std", "interpolation", "input_size") if k in pc}  # fmt: skip
                 wfile = export / cfg.get("weights", "model.safetensors")
                 fingerprint, source, weights = f"export:{_sha256(wfile)}", str(export), str(export)
             elif Path(weights).is_file():
@@ -145,6 +158,8 @@ def resolve_backbones(entries: list[BackboneEntry], seed: int) -> tuple[list[Eva
             img_size=e.img_size if weights is None or weights in ("hub", PYPI_LITE0) else None,
             kwargs=tuple(sorted(kwargs.items())) if weights is None else (),
         )
-        arch_of[e.name] = (arch, kwargs)
-        resolved[e.name] = EvalBackbone(e.name, e.role, arch, spec, e.img_size, e.finetune, fingerprint, source)
+        arch_of[e.name], data_of[e.name] = (arch, kwargs), data_cfg
+        resolved[e.name] = EvalBackbone(
+            e.name, e.role, arch, spec, e.img_size, e.finetune, fingerprint, source, tuple(sorted(data_cfg.items()))
+        )
     return list(resolved.values()), notes

@@ -59,13 +59,14 @@ def native_input_size(model: torch.nn.Module) -> int | None:
     return size if fixed else None
 
 
-def preprocessing(model: torch.nn.Module, img_size: int | None) -> dict:
-    """Input size, mean, std and interpolation from timm's data config.
+def preprocessing(model: torch.nn.Module, img_size: int | None, overrides: dict | None = None) -> dict:
+    """Input size, mean, std and interpolation from timm's data config, updated with ``overrides``
+    (an export's ``pretrained_cfg``).
 
     Size: a model fixed to one input size gets it; else ``img_size`` when given; else the
-    size a ViT was built for; else timm's default for the architecture.
+    size a ViT was built for; else the (export's or timm's) default input size.
     """
-    dc = data_config(model)
+    dc = {**data_config(model), **(overrides or {})}
     built, fixed = built_input_size(model)
     size = built if fixed else (img_size or built or dc["input_size"][-1])
     return {
@@ -104,7 +105,8 @@ def pixel_features(images: Sequence[Image.Image], size: int) -> np.ndarray:
 def feature_key(backbone: EvalBackbone, data_hash: str, seed: int) -> str:
     """Cache key: everything that changes the features, and nothing else."""
     return config_hash(
-        {"arch": backbone.arch, "spec": repr(backbone.spec), "fingerprint": backbone.fingerprint, "img_size": backbone.img_size},
+        {"arch": backbone.arch, "spec": repr(backbone.spec), "fingerprint": backbone.fingerprint,
+         "img_size": backbone.img_size, **({"data_cfg": repr(backbone.data_cfg)} if backbone.data_cfg else {})},  # fmt: skip
         data_hash,
         seed if backbone.fingerprint.startswith("random") else None,
     )
@@ -139,7 +141,7 @@ def extract(
             assert backbone.img_size is not None
             return pixel_features(images, backbone.img_size)
         model = backbone.build(seed)
-        prep = preprocessing(model, backbone.img_size)
+        prep = preprocessing(model, backbone.img_size, backbone.preprocessing_overrides())
         log.info("features %s: %s at %dpx (%s)", backbone.name, backbone.arch, prep["size"], backbone.source)
         return network_features(model, images, prep, batch_size, progress, desc=f"features {backbone.name}")
 

@@ -156,7 +156,7 @@ def finetune_and_predict(
         logging.getLogger(name).setLevel(logging.WARNING)
     L.seed_everything(seed, verbose=False)
     model = backbone.build(seed)
-    dc = data_config(model)
+    dc = {**data_config(model), **backbone.preprocessing_overrides()}
     steps = opts.steps_for(len(x_train))
     module = FinetuneModule(model, num_classes, dc["mean"], dc["std"], opts, steps, optimizer)
     bs = min(opts.batch_size, len(x_train))

@@ -129,6 +129,7 @@ def run(cfg: DictConfig) -> Manifest:
                         b, images_at, data.tasks[t], data.is_test, ft["fractions"] or ec["fractions"],
                         ft["seeds"] or ec["seeds"], ec["min_per_class"], ft_opts, optimizer, ft_dir,
                         [b.arch, repr(b.spec), b.fingerprint, cfg.seed, data.manifest_hash,
+                         *([repr(b.data_cfg)] if b.data_cfg else []),
                          {k: v for k, v in ft.items() if k not in ("tasks", "fractions", "seeds", "enabled")}],
                         progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1), log.debug(msg)),
                     )  # fmt: skip

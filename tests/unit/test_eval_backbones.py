@@ -81,3 +81,15 @@ def test_features_are_cached_and_vits_use_their_built_size(tmp_path: Path) -> No
     f2, hit = cached(tmp_path / "cache", "domain", feature_key(dom, "data", 0), lambda: calls.append(1) or f1)
     assert hit and not calls
     np.testing.assert_array_equal(f1, f2)
+
+
+def test_export_normalisation_is_used_for_it_and_its_random_init_twin(tmp_path: Path) -> None:
+    _export(tmp_path / "pretrain")
+    cfg_path = tmp_path / "pretrain" / "export" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["pretrained_cfg"] = {"mean": [0.3, 0.3, 0.3], "std": [0.2, 0.2, 0.2], "input_size": [3, 32, 32]}
+    cfg_path.write_text(json.dumps(cfg))
+    dom, rnd, _ = resolve_backbones(_entries(tmp_path), 0)[0]
+    for b in (dom, rnd):
+        prep = preprocessing(b.build(), None, b.preprocessing_overrides())
+        assert prep["mean"] == [0.3, 0.3, 0.3] and prep["std"] == [0.2, 0.2, 0.2]
