@@ -76,8 +76,8 @@ class FinetuneConfig:
     fractions: Optional[list[float]] = None
     seeds: Optional[list[int]] = None
     img_size: int = 64
-    epochs: int = 3
-    min_steps: int = 15
+    epochs: int = 2
+    min_steps: int = 10
     max_steps: Optional[int] = None
     batch_size: int = 32
     backbone_lr_scale: float = 0.1

@@ -49,8 +49,8 @@ class FinetuneOptions:
     """
 
     img_size: int = 64
-    epochs: int = 3
-    min_steps: int = 15
+    epochs: int = 2
+    min_steps: int = 10
     max_steps: int | None = None
     batch_size: int = 32
     backbone_lr_scale: float = 0.1
