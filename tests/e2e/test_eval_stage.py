@@ -66,7 +66,7 @@ def _cfg(root: Path, *extra: str):  # noqa: ANN202
             overrides=[
                 f"paths.root={root}", f"paths.output_dir={root}/out", "stage=eval", "progress=false",
                 "eval.fractions=[0.25,1.0]", "eval.seeds=[0,1]", "eval.finetune.seeds=[0]",
-                "eval.finetune.min_steps=2", "eval.finetune.epochs=1", "eval.finetune.img_size=32",
+                "eval.finetune.fractions=[1.0]", "eval.finetune.min_steps=2", "eval.finetune.epochs=1", "eval.finetune.img_size=32",
                 "eval.finetune.accelerator=cpu", "eval.linear_probe.c_grid=[0.1,1.0]",
                 "eval.backbones=[{name:domain,role:domain,weights:" + f"{root}/out/pretrain" + "},"
                 "{name:random_init,arch:test_efficientnet,arch_from:domain,img_size:32},"
@@ -98,8 +98,8 @@ def test_eval_stage_with_export_tracking_and_resume(root: Path) -> None:
     import csv
 
     rows = list(csv.DictReader((rep / "results.csv").open()))
-    # 3 backbones x 2 tasks x 2 protocols x 2 fractions x 2 seeds, + fine-tuning: 2 nets x 1 task x 2 fractions x 1 seed
-    assert len(rows) == 3 * 2 * 2 * 2 * 2 + 2 * 2
+    # 3 backbones x 2 tasks x 2 protocols x 2 fractions x 2 seeds, + fine-tuning: 2 nets x 1 task x 1 fraction x 1 seed
+    assert len(rows) == 3 * 2 * 2 * 2 * 2 + 2
     assert {r["protocol"] for r in rows} == {"knn", "linear_probe", "finetune"}
     for r in rows:
         assert 0.0 <= float(r["balanced_accuracy"]) <= 1.0
