@@ -88,7 +88,8 @@ def run(cfg: DictConfig) -> Manifest:
     if not entries:
         raise ValueError("eval.backbones is empty: nothing to evaluate")
     backbones, notes = resolve_backbones(entries, cfg.seed)
-    h = config_hash({k: v for k, v in ec.items() if k != "folder"}, data_manifest.config_hash, [(b.name, b.fingerprint) for b in backbones], cfg.seed)
+    identity = [(b.name, b.fingerprint, *([repr(b.data_cfg)] if b.data_cfg else [])) for b in backbones]
+    h = config_hash({k: v for k, v in ec.items() if k != "folder"}, data_manifest.config_hash, identity, cfg.seed)
     done = completed(root, h, "eval")
     if done is not None:
         return done
@@ -101,7 +102,8 @@ def run(cfg: DictConfig) -> Manifest:
     ft_tasks = _tasks(ft["tasks"], data) if ft["enabled"] else []
     ft_opts = _finetune_options(ft)
     optimizer = instantiate(cfg.eval.finetune.optimizer)
-    probe = ProbeOptions(**{k: (tuple(v) if k == "c_grid" else v) for k, v in ec["linear_probe"].items() if k != "enabled"})
+    lp = {k: v for k, v in ec["linear_probe"].items() if k != "enabled"}
+    probe = ProbeOptions(**{**lp, "c_grid": tuple(lp["c_grid"])})
     feat_dir, ft_dir, rep_dir = root / "features", root / "finetune", root / "report"
     resized: dict[int, Any] = {}
 
@@ -116,7 +118,9 @@ def run(cfg: DictConfig) -> Manifest:
         with tracking.child_run(f"eval:{b.name}", params={"backbone": b.name, "role": b.role, "arch": b.arch,
                                                            "weights": b.source, "fingerprint": b.fingerprint}):  # fmt: skip
             tracking.set_tags({"backbone": b.name, "role": b.role})
-            feats = extract(b, data.images, feat_dir, data.manifest_hash, cfg.seed, ec["feature_batch_size"], cfg.progress)
+            feats = extract(
+                b, data.images, feat_dir, data.manifest_hash, cfg.seed, ec["feature_batch_size"], cfg.progress
+            )
             for t in tasks:
                 b_rows += frozen_protocols(
                     b, feats, data.tasks[t], data.is_test, ec["fractions"], ec["seeds"], ec["min_per_class"],
@@ -175,7 +179,8 @@ def _write_report(
     has_domain = any(r == "domain" for r in roles.values())
     body = []
     for t in tasks:
-        for p in [p for p in ("knn", "linear_probe", "finetune") if any(s["task"] == t and s["protocol"] == p for s in summary)]:
+        present = {s["protocol"] for s in summary if s["task"] == t}
+        for p in [p for p in ("knn", "linear_probe", "finetune") if p in present]:
             png = report.plot_label_efficiency(summary, t, p, metric, rep_dir / f"label_efficiency_{t}_{p}.png")
             eff = efficiency_against_baselines(report.curves(summary, t, p, metric), roles)
             body += [f"### {t}: {p}", "", f"![{t} {p}]({png.name})", "", report.markdown_table(summary, t, p, metric), "",
