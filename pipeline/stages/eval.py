@@ -2,8 +2,8 @@
 
 Outputs (under ``<paths.output_dir>/<eval.folder>``, ``eval`` by default)::
 
-    features/<backbone>-<hash>.npy   frozen features of the whole eval set (cache)
-    finetune/<backbone>-...json      one finished fine-tuning run each (cache; resumes)
+    features/<backbone>-<hash>.npy   frozen features of the whole eval set (cache, always in eval/)
+    finetune/<backbone>-...json      one finished fine-tuning run each (cache, always in eval/; resumes)
     report/results.csv               one row per backbone, task, protocol, label fraction, seed
     report/summary.csv               mean and std over seeds
     report/label_efficiency_<task>_<protocol>.png
@@ -104,7 +104,9 @@ def run(cfg: DictConfig) -> Manifest:
     optimizer = instantiate(cfg.eval.finetune.optimizer)
     lp = {k: v for k, v in ec["linear_probe"].items() if k != "enabled"}
     probe = ProbeOptions(**{**lp, "c_grid": tuple(lp["c_grid"])})
-    feat_dir, ft_dir, rep_dir = root / "features", root / "finetune", root / "report"
+    # Caches live in eval/ whatever eval.folder is: they are keyed by content hashes, so
+    # experiments (the curation ablation, say) reuse the baselines' features and runs.
+    feat_dir, ft_dir, rep_dir = stage_dir(cfg, "eval", "features"), stage_dir(cfg, "eval", "finetune"), root / "report"
     resized: dict[int, Any] = {}
 
     def images_at(size: int) -> Any:
@@ -150,7 +152,7 @@ def run(cfg: DictConfig) -> Manifest:
         inputs=[lineage_entry(eval_dir)] + [lineage_entry(Path(b.source).parent) for b in backbones
                                             if (Path(b.source).parent / "manifest.json").is_file()],  # fmt: skip
         artifacts={"report": "report/report.md", "results": "report/results.csv", "summary": "report/summary.csv",
-                   "features": "features", "finetune": "finetune"},  # fmt: skip
+                   "features": str(feat_dir), "finetune": str(ft_dir)},  # fmt: skip
         counts={"backbones": len(backbones), "runs": len(rows), "eval_images": len(data.ids)},
         metrics=metrics,
         extra={"backbones": [{"name": b.name, "role": b.role, "arch": b.arch, "weights": b.source} for b in backbones],
