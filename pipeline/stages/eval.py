@@ -145,7 +145,7 @@ def run(cfg: DictConfig) -> Manifest:
     summary = report.summarize(rows)
     roles = {b.name: b.role for b in backbones}
     metrics, headline, md = _write_report(rep_dir, rows, summary, roles, tasks, metric, notes, data)
-    tracking.log_artifact(rep_dir, artifact_path="eval/report")
+    tracking.log_artifact(rep_dir, artifact_path=f"{ec['folder']}/report")
     m = Manifest(
         stage="eval",
         config_hash=h,
