@@ -1,0 +1,150 @@
+"""Frozen features: extracted once per backbone and cached on disk.
+
+The cache file is keyed by a hash of the backbone (architecture, weights
+fingerprint, input size) and of the evaluation data manifest, so a new export or
+new evaluation data never reuses stale features, and a re-run extracts nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline.core.manifest import atomic_write_bytes, config_hash
+from pipeline.evaluation.backbones import EvalBackbone
+from pipeline.models.backbone import data_config
+
+log = logging.getLogger(__name__)
+
+_INTERP = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+
+
+def to_tensor_batch(
+    images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic"
+) -> torch.Tensor:
+    """Resize whole images to ``size`` x ``size`` (no crop: a defect can sit at the border) and normalise."""
+    resample = _INTERP.get(interpolation, Image.Resampling.BICUBIC)
+    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), resample), dtype=np.float32) for im in images])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def built_input_size(model: torch.nn.Module) -> tuple[int | None, bool]:
+    """``(size the model was built for, whether it accepts only that size)``; ``(None, False)`` for CNNs.
+
+    timm's data config keeps the pretrained default (224) even for a ViT built with
+    ``img_size=96``, so the patch embedding is the authority.
+    """
+    pe = getattr(model, "patch_embed", None)
+    size = getattr(pe, "img_size", None)
+    if size is None:
+        return None, False
+    fixed = not (getattr(model, "dynamic_img_size", False) or getattr(pe, "dynamic_img_size", False)
+                 or getattr(pe, "strict_img_size", True) is False)  # fmt: skip
+    return int(size[0] if isinstance(size, (tuple, list)) else size), fixed
+
+
+def native_input_size(model: torch.nn.Module) -> int | None:
+    """The input size a model is fixed to (ViTs without dynamic image size), else ``None``."""
+    size, fixed = built_input_size(model)
+    return size if fixed else None
+
+
+def preprocessing(model: torch.nn.Module, img_size: int | None, overrides: dict | None = None) -> dict:
+    """Input size, mean, std and interpolation from timm's data config, updated with ``overrides``
+    (an export's ``pretrained_cfg``).
+
+    Size: a model fixed to one input size gets it; else ``img_size`` when given; else the
+    size a ViT was built for; else the (export's or timm's) default input size.
+    """
+    dc = {**data_config(model), **(overrides or {})}
+    built, fixed = built_input_size(model)
+    size = built if fixed else (img_size or built or dc["input_size"][-1])
+    return {
+        "size": int(size),
+        "mean": [float(v) for v in dc["mean"]],
+        "std": [float(v) for v in dc["std"]],
+        "interpolation": str(dc.get("interpolation", "bicubic")),
+    }
+
+
+@torch.no_grad()
+def network_features(
+    model: torch.nn.Module,
+    images: Sequence[Image.Image],
+    prep: dict,
+    batch_size: int = 64,
+    progress: bool = False,
+    desc: str = "features",
+) -> np.ndarray:
+    """Pooled features ``(n, d)`` of ``model`` (built with ``num_classes=0``) in eval mode."""
+    model.eval()
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, unit="batch"):
+        x = to_tensor_batch(images[start : start + batch_size], prep["size"], prep["mean"], prep["std"], prep["interpolation"])
+        out.append(model(x).float().reshape(len(x), -1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def pixel_features(images: Sequence[Image.Image], size: int) -> np.ndarray:
+    """Raw-pixel baseline: each image downsampled to ``size`` x ``size`` RGB, flattened, in [0, 1]."""
+    return np.stack(
+        [np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BOX), dtype=np.float32).ravel() / 255.0 for im in images]
+    )
+
+
+def feature_key(backbone: EvalBackbone, data_hash: str, seed: int) -> str:
+    """Cache key: everything that changes the features, and nothing else."""
+    return config_hash(
+        {"arch": backbone.arch, "spec": repr(backbone.spec), "fingerprint": backbone.fingerprint,
+         "img_size": backbone.img_size, **({"data_cfg": repr(backbone.data_cfg)} if backbone.data_cfg else {})},  # fmt: skip
+        data_hash,
+        seed if backbone.fingerprint.startswith("random") else None,
+    )
+
+
+def cached(cache_dir: Path, name: str, key: str, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+    """Load ``<cache_dir>/<name>-<key>.npy`` or compute and write it; returns ``(features, hit)``."""
+    path = Path(cache_dir) / f"{name}-{key}.npy"
+    if path.is_file():
+        return np.load(path), True
+    feats = np.ascontiguousarray(compute(), dtype=np.float32)
+    buf = io.BytesIO()
+    np.save(buf, feats)
+    atomic_write_bytes(path, buf.getvalue())
+    return feats, False
+
+
+def extract(
+    backbone: EvalBackbone,
+    images: Sequence[Image.Image],
+    cache_dir: Path,
+    data_hash: str,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> np.ndarray:
+    """Features of ``images`` for ``backbone``, from the cache when present."""
+    key = feature_key(backbone, data_hash, seed)
+
+    def compute() -> np.ndarray:
+        if backbone.is_pixels:
+            assert backbone.img_size is not None
+            return pixel_features(images, backbone.img_size)
+        model = backbone.build(seed)
+        prep = preprocessing(model, backbone.img_size, backbone.preprocessing_overrides())
+        log.info("features %s: %s at %dpx (%s)", backbone.name, backbone.arch, prep["size"], backbone.source)
+        return network_features(model, images, prep, batch_size, progress, desc=f"features {backbone.name}")
+
+    feats, hit = cached(cache_dir, backbone.name, key, compute)
+    log.info("features %s: %s %s", backbone.name, "cache hit" if hit else "extracted", feats.shape)
+    return feats

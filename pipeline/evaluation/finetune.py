@@ -1,0 +1,193 @@
+"""Few-label fine-tuning of the whole backbone (Lightning).
+
+A linear head on the pooled features, everything trained with AdamW (the
+backbone at a lower learning rate than the fresh head), cosine decay, flips as
+augmentation. Training runs for a number of optimisation steps that grows with
+the labelled set (``epochs`` passes) but never falls below ``min_steps``, so a
+1 % subset of five images still gets a real optimisation budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from pipeline.evaluation.backbones import EvalBackbone
+from pipeline.models.backbone import data_config
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """Fine-tuning settings.
+
+    Attributes:
+        img_size: Training and test input size (small on CPU).
+        epochs: Passes over the labelled subset.
+        min_steps: Lower bound on optimisation steps (tiny subsets).
+        max_steps: Upper bound on optimisation steps (``None``: none).
+        batch_size: Images per step (capped at the subset size).
+        backbone_lr_scale: Backbone learning rate relative to the head's.
+        warmup_fraction: Share of steps with linear warm-up.
+        flips: Random horizontal and vertical flips.
+        accelerator: Lightning accelerator (``auto`` uses a GPU when there is one).
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, ...).
+    """
+
+    img_size: int = 64
+    epochs: int = 2
+    min_steps: int = 10
+    max_steps: int | None = None
+    batch_size: int = 32
+    backbone_lr_scale: float = 0.1
+    warmup_fraction: float = 0.1
+    flips: bool = True
+    accelerator: str = "auto"
+    precision: str = "32-true"
+
+    def steps_for(self, n: int) -> int:
+        per_epoch = max(1, n // min(self.batch_size, n))
+        steps = max(self.min_steps, self.epochs * per_epoch)
+        return min(steps, self.max_steps) if self.max_steps else steps
+
+
+def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+
+
+class FinetuneModule(L.LightningModule):
+    """Backbone + linear head; inputs are uint8 images, normalised here."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        opts: FinetuneOptions,
+        total_steps: int,
+        optimizer: OptimizerFactory = default_optimizer,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(int(getattr(backbone, "num_features")), num_classes)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+        self.opts = opts
+        self.total_steps = total_steps
+        self.optimizer_factory = optimizer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() - self.mean) / self.std
+        return self.head(self.backbone(x))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        x, y = batch
+        if self.opts.flips:
+            # Per-sample flips; EL cells (and most inspection images) have no canonical orientation.
+            h = torch.rand(len(x), device=x.device) < 0.5
+            v = torch.rand(len(x), device=x.device) < 0.5
+            x = torch.where(h.view(-1, 1, 1, 1), x.flip(-1), x)
+            x = torch.where(v.view(-1, 1, 1, 1), x.flip(-2), x)
+        loss = F.cross_entropy(self(x), y)
+        return loss
+
+    def configure_optimizers(self):  # noqa: ANN201 - Lightning's union type
+        groups = [{"params": self.head.parameters()}]
+        opt = self.optimizer_factory(groups + [{"params": self.backbone.parameters()}])
+        base = opt.param_groups[0]["lr"]
+        opt.param_groups[1]["lr"] = base * self.opts.backbone_lr_scale
+        warm = max(1, int(self.opts.warmup_fraction * self.total_steps))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            t = (step - warm) / max(1, self.total_steps - warm)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def images_to_uint8(images: Sequence[Image.Image], size: int) -> torch.Tensor:
+    """Resize once to ``size`` and keep as a uint8 ``(n, 3, size, size)`` tensor (cheap to hold, fast to batch)."""
+    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def finetune_and_predict(
+    backbone: EvalBackbone,
+    x_train: torch.Tensor,
+    y_train: np.ndarray,
+    x_test: torch.Tensor,
+    num_classes: int,
+    opts: FinetuneOptions,
+    seed: int,
+    optimizer: OptimizerFactory = default_optimizer,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fine-tune ``backbone`` (fresh from its weights) on ``x_train``; returns test ``(pred, proba)``.
+
+    Args:
+        backbone: The backbone under test (built anew, so runs never share state).
+        x_train: uint8 images ``(n, 3, s, s)`` from :func:`images_to_uint8`.
+        y_train: Class ids ``(n,)``.
+        x_test: uint8 test images.
+        num_classes: Number of classes.
+        opts: Fine-tuning settings.
+        seed: Seeds the init (random-init backbones), head, batch order and flips.
+        optimizer: Factory taking parameter groups (head first, then backbone).
+    """
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        # Each run builds a Trainer; its banner ("GPU available: ...") would drown the stage's log.
+        logging.getLogger(name).setLevel(logging.WARNING)
+    L.seed_everything(seed, verbose=False)
+    model = backbone.build(seed)
+    dc = {**data_config(model), **backbone.preprocessing_overrides()}
+    steps = opts.steps_for(len(x_train))
+    module = FinetuneModule(model, num_classes, dc["mean"], dc["std"], opts, steps, optimizer)
+    bs = min(opts.batch_size, len(x_train))
+    ds = TensorDataset(x_train, torch.as_tensor(np.asarray(y_train), dtype=torch.long))
+    gen = torch.Generator().manual_seed(seed)
+    # drop_last avoids a one-image BatchNorm batch; the subset always fills one batch since bs <= n.
+    loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, generator=gen)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer = L.Trainer(
+            max_steps=steps,
+            max_epochs=-1,
+            accelerator=opts.accelerator,
+            devices=1,
+            precision=opts.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, loader)
+    module.eval()
+    device = next(module.parameters()).device
+    probs = []
+    with torch.no_grad():
+        for start in range(0, len(x_test), 128):
+            logits = module(x_test[start : start + 128].to(device))
+            probs.append(logits.float().softmax(-1).cpu())
+    proba = torch.cat(probs).numpy()
+    return proba.argmax(1), proba

@@ -1,0 +1,134 @@
+"""The label-fraction loops: every protocol on the same nested, seeded label subsets.
+
+Both functions return rows ``{backbone, role, task, protocol, fraction, seed,
+n_labels, <metrics>}``; :mod:`pipeline.evaluation.report` aggregates them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from pipeline.core.manifest import atomic_write_json, config_hash
+from pipeline.evaluation.backbones import EvalBackbone
+from pipeline.evaluation.dataset import Task
+from pipeline.evaluation.features import native_input_size
+from pipeline.evaluation.finetune import FinetuneOptions, OptimizerFactory, finetune_and_predict
+from pipeline.evaluation.fractions import nested_label_subsets
+from pipeline.evaluation.knn import knn_classify
+from pipeline.evaluation.linear_probe import ProbeOptions, fit_linear_probe
+from pipeline.evaluation.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+
+def task_splits(task: Task, is_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled training and test indices of a task (samples without a label are left out)."""
+    labelled = task.y >= 0
+    return np.flatnonzero(labelled & ~is_test), np.flatnonzero(labelled & is_test)
+
+
+def _row(b: EvalBackbone, task: str, protocol: str, frac: float, seed: int, n: int, m: dict) -> dict[str, Any]:
+    return {"backbone": b.name, "role": b.role, "task": task, "protocol": protocol, "fraction": frac, "seed": seed,
+            "n_labels": n, **m}  # fmt: skip
+
+
+def frozen_protocols(
+    b: EvalBackbone,
+    feats: np.ndarray,
+    task: Task,
+    is_test: np.ndarray,
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    min_per_class: int,
+    knn: dict[str, Any] | None,
+    probe: ProbeOptions | None,
+) -> list[dict[str, Any]]:
+    """kNN and linear probe at every label fraction and seed."""
+    # Hundreds of small fits: multi-threaded BLAS only adds synchronisation (and, on a
+    # shared machine, spin-waiting that made this loop ~20x slower).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _frozen(b, feats, task, is_test, fractions, seeds, min_per_class, knn, probe)
+
+
+def _frozen(
+    b: EvalBackbone,
+    feats: np.ndarray,
+    task: Task,
+    is_test: np.ndarray,
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    min_per_class: int,
+    knn: dict[str, Any] | None,
+    probe: ProbeOptions | None,
+) -> list[dict[str, Any]]:
+    train_idx, test_idx = task_splits(task, is_test)
+    y, C = task.y, task.num_classes
+    rows = []
+    for seed in seeds:
+        for frac, idx in nested_label_subsets(y, train_idx, fractions, seed, min_per_class).items():
+            if knn is not None:
+                pred, proba = knn_classify(feats[idx], y[idx], feats[test_idx], C, k=knn["k"], temperature=knn["temperature"])
+                rows.append(_row(b, task.name, "knn", frac, seed, len(idx), classification_metrics(y[test_idx], pred, proba, C)))
+            if probe is not None:
+                r = fit_linear_probe(feats[idx], y[idx], feats[test_idx], C, probe, seed)
+                m = classification_metrics(y[test_idx], r.pred, r.proba, C)
+                rows.append({**_row(b, task.name, "linear_probe", frac, seed, len(idx), m), "probe_c": r.c,
+                             "probe_selection": r.selection})  # fmt: skip
+    return rows
+
+
+def finetune_protocol(
+    b: EvalBackbone,
+    images_at: Callable[[int], torch.Tensor],
+    task: Task,
+    is_test: np.ndarray,
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    min_per_class: int,
+    opts: FinetuneOptions,
+    optimizer: OptimizerFactory,
+    cache_dir: Path,
+    cache_key: Any,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    """Fine-tune at every label fraction and seed; each finished run is cached as JSON, so a killed stage resumes.
+
+    Args:
+        images_at: uint8 images of the whole evaluation set at a given size (cached by the caller).
+        cache_key: Everything besides (task, fraction, seed, subset) that changes a run's result.
+    """
+    train_idx, test_idx = task_splits(task, is_test)
+    y, C = task.y, task.num_classes
+    # A ViT fixed to its pretraining size is fine-tuned at that size (its position
+    # embedding has no other); other backbones at opts.img_size.
+    size = native_input_size(b.build(0)) or opts.img_size
+    if size != opts.img_size:
+        log.info("finetune %s: fixed input size %d px (not %d)", b.name, size, opts.img_size)
+        opts = dataclasses.replace(opts, img_size=size)
+    x: torch.Tensor | None = None
+    rows = []
+    for seed in seeds:
+        for frac, idx in nested_label_subsets(y, train_idx, fractions, seed, min_per_class).items():
+            key = config_hash(cache_key, size, task.name, frac, seed, idx.tolist(), test_idx.tolist())
+            path = cache_dir / f"{b.name}-{task.name}-f{frac:g}-s{seed}-{key}.json"
+            if path.is_file():
+                rows.append(json.loads(path.read_text()))
+                continue
+            if x is None:
+                x = images_at(size)
+            progress(f"finetune {b.name} {task.name} {100 * frac:g}% seed {seed} ({len(idx)} labels)")
+            pred, proba = finetune_and_predict(b, x[idx], y[idx], x[test_idx], C, opts, seed, optimizer)
+            row = _row(b, task.name, "finetune", frac, seed, len(idx), classification_metrics(y[test_idx], pred, proba, C))
+            row["steps"] = opts.steps_for(len(idx))
+            atomic_write_json(path, row)
+            rows.append(row)
+    return rows

@@ -1,0 +1,118 @@
+"""The label-efficiency report: per-run CSV, summary CSV, plots and a markdown table.
+
+Rows are one (backbone, task, protocol, label fraction, seed) each; the summary
+aggregates seeds into mean and standard deviation (``ddof=1``; 0 for one seed).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.evaluation.label_efficiency import Efficiency
+from pipeline.evaluation.metrics import METRICS
+
+GROUP = ("backbone", "role", "task", "protocol", "fraction")
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, std and seed count of every metric per (backbone, task, protocol, fraction)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in GROUP)].append(r)
+    out = []
+    for key, rs in groups.items():
+        s: dict[str, Any] = dict(zip(GROUP, key))
+        s["seeds"] = len(rs)
+        s["n_labels"] = float(np.mean([r["n_labels"] for r in rs]))
+        for m in METRICS:
+            vals = np.array([r[m] for r in rs if r.get(m) is not None and not math.isnan(r[m])], dtype=float)
+            s[f"{m}_mean"] = float(vals.mean()) if len(vals) else float("nan")
+            s[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else float("nan"))
+        out.append(s)
+    out.sort(key=lambda s: (s["task"], s["protocol"], s["backbone"], s["fraction"]))
+    return out
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def curves(summary: Sequence[dict[str, Any]], task: str, protocol: str, metric: str) -> dict[str, dict[float, float]]:
+    """``{backbone: {fraction: mean}}`` for one task and protocol."""
+    out: dict[str, dict[float, float]] = defaultdict(dict)
+    for s in summary:
+        if s["task"] == task and s["protocol"] == protocol:
+            out[s["backbone"]][s["fraction"]] = s[f"{metric}_mean"]
+    return dict(out)
+
+
+def plot_label_efficiency(
+    summary: Sequence[dict[str, Any]], task: str, protocol: str, metric: str, path: Path, title: str = ""
+) -> Path:
+    """Score vs label fraction (log x), one line per backbone, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    sel = [s for s in summary if s["task"] == task and s["protocol"] == protocol]
+    for b in sorted({s["backbone"] for s in sel}):
+        pts = sorted((s for s in sel if s["backbone"] == b), key=lambda s: s["fraction"])
+        x = [100.0 * s["fraction"] for s in pts]
+        y = [s[f"{metric}_mean"] for s in pts]
+        e = [0.0 if math.isnan(s[f"{metric}_std"]) else s[f"{metric}_std"] for s in pts]
+        style = "-" if pts[0]["role"] == "domain" else "--"
+        ax.errorbar(x, y, yerr=e, fmt=style + "o", capsize=3, ms=4, lw=2.2 if pts[0]["role"] == "domain" else 1.4, label=b)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("labelled training examples used (%)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title or f"{task}: {protocol}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _cell(s: dict[str, Any] | None, metric: str) -> str:
+    if s is None or math.isnan(s[f"{metric}_mean"]):
+        return "-"
+    return f"{s[f'{metric}_mean']:.3f} ± {s[f'{metric}_std']:.3f}"
+
+
+def markdown_table(summary: Sequence[dict[str, Any]], task: str, protocol: str, metric: str) -> str:
+    """Backbones x label fractions, ``mean ± std`` of ``metric``."""
+    sel = [s for s in summary if s["task"] == task and s["protocol"] == protocol]
+    fracs = sorted({s["fraction"] for s in sel})
+    index = {(s["backbone"], s["fraction"]): s for s in sel}
+    lines = [
+        "| backbone | " + " | ".join(f"{100 * f:g} %" for f in fracs) + " |",
+        "|---|" + "---|" * len(fracs),
+    ]
+    for b in sorted({s["backbone"] for s in sel}):
+        lines.append(f"| {b} | " + " | ".join(_cell(index.get((b, f)), metric) for f in fracs) + " |")
+    return "\n".join(lines)
+
+
+def efficiency_lines(eff: dict[str, Efficiency], metric: str) -> list[str]:
+    return [f"- {e.match.sentence(f'**{b}**', e.reference, metric)}" for b, e in sorted(eff.items())]

@@ -1,0 +1,215 @@
+"""Eval stage: what is a backbone worth on labelled domain data, and how many labels does it save?
+
+Outputs (under ``<paths.output_dir>/<eval.folder>``, ``eval`` by default)::
+
+    features/<backbone>-<hash>.npy   frozen features of the whole eval set (cache, always in eval/)
+    finetune/<backbone>-...json      one finished fine-tuning run each (cache, always in eval/; resumes)
+    report/results.csv               one row per backbone, task, protocol, label fraction, seed
+    report/summary.csv               mean and std over seeds
+    report/label_efficiency_<task>_<protocol>.png
+    report/report.md                 tables and the label-efficiency headline
+    manifest.json
+
+Every backbone gets an MLflow run nested under the stage's run, with the same
+metric names, so backbones compare side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from pipeline.core import tracking
+from pipeline.core.manifest import Manifest, config_hash, lineage_entry, read_manifest
+from pipeline.core.stage import completed, section, stage_dir
+from pipeline.evaluation import report
+from pipeline.evaluation.backbones import BackboneEntry, EvalBackbone, resolve_backbones
+from pipeline.evaluation.dataset import EvalSet, load_eval_set
+from pipeline.evaluation.features import extract
+from pipeline.evaluation.finetune import FinetuneOptions, images_to_uint8
+from pipeline.evaluation.label_efficiency import efficiency_against_baselines
+from pipeline.evaluation.linear_probe import ProbeOptions
+from pipeline.evaluation.metrics import METRICS
+from pipeline.evaluation.protocols import finetune_protocol, frozen_protocols
+
+log = logging.getLogger(__name__)
+
+
+def _tasks(names: list[str] | None, data: EvalSet) -> list[str]:
+    primary = data.primary_task()
+    wanted = list(data.tasks) if names is None else [primary if n == "primary" else n for n in names]
+    unknown = [n for n in wanted if n not in data.tasks]
+    if unknown:
+        raise ValueError(f"eval tasks {unknown} are not tasks of this recipe; it has {list(data.tasks)}")
+    return sorted(dict.fromkeys(wanted), key=lambda n: (n != primary, n))
+
+
+def _finetune_options(ft: dict[str, Any]) -> FinetuneOptions:
+    keys = FinetuneOptions.__dataclass_fields__
+    return FinetuneOptions(**{k: v for k, v in ft.items() if k in keys})
+
+
+def _log_backbone(b: EvalBackbone, summary: list[dict[str, Any]]) -> None:
+    """Metrics named alike for every backbone: ``<task>.<protocol>.<metric>.p<percent>`` (mean, std),
+    and ``<task>.<protocol>.<metric>.curve`` stepped by the number of labels (MLflow's chart x-axis)."""
+    flat: dict[str, float] = {}
+    steps: dict[int, dict[str, float]] = {}
+    for s in summary:
+        if s["backbone"] != b.name:
+            continue
+        base = f"{s['task']}.{s['protocol']}"
+        pct = f"p{100 * s['fraction']:g}"
+        for m in METRICS:
+            if not np.isnan(s[f"{m}_mean"]):
+                flat[f"{base}.{m}.{pct}"] = s[f"{m}_mean"]
+                flat[f"{base}.{m}.{pct}.std"] = s[f"{m}_std"]
+                steps.setdefault(int(round(s["n_labels"])), {})[f"{base}.{m}.curve"] = s[f"{m}_mean"]
+    # Few large batches: one MLflow call per metric is slow on a SQLite store.
+    items = list(flat.items())
+    for i in range(0, len(items), 500):
+        tracking.log_metrics(dict(items[i : i + 500]))
+    for step, ms in sorted(steps.items()):
+        tracking.log_metrics(ms, step=step)
+
+
+def run(cfg: DictConfig) -> Manifest:
+    """Evaluate every configured backbone with kNN, linear probe and fine-tuning; write the report."""
+    ec = section(cfg, "eval")
+    root = stage_dir(cfg, ec["folder"])
+    eval_dir = stage_dir(cfg, "ingest", "eval")
+    data_manifest = read_manifest(eval_dir)
+    entries = [BackboneEntry(**e) for e in ec["backbones"]]
+    if not entries:
+        raise ValueError("eval.backbones is empty: nothing to evaluate")
+    backbones, notes = resolve_backbones(entries, cfg.seed)
+    identity = [(b.name, b.fingerprint, *([repr(b.data_cfg)] if b.data_cfg else [])) for b in backbones]
+    h = config_hash({k: v for k, v in ec.items() if k != "folder"}, data_manifest.config_hash, identity, cfg.seed)
+    done = completed(root, h, "eval")
+    if done is not None:
+        return done
+    data = load_eval_set(eval_dir, progress=cfg.progress, limit=ec["limit"])
+    tasks = _tasks(ec["tasks"], data)
+    metric = ec["headline_metric"]
+    if metric not in METRICS:
+        raise ValueError(f"eval.headline_metric={metric!r}; choose one of {METRICS}")
+    ft = ec["finetune"]
+    ft_tasks = _tasks(ft["tasks"], data) if ft["enabled"] else []
+    ft_opts = _finetune_options(ft)
+    optimizer = instantiate(cfg.eval.finetune.optimizer)
+    lp = {k: v for k, v in ec["linear_probe"].items() if k != "enabled"}
+    probe = ProbeOptions(**{**lp, "c_grid": tuple(lp["c_grid"])})
+    # Caches live in eval/ whatever eval.folder is: they are keyed by content hashes, so
+    # experiments (the curation ablation, say) reuse the baselines' features and runs.
+    feat_dir, ft_dir, rep_dir = stage_dir(cfg, "eval", "features"), stage_dir(cfg, "eval", "finetune"), root / "report"
+    resized: dict[int, Any] = {}
+
+    def images_at(size: int) -> Any:
+        if size not in resized:
+            resized[size] = images_to_uint8(data.images, size)
+        return resized[size]
+
+    rows: list[dict[str, Any]] = []
+    for b in backbones:
+        b_rows: list[dict[str, Any]] = []
+        with tracking.child_run(f"eval:{b.name}", params={"backbone": b.name, "role": b.role, "arch": b.arch,
+                                                           "weights": b.source, "fingerprint": b.fingerprint}):  # fmt: skip
+            tracking.set_tags({"backbone": b.name, "role": b.role})
+            feats = extract(
+                b, data.images, feat_dir, data.manifest_hash, cfg.seed, ec["feature_batch_size"], cfg.progress
+            )
+            for t in tasks:
+                b_rows += frozen_protocols(
+                    b, feats, data.tasks[t], data.is_test, ec["fractions"], ec["seeds"], ec["min_per_class"],
+                    ec["knn"] if ec["knn"]["enabled"] else None, probe if ec["linear_probe"]["enabled"] else None,
+                )  # fmt: skip
+            if b.finetune and ft_tasks:
+                bar = tqdm(desc=f"finetune {b.name}", disable=not cfg.progress, unit="run")
+                for t in ft_tasks:
+                    b_rows += finetune_protocol(
+                        b, images_at, data.tasks[t], data.is_test, ft["fractions"] or ec["fractions"],
+                        ft["seeds"] or ec["seeds"], ec["min_per_class"], ft_opts, optimizer, ft_dir,
+                        [b.arch, repr(b.spec), b.fingerprint, cfg.seed, data.manifest_hash,
+                         *([repr(b.data_cfg)] if b.data_cfg else []),
+                         {k: v for k, v in ft.items() if k not in ("tasks", "fractions", "seeds", "enabled")}],
+                        progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1), log.debug(msg)),
+                    )  # fmt: skip
+                bar.close()
+            _log_backbone(b, report.summarize(b_rows))
+        rows += b_rows
+    summary = report.summarize(rows)
+    roles = {b.name: b.role for b in backbones}
+    metrics, headline, md = _write_report(rep_dir, rows, summary, roles, tasks, metric, notes, data)
+    tracking.log_artifact(rep_dir, artifact_path=f"{ec['folder']}/report")
+    m = Manifest(
+        stage="eval",
+        config_hash=h,
+        inputs=[lineage_entry(eval_dir)] + [lineage_entry(Path(b.source).parent) for b in backbones
+                                            if (Path(b.source).parent / "manifest.json").is_file()],  # fmt: skip
+        artifacts={"report": "report/report.md", "results": "report/results.csv", "summary": "report/summary.csv",
+                   "features": str(feat_dir), "finetune": str(ft_dir)},  # fmt: skip
+        counts={"backbones": len(backbones), "runs": len(rows), "eval_images": len(data.ids)},
+        metrics=metrics,
+        extra={"backbones": [{"name": b.name, "role": b.role, "arch": b.arch, "weights": b.source} for b in backbones],
+               "skipped": notes, "headline": headline, "tasks": tasks},  # fmt: skip
+    )
+    m.write(root)
+    tracking.log_artifact(root / "manifest.json", artifact_path=ec["folder"])
+    log.info("eval report: %s\n%s", rep_dir / "report.md", "\n".join(headline))
+    return m
+
+
+def _write_report(
+    rep_dir: Path,
+    rows: list[dict[str, Any]],
+    summary: list[dict[str, Any]],
+    roles: dict[str, str],
+    tasks: list[str],
+    metric: str,
+    notes: list[str],
+    data: EvalSet,
+) -> tuple[dict[str, float], list[str], str]:
+    report.write_csv(rows, rep_dir / "results.csv")
+    report.write_csv(summary, rep_dir / "summary.csv")
+    metrics: dict[str, float] = {}
+    headline: list[str] = []
+    has_domain = any(r == "domain" for r in roles.values())
+    body = []
+    for t in tasks:
+        present = {s["protocol"] for s in summary if s["task"] == t}
+        for p in [p for p in ("knn", "linear_probe", "finetune") if p in present]:
+            png = report.plot_label_efficiency(summary, t, p, metric, rep_dir / f"label_efficiency_{t}_{p}.png")
+            eff = efficiency_against_baselines(report.curves(summary, t, p, metric), roles)
+            body += [f"### {t}: {p}", "", f"![{t} {p}]({png.name})", "", report.markdown_table(summary, t, p, metric), "",
+                     *report.efficiency_lines(eff, metric), ""]  # fmt: skip
+            for s in summary:
+                if s["task"] == t and s["protocol"] == p and s["fraction"] == 1.0:
+                    metrics[f"{t}.{p}.{s['backbone']}.{metric}.p100"] = s[f"{metric}_mean"]
+            for b, e in eff.items():
+                if e.match.fraction is not None:
+                    metrics[f"{t}.{p}.{b}.label_fraction_to_match"] = e.match.fraction
+                if t == tasks[0] and (roles[b] == "domain" or not has_domain):
+                    headline.append(f"{t} / {p}: {e.match.sentence(b, e.reference, metric)}")
+    n_train = int((~data.is_test).sum())
+    head = [
+        "# Label-efficiency report",
+        "",
+        f"Evaluation set: {len(data.ids)} images ({n_train} train, {len(data.ids) - n_train} test). "
+        f"Metric: {metric.replace('_', ' ')}, mean ± std over seeds; label fractions are of the training split, "
+        "stratified, at least one example per class.",
+        "",
+        "## Headline",
+        "",
+    ]
+    if not has_domain:
+        head += ["No domain backbone was evaluated" + (f": {'; '.join(notes)}" if notes else "") + ".",
+                 "Baselines against each other:", ""]  # fmt: skip
+    head += [f"- {h}" for h in headline] + [""]
+    md = "\n".join(head + ["## Results", ""] + body)
+    (rep_dir / "report.md").write_text(md)
+    return metrics, headline, md
