@@ -61,7 +61,12 @@ def parent_run(
         loc = None
         if artifact_location and not uri.startswith(("http://", "https://")):
             loc = Path(artifact_location).resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=loc)
+        try:
+            mlflow.create_experiment(experiment, artifact_location=loc)
+        except mlflow.exceptions.MlflowException:
+            # Jobs of a sweep or job array start together; one of them created it first.
+            if mlflow.get_experiment_by_name(experiment) is None:
+                raise
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name) as run:
         _ENABLED = True
