@@ -1,0 +1,77 @@
+"""Multi-process DDP training under Slurm survives a requeue and resumes exactly.
+
+Two sbatch jobs of ``tests/slurm/tiny_train.py`` (2 tasks each, Lightning DDP over gloo):
+one runs undisturbed; the other gets Slurm's warning signal mid-run (``scancel --signal=USR1``,
+what ``--signal=USR1@90`` sends before the time limit), checkpoints at the next safe step,
+requeues itself, restarts and must end with bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tests.slurm.conftest import REPO
+from tests.slurm.jobs import job_info, wait_final
+from tests.slurm.tiny_train import EPOCHS
+
+STEPS_PER_EPOCH = 4  # 64 samples / batch 8 / 2 ranks
+
+
+def _submit(out: Path, name: str) -> str:
+    out.mkdir(parents=True)
+    cmd = [
+        "sbatch", "--parsable", "-J", name,
+        "--requeue", "--signal=USR1@90",
+        "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=10",
+        f"--chdir={REPO}", f"--output={out}/slurm-%j.out", "--open-mode=append",
+        "--wrap", f"srun {sys.executable} -m tests.slurm.tiny_train {out}",
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30).stdout.strip().split(";")[0]
+
+
+def _log(out: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in out.glob("slurm-*.out"))
+
+
+def test_requeued_ddp_training_resumes_exactly(slurm_cluster, tmp_path: Path) -> None:
+    interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
+    job = _submit(interrupted, "tiny_requeue")
+    ref_job = _submit(reference, "tiny_reference")  # waits for the CPUs, then runs while `job` is requeued
+
+    # Signal once training is two epochs in, well before the end.
+    progress = interrupted / "progress.json"
+    deadline = time.monotonic() + 180
+    while True:
+        step = json.loads(progress.read_text())["global_step"] if progress.exists() else 0
+        if step >= 2 * STEPS_PER_EPOCH:
+            break
+        assert time.monotonic() < deadline, f"training never got going:\n{_log(interrupted)}"
+        time.sleep(0.2)
+    assert step < EPOCHS * STEPS_PER_EPOCH - STEPS_PER_EPOCH, "signal came too late to test a resume"
+    subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
+
+    assert wait_final(job, timeout=300) == "COMPLETED", _log(interrupted)
+    assert wait_final(ref_job, timeout=300) == "COMPLETED", _log(reference)
+    assert job_info(job)["Restarts"] == "1", _log(interrupted)
+    assert job_info(ref_job)["Restarts"] == "0"
+
+    log = _log(interrupted)
+    assert "requeued Slurm job" in log and "hpc_ckpt_1.ckpt" in log, log
+    info = json.loads((interrupted / "final.json").read_text())
+    ref_info = json.loads((reference / "final.json").read_text())
+    assert info["restart_count"] == 1 and info["resumed_from"].endswith("hpc_ckpt_1.ckpt")
+    assert ref_info["resumed_from"] is None
+    assert info["world_size"] == ref_info["world_size"] == 2
+    assert info["global_step"] == ref_info["global_step"] == EPOCHS * STEPS_PER_EPOCH
+
+    got = torch.load(interrupted / "final.pt")
+    want = torch.load(reference / "final.pt")
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), f"{k} differs after the requeue: {got[k]} vs {want[k]}"
