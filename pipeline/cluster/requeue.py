@@ -1,6 +1,7 @@
 """Requeue-safe Lightning training under Slurm.
 
-Slurm warns a job before its time limit (``sbatch --signal=USR1@90``) or on preemption.
+Slurm warns a job before its time limit (``sbatch --signal=USR1@90``; submitit, and so the
+Hydra ``slurm_*`` launchers, ask for USR2) or on preemption.
 :class:`RequeueOnSignal` turns that warning into an exact resume:
 
 1. the signal handler only sets a flag (saving inside a handler could catch the optimizer
@@ -75,19 +76,20 @@ def _resumable(trainer: pl.Trainer) -> bool:
 
 
 class RequeueOnSignal(Callback):
-    """On ``signum``, checkpoint at the next safe step and requeue the Slurm job.
+    """On a warning signal, checkpoint at the next safe step and requeue the Slurm job.
 
     Args:
-        signum: The warning signal (match ``--signal=USR1@<seconds>``).
+        signums: The warning signals: USR1 (``sbatch --signal=USR1@<s>``) and USR2 (submitit's).
+            Their previous handlers (submitit's) are set aside while ``fit`` runs.
         requeue: Run ``scontrol requeue``; set ``False`` to only checkpoint and exit
             (for schedulers that resubmit by themselves).
     """
 
-    def __init__(self, signum: int = signal.SIGUSR1, requeue: bool = True) -> None:
-        self.signum = signum
+    def __init__(self, signums: tuple[int, ...] = (signal.SIGUSR1, signal.SIGUSR2), requeue: bool = True) -> None:
+        self.signums = tuple(signums)
         self.requeue = requeue
         self._flag = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
         self.saved: Path | None = None
 
     def _handler(self, signum: int, frame: Any) -> None:
@@ -97,7 +99,7 @@ class RequeueOnSignal(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():
             # Replaces submitit's or Lightning's handler for the duration of fit.
-            self._previous = signal.signal(self.signum, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.signums}
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
@@ -106,9 +108,10 @@ class RequeueOnSignal(Callback):
         self._restore()
 
     def _restore(self) -> None:
-        if self._previous is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(self.signum, self._previous)
-            self._previous = None
+        if self._previous and threading.current_thread() is threading.main_thread():
+            for s, handler in self._previous.items():
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+            self._previous = {}
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
