@@ -1,7 +1,8 @@
 """A tiny, deterministic Lightning DDP training job for the requeue test.
 
 Run under Slurm as ``srun python -m tests.slurm.tiny_train <out>``: one process per task,
-ranks from ``SLURM_*`` (Lightning's SLURMEnvironment), gloo on CPU. It uses the same
+ranks from ``SLURM_*`` (Lightning's SLURMEnvironment), gloo on CPU; or, for the reference run,
+``TINY_DEVICES=2 python -m tests.slurm.tiny_train <out>`` (Lightning starts the processes). It uses the same
 :mod:`pipeline.cluster.requeue` pieces a real training stage uses, writes
 ``progress.json`` after every epoch and ``final.pt`` + ``final.json`` at the end.
 """
@@ -57,11 +58,15 @@ def main(out: Path) -> None:
     x = torch.randn(64, 8, generator=g)
     y = x @ torch.randn(8, 1, generator=g) + 0.1 * torch.randn(64, 1, generator=g)
     loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=False)
-    world = int(os.environ.get("SLURM_NTASKS", "1"))
+    # Under Slurm, srun started one process per task; outside it (the reference run),
+    # Lightning starts TINY_DEVICES processes itself. Same world size, same math.
+    devices = int(os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("TINY_DEVICES", "1"))
+    nodes = int(os.environ.get("SLURM_NNODES", "1"))
+    world = devices * nodes
     trainer = pl.Trainer(
         accelerator="cpu",
-        devices=int(os.environ.get("SLURM_NTASKS_PER_NODE", "1")),
-        num_nodes=int(os.environ.get("SLURM_NNODES", "1")),
+        devices=devices,
+        num_nodes=nodes,
         strategy="ddp" if world > 1 else "auto",
         plugins=slurm_plugins(),
         max_epochs=EPOCHS,
