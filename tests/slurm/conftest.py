@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.slurm.cluster import LocalSlurm, SlurmUnavailable
+from tests.slurm.mlflow_server import MlflowServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,10 +48,17 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlu
             os.environ["SLURM_CONF"] = old
 
 
-@pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server (SQLite backend, local artifact root) on loopback."""
-    from tests.slurm.mlflow_server import mlflow_server
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """Boot the tracking server in the background as soon as the cluster tests start."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
-    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
-        yield uri
+
+@pytest.fixture(scope="session")
+def mlflow_uri(_mlflow_server: MlflowServer) -> str:
+    """A real MLflow tracking server (SQLite backend, local artifact root) on loopback."""
+    return _mlflow_server.wait()
