@@ -1,6 +1,6 @@
-"""Multi-process DDP training under Slurm survives a requeue and resumes exactly.
+"""Multi-node DDP training under Slurm survives a requeue and resumes exactly.
 
-An sbatch job of ``tests/slurm/tiny_train.py`` (2 tasks, Lightning DDP over gloo) gets Slurm's
+An sbatch job of ``tests/slurm/tiny_train.py`` on 2 nodes (1 task each, Lightning DDP over gloo) gets Slurm's
 warning signal mid-run (``scancel --signal=USR1``,
 what ``--signal=USR1@90`` sends before the time limit), checkpoints at the next safe step,
 requeues itself, restarts and must end with weights bit-identical to an undisturbed run of the
@@ -31,7 +31,10 @@ def _submit(out: Path, name: str) -> str:
     cmd = [
         "sbatch", "--parsable", "-J", name,
         "--requeue", "--signal=USR1@90",
-        "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=10",
+        "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--time=10",
+        # The test nodes are names on this host that DNS does not know; on a real cluster
+        # Lightning takes the first node of SLURM_NODELIST as the rendezvous address.
+        "--export=ALL,MASTER_ADDR=127.0.0.1",
         f"--chdir={REPO}", f"--output={out}/slurm-%j.out", "--open-mode=append",
         "--wrap", f"srun {sys.executable} -m tests.slurm.tiny_train {out}",
     ]  # fmt: skip
@@ -46,7 +49,7 @@ def test_requeued_ddp_training_resumes_exactly(slurm_cluster, tmp_path: Path) ->
     interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
     job = _submit(interrupted, "tiny_requeue")
     # The uninterrupted reference: the same 2-process DDP run, started by Lightning outside Slurm
-    # (the node's 2 CPUs are taken by `job`), at the same time.
+    # (the cluster's 2 CPUs are taken by `job`), at the same time.
     reference.mkdir()
     ref_log = open(reference / "run.log", "w")
     ref = subprocess.Popen(
@@ -73,7 +76,9 @@ def test_requeued_ddp_training_resumes_exactly(slurm_cluster, tmp_path: Path) ->
             os.killpg(ref.pid, signal.SIGKILL)
         ref_log.close()
     assert wait_final(job, timeout=300) == "COMPLETED", _log(interrupted)
-    assert job_info(job)["Restarts"] == "1", _log(interrupted)
+    info_job = job_info(job)
+    assert info_job["Restarts"] == "1", _log(interrupted)
+    assert info_job["NumNodes"] == "2" and info_job["NodeList"] == "n[1-2]", info_job
 
     log = _log(interrupted)
     assert "requeued Slurm job" in log and "hpc_ckpt_1.ckpt" in log, log

@@ -1,7 +1,7 @@
 """A tiny, deterministic Lightning DDP training job for the requeue test.
 
-Run under Slurm as ``srun python -m tests.slurm.tiny_train <out>``: one process per task,
-ranks from ``SLURM_*`` (Lightning's SLURMEnvironment), gloo on CPU; or, for the reference run,
+Run under Slurm as ``srun python -m tests.slurm.tiny_train <out>``: one process per task, on
+one or more nodes, ranks from ``SLURM_*`` (Lightning's SLURMEnvironment), gloo on CPU; or, for the reference run,
 ``TINY_DEVICES=2 python -m tests.slurm.tiny_train <out>`` (Lightning starts the processes). It uses the same
 :mod:`pipeline.cluster.requeue` pieces a real training stage uses, writes
 ``progress.json`` after every epoch and ``final.pt`` + ``final.json`` at the end.
