@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.cluster.config import Resources, load_cluster, resources_for
 from pipeline.cluster.slurm import wait_final
