@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cluster.config import Resources, load_cluster, resources_for
 from pipeline.cluster.slurm import wait_final
@@ -142,11 +142,27 @@ def slurm_parameters(res: Resources, name: str, dependency: str | None, cluster:
     return {k: v for k, v in p.items() if v is not None}
 
 
-def submit(chain: list[PlannedJob], cluster: DictConfig, folder: Path) -> list[PlannedJob]:
+def training_overrides(cfg: DictConfig, res: Resources, given: list[str]) -> list[str]:
+    """``pretrain.trainer.{num_nodes,devices}`` matching the job's nodes and tasks per node.
+
+    Lightning checks them against ``SLURM_NTASKS``; set here unless the user set them.
+    """
+    if OmegaConf.select(cfg, "pretrain.trainer.num_nodes") is None:
+        return []
+    out = []
+    for key, value in (("num_nodes", res.nodes), ("devices", res.tasks_per_node)):
+        if not any(o.startswith(f"pretrain.trainer.{key}=") for o in given):
+            out.append(f"pretrain.trainer.{key}={value}")
+    return out
+
+
+def submit(chain: list[PlannedJob], cluster: DictConfig, folder: Path, cfg: DictConfig | None = None) -> list[PlannedJob]:
     """Submit the chain, each job ``afterok`` the previous; fills ``job_id``."""
     previous: str | None = None
     for job in chain:
         res = resources_for(cluster, job.kind)
+        if job.kind == "pretrain" and cfg is not None:
+            job.overrides = [*job.overrides, *training_overrides(cfg, res, job.overrides)]
         ex = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=cluster.max_num_timeout)
         ex.update_parameters(**slurm_parameters(res, job.name, previous, cluster))
         if job.tasks > 1:
@@ -192,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, str] | None:
     cluster = load_cluster(profile, cluster_over)
     cfg = compose(overrides)  # fails here, before submitting, on a bad override
     folder = Path(cluster.folder or Path(cfg.paths.root) / "slurm").resolve()
-    chain = submit(plan(cfg, overrides, cluster), cluster, folder)
+    chain = submit(plan(cfg, overrides, cluster), cluster, folder, cfg)
     for job in chain:
         arr = f" array of {job.tasks}" if job.tasks > 1 else ""
         dep = f" after {job.depends_on}" if job.depends_on else ""

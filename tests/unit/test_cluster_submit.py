@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from pipeline.cluster.config import load_cluster, resources_for
 from pipeline.cluster.requeue import next_hpc_path, resume_checkpoint
-from pipeline.cluster.submit import PlannedJob, parse_args, plan, slurm_parameters
+from pipeline.cluster.submit import PlannedJob, parse_args, plan, slurm_parameters, training_overrides
 
 
 def test_profiles_load_and_merge_per_stage() -> None:
@@ -78,3 +78,12 @@ def test_resume_checkpoint_picks_newest(tmp_path) -> None:
     os.utime(old, ns=(1, 1))
     assert resume_checkpoint(tmp_path) == str(new)
     assert next_hpc_path(tmp_path).name == "hpc_ckpt_2.ckpt"
+
+
+def test_pretrain_job_gets_nodes_and_devices_from_its_resources() -> None:
+    c = load_cluster("slurm_gpu")
+    cfg = OmegaConf.create({"pretrain": {"trainer": {"num_nodes": 1, "devices": "auto"}}})
+    res = resources_for(c, "pretrain")
+    assert training_overrides(cfg, res, []) == ["pretrain.trainer.num_nodes=2", "pretrain.trainer.devices=8"]
+    assert training_overrides(cfg, res, ["pretrain.trainer.devices=4"]) == ["pretrain.trainer.num_nodes=2"]
+    assert training_overrides(OmegaConf.create({}), res, []) == []
