@@ -41,10 +41,10 @@ class CurateIndexConfig:
     """FAISS index choice; see ``pipeline.curate.knn_index.IndexOptions``."""
 
     kind: str = "auto"
-    flat_max: int = 200_000
+    flat_max: int = 50_000
     ivf_flat_max: int = 5_000_000
     nlist: Optional[int] = None
-    nprobe: int = 32
+    nprobe: int = 16
     pq_m: Optional[int] = None
     train_size: int = 100_000
     batch_rows: int = 65_536
@@ -56,7 +56,7 @@ class CurateDedupConfig:
     """Near-duplicate removal. ``features``: ``copy`` (descriptor) or ``emb`` (backbone)."""
 
     features: str = "copy"
-    threshold: float = 0.985
+    threshold: float = 0.99
     k: int = 16
 
 

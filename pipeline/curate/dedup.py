@@ -12,10 +12,11 @@ so that the choice is stable across runs and machines.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 
 class UnionFind:
@@ -48,7 +49,7 @@ class UnionFind:
 
 
 def edges_from_knn(
-    sims: np.ndarray, ids: np.ndarray, threshold: float, rows_per_item: int = 1
+    sims: np.ndarray, ids: np.ndarray, threshold: float, rows_per_item: int = 1, offset: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undirected edges ``(i, j, sim)`` with ``i < j`` and ``sim >= threshold``.
 
@@ -57,18 +58,22 @@ def edges_from_knn(
         threshold: Cosine similarity at or above which two items are duplicates.
         rows_per_item: Index rows per item (several crops of one image); an
             index row ``r`` belongs to item ``r // rows_per_item``.
+        offset: Item index of the first query row (batched search).
 
     Returns:
         Arrays ``i``, ``j`` (int64) and ``sim`` (float32), one entry per pair,
         keeping the highest similarity when a pair is found more than once.
     """
-    q = np.repeat(np.arange(sims.shape[0], dtype=np.int64), sims.shape[1])
+    q = np.repeat(np.arange(offset, offset + sims.shape[0], dtype=np.int64), sims.shape[1])
     t = ids.reshape(-1) // rows_per_item
     s = sims.reshape(-1)
     keep = (s >= threshold) & (ids.reshape(-1) >= 0) & (q != t)
-    a, b, s = np.minimum(q, t)[keep], np.maximum(q, t)[keep], s[keep]
+    return _unique_pairs(np.minimum(q, t)[keep], np.maximum(q, t)[keep], s[keep])
+
+
+def _unique_pairs(a: np.ndarray, b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if a.size == 0:
-        return a, b, s.astype(np.float32)
+        return a.astype(np.int64), b.astype(np.int64), s.astype(np.float32)
     order = np.lexsort((-s, b, a))  # per pair, the best similarity first
     a, b, s = a[order], b[order], s[order]
     first = np.ones(a.size, bool)
@@ -77,11 +82,52 @@ def edges_from_knn(
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Connected-component labels of ``n`` nodes joined by edges ``(i, j)``."""
-    uf = UnionFind(n)
-    for a, b in zip(i.tolist(), j.tolist()):
-        uf.union(a, b)
-    return uf.labels()
+    """Connected-component labels of ``n`` nodes joined by edges ``(i, j)``.
+
+    Same result as :class:`UnionFind` (the tests check it), computed by SciPy's
+    compiled ``connected_components`` so that 1e8 edges take seconds, not hours.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    g = coo_matrix((np.ones(i.size, np.int8), (i, j)), shape=(n, n))
+    return connected_components(g, directed=False)[1].astype(np.int64)
+
+
+def edges_batched(
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    queries: np.ndarray,
+    k: int,
+    threshold: float,
+    rows_per_item: int = 1,
+    batch_rows: int = 65_536,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Self-kNN of ``queries`` (item ``q`` is query row ``q``) kept as thresholded edges, batch by batch.
+
+    Only edges at or above ``threshold`` are kept, so memory is the edges plus
+    one batch of neighbours, not ``n * k`` results.
+
+    Returns:
+        ``i, j, sim`` as :func:`edges_from_knn`, and every item's best similarity
+        to another item (for the histogram).
+    """
+    n = queries.shape[0]
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    nn1 = np.empty(n, np.float32)
+    for s in tqdm(range(0, n, batch_rows), desc="dedup search", disable=not progress, leave=False):
+        e = min(n, s + batch_rows)
+        sims, ids = search(np.ascontiguousarray(queries[s:e], dtype=np.float32), k)
+        own = (ids // rows_per_item) == np.arange(s, e)[:, None]
+        nn1[s:e] = np.where(own | (ids < 0), -np.inf, sims).max(axis=1)
+        a, b, v = edges_from_knn(sims, ids, threshold, rows_per_item, offset=s)
+        parts.append((a, b, v))
+    i = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    j = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+    v = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.float32)
+    # The same pair can come from both ends in different batches: keep its best similarity once.
+    i, j, v = _unique_pairs(i, j, v)
+    return i, j, v, nn1
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,10 @@ class IndexOptions:
     """
 
     kind: str = "auto"
-    flat_max: int = 200_000
+    flat_max: int = 50_000
     ivf_flat_max: int = 5_000_000
     nlist: int | None = None
-    nprobe: int = 32
+    nprobe: int = 16
     pq_m: int | None = None
     train_size: int = 100_000
     batch_rows: int = 65_536

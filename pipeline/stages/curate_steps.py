@@ -25,9 +25,9 @@ from pipeline.curate import dedup as dd
 from pipeline.curate import kmeans as km
 from pipeline.curate import retrieval as rt
 from pipeline.curate import scoring
-from pipeline.curate.decontam import best_match, find_contaminated
+from pipeline.curate.decontam import Contamination, best_match, find_contaminated
 from pipeline.curate.embed import load_embeddings
-from pipeline.curate.knn_index import IndexOptions, RowSubset, choose_factory, knn
+from pipeline.curate.knn_index import IndexOptions, RowSubset, build_index, choose_factory, knn
 from pipeline.curate.write import write_curated
 from pipeline.io.shards import list_shards, read_metadata
 from pipeline.models.backbone import BackboneSpec, create_backbone, data_config
@@ -109,13 +109,11 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
     rows, per, ids = _features(ctx, "pool", d.features, folder)
     queries = rows[::per] if per > 1 else rows  # the full-image row queries every crop of the others
     opts = ctx.index_opts()
-    sims, nn = knn(rows, queries, d.k + per, opts, ctx.cfg.progress)
-    i, j, s = dd.edges_from_knn(sims, nn, d.threshold, per)
+    index = build_index(rows, opts, ctx.cfg.progress)
+    i, j, s, nn1 = dd.edges_batched(index.search, queries, d.k + per, d.threshold, per, opts.batch_rows, ctx.cfg.progress)
     meta = ctx.pool_meta()
     pixels = [meta[x]["width"] * meta[x]["height"] for x in ids]
     removals, labels = dd.dedup(len(ids), i, j, s, pixels, ids)
-    own = (nn // per) == np.arange(len(ids))[:, None]
-    nn1 = np.where(own | (nn < 0), -np.inf, sims).max(axis=1)
     _save(folder / "nn1_similarity.npy", nn1.astype(np.float32))
     _save(folder / "labels.npy", labels)
     _jsonl(folder / "removals.jsonl", [{"id": ids[r.removed], "kept": ids[r.kept], "linked_to": ids[r.linked_to],
@@ -139,9 +137,16 @@ def decontam_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
         return Manifest("curate/decontaminate", h, counts={"contaminated": 0}, extra={"note": "no eval source"})
     pool_rows, per, pool_ids = _features(ctx, "pool", d.features, folder)
     eval_rows, _, eval_ids = _features(ctx, "eval", d.features, folder)
-    sims, nn = knn(eval_rows, pool_rows, d.k, ctx.index_opts(), ctx.cfg.progress)
-    found = find_contaminated(sims, nn, d.threshold, per, per)
-    best = best_match(sims, nn, per)
+    opts = ctx.index_opts()
+    index = build_index(eval_rows, opts)
+    found, best = [], []
+    step = max(1, opts.batch_rows // per) * per  # whole items per batch
+    for b in range(0, pool_rows.shape[0], step):
+        q = np.ascontiguousarray(pool_rows[b : b + step], dtype=np.float32)
+        sims, nn = index.search(q, min(d.k, index.ntotal))
+        found += [Contamination(c.pool + b // per, c.eval, c.similarity) for c in find_contaminated(sims, nn, d.threshold, per, per)]
+        best.append(best_match(sims, nn, per))
+    best = np.concatenate(best) if best else np.zeros(0, np.float32)
     _save(folder / "best_similarity.npy", best.astype(np.float32))
     _jsonl(folder / "contaminated.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval],
                                             "similarity": round(c.similarity, 5)} for c in found])  # fmt: skip

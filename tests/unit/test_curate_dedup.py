@@ -54,3 +54,31 @@ def test_dedup_records_every_removal_with_link():
     assert by[1].kept == 2 and by[1].linked_to == 2 and abs(by[1].similarity - 0.98) < 1e-6
     assert by[0].kept == 2 and by[0].linked_to == 1 and abs(by[0].similarity - 0.99) < 1e-6
     assert labels[3] != labels[0]
+
+
+def test_scipy_components_match_union_find():
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, 200, 150), rng.integers(0, 200, 150)
+    uf = UnionFind(200)
+    for a, b in zip(i.tolist(), j.tolist()):
+        uf.union(a, b)
+    ref, got = uf.labels(), components(200, i, j)
+    # same partition: labels map one-to-one
+    pairs = set(zip(ref.tolist(), got.tolist()))
+    assert len(pairs) == len(set(ref.tolist())) == len(set(got.tolist()))
+
+
+def test_edges_batched_equals_one_shot():
+    from pipeline.curate.dedup import edges_batched
+    from pipeline.curate.knn_index import IndexOptions, build_index, search
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x[150:200] = x[:50] + 0.01 * rng.normal(size=(50, 8))  # 50 planted duplicates
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx = build_index(x, IndexOptions())
+    i1, j1, s1 = edges_from_knn(*search(idx, x, 5), 0.99)
+    i2, j2, s2, nn1 = edges_batched(idx.search, x, 5, 0.99, batch_rows=37)
+    assert i1.tolist() == i2.tolist() and j1.tolist() == j2.tolist() and np.allclose(s1, s2)
+    assert {(a, b) for a, b in zip(i2.tolist(), j2.tolist())} >= {(a, a + 150) for a in range(50)}
+    assert (nn1[150:200] > 0.99).all() and nn1.shape == (300,)
