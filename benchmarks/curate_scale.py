@@ -60,6 +60,12 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process: less sensitive than wall time to other jobs on a shared machine."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def worker_pipeline(data: Path, k: int, out: Path) -> dict:
     from pipeline.curate.dedup import dedup, edges_batched
     from pipeline.curate.knn_index import IndexOptions, build_index, choose_factory, search
@@ -90,7 +96,7 @@ def worker_pipeline(data: Path, k: int, out: Path) -> dict:
     return {"factory": choose_factory(*x.shape, opts), "build_s": t1 - t0, "self_search_s": t2 - t1, "dedup_graph_s": t3 - t2,
             "retrieve_s": t4 - t3, "total_s": t4 - t0, "search_total_s": (t1 - t0) + (t2 - t1) + (t4 - t3),
             "removed": len(removals), "retrieved": int(ret.items.size), "collisions": ret.stats["collisions"],
-            "peak_rss_gib": _peak_rss_gib()}  # fmt: skip
+            "cpu_s": _cpu_s(), "peak_rss_gib": _peak_rss_gib()}  # fmt: skip
 
 
 def worker_bare(data: Path, k: int, factory: str, nprobe: int) -> dict:
@@ -110,7 +116,7 @@ def worker_bare(data: Path, k: int, factory: str, nprobe: int) -> dict:
     t2 = time.perf_counter()
     index.search(x[:N_SEEDS], k)
     t3 = time.perf_counter()
-    return {"build_s": t1 - t0, "self_search_s": t2 - t1, "retrieve_s": t3 - t2, "total_s": t3 - t0, "peak_rss_gib": _peak_rss_gib()}
+    return {"cpu_s": _cpu_s(), "build_s": t1 - t0, "self_search_s": t2 - t1, "retrieve_s": t3 - t2, "total_s": t3 - t0, "peak_rss_gib": _peak_rss_gib()}
 
 
 def exact_neighbours(data: Path, k: int) -> np.ndarray:
@@ -154,17 +160,23 @@ def run_size(n: int, dim: int, k: int, tmp: Path) -> dict:
 
 
 def write_results(results: list[dict]) -> None:
+    """Write JSON + markdown; sizes measured by an earlier invocation are kept unless re-measured."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    old = RESULTS / "curate_scale.json"
+    if old.is_file():
+        mine = {r["n"] for r in results}
+        results = sorted([r for r in json.loads(old.read_text())["results"] if r["n"] not in mine] + results, key=lambda r: r["n"])
     meta = {"machine": f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}", "threshold": THRESHOLD,
             "dup_rate": DUP_RATE, "seeds": N_SEEDS, "recall_sample": SAMPLE}  # fmt: skip
     (RESULTS / "curate_scale.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     lines = ["# Curate scale benchmark", "", f"`{' '.join(sys.argv)}` on {meta['machine']} (shared machine, niced).", "",
-             "| n | index | pipeline total s | bare FAISS s | ratio | peak RSS GiB (pipe / bare) | recall@k vs exact | dup recall |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| n | index | pipeline wall s | bare FAISS wall s | wall ratio | CPU s (pipe / bare) | CPU ratio | peak RSS GiB (pipe / bare) | recall@k vs exact | dup recall |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         p, b = r["pipeline"], r["bare_faiss"]
         rec = r[f"recall@{r['k']}_vs_exact"]
         lines.append(f"| {r['n']:,} | {p['factory']} | {p['total_s']:.1f} | {b['total_s']:.1f} | {r['overhead_ratio_total']:.2f} "
+                     f"| {p['cpu_s']:.1f} / {b['cpu_s']:.1f} | {p['cpu_s'] / b['cpu_s']:.2f} "
                      f"| {p['peak_rss_gib']:.2f} / {b['peak_rss_gib']:.2f} | {rec:.3f} "
                      f"| {r['planted_duplicate_recall']:.3f} |")  # fmt: skip
     lines += ["", "Pipeline total = index build + self kNN search + dedup graph (union-find) + seed retrieval; bare = the same "

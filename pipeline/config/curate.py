@@ -65,7 +65,7 @@ class CurateDecontamConfig:
     """Removal of copies of evaluation images; a looser threshold than dedup's."""
 
     features: str = "copy"
-    threshold: float = 0.97
+    threshold: float = 0.99
     k: int = 4
 
 

@@ -147,8 +147,8 @@ class Removal:
 def pick_keepers(labels: np.ndarray, pixels: Sequence[int], ids: Sequence[str]) -> dict[int, int]:
     """The keeper of every group with more than one member: most pixels, then smallest id."""
     groups: dict[int, list[int]] = {}
-    for idx, lab in enumerate(labels.tolist()):
-        groups.setdefault(lab, []).append(idx)
+    for idx in np.flatnonzero(np.bincount(labels)[labels] > 1).tolist():
+        groups.setdefault(int(labels[idx]), []).append(idx)
     return {
         lab: min(members, key=lambda m: (-int(pixels[m]), ids[m]))
         for lab, members in groups.items()
@@ -185,9 +185,10 @@ def dedup(
             if x not in best or s > best[x][0]:
                 best[x] = (s, y)
     out: list[Removal] = []
-    for idx in range(n):
-        keeper = keepers.get(int(labels[idx]))
-        if keeper is None or keeper == idx:
+    in_groups = np.flatnonzero(np.bincount(labels, minlength=n)[labels] > 1)  # skip the singletons
+    for idx in in_groups.tolist():
+        keeper = keepers[int(labels[idx])]
+        if keeper == idx:
             continue
         d = direct.get((min(idx, keeper), max(idx, keeper)))
         if d is not None:

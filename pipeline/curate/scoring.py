@@ -15,6 +15,9 @@ Definitions (pool keys are the samples' ``meta.source``):
   really is a near-duplicate the recipe did not plant (see ``unplanted``).
 * **decontamination recall**: planted copies of evaluation images that were
   removed as contaminated, over all planted copies present in the pool.
+* ``unplanted_adjacent_elpv_cells``: "wrong" removals whose two images are ELPV
+  cells with consecutive numbers. The ELPV dataset images many cells twice in a
+  row, so these are very likely real duplicates the recipe did not plant.
 * **retrieved in-domain precision**: share of retrieved images whose ground
   truth says ``in_domain``, next to the same share in the pool (base rate).
 """
@@ -76,17 +79,27 @@ def _adjacent_cells(a: str, b: str) -> bool:
     return bool(ma and mb and abs(int(ma.group(1)) - int(mb.group(1))) == 1)
 
 
-def score_decontam(gt: Mapping[str, Mapping[str, Any]], present: Iterable[str], removed: Iterable[str]) -> dict[str, float]:
-    """Recall and precision of removing planted copies of evaluation images."""
+def score_decontam(
+    gt: Mapping[str, Mapping[str, Any]], present: Iterable[str], removed: Iterable[tuple[str, str]]
+) -> dict[str, float]:
+    """Recall and precision of removing planted copies of evaluation images.
+
+    Args:
+        removed: ``(pool_key, eval_key)`` of every removal (eval keys are the eval samples' ``meta.source``).
+    """
     present = set(present)
     planted = {k for k, v in gt.items() if v.get("copy_of", {}).get("source") == "eval" and k in present}
-    removed = set(removed)
-    hit = planted & removed
+    removed = list(removed)
+    hit = planted & {p for p, _ in removed}
+    unplanted = [(p, e) for p, e in removed if p not in planted]
+    adjacent = sum(1 for p, e in unplanted if _adjacent_cells(gt[p].get("origin", ""), f"elpv/{e}"))
     return {
         "decontam.planted": float(len(planted)),
         "decontam.removed": float(len(removed)),
         "decontam.recall": len(hit) / len(planted) if planted else float("nan"),
         "decontam.precision": len(hit) / len(removed) if removed else float("nan"),
+        "decontam.unplanted": float(len(unplanted)),
+        "decontam.unplanted_adjacent_elpv_cells": float(adjacent),
     }
 
 

@@ -245,7 +245,9 @@ def score(ctx: Context, results: dict[str, Manifest]) -> dict[str, float]:
         rem = [(src[json.loads(line)["id"]], src[json.loads(line)["kept"]]) for line in (ctx.root / "dedup" / "removals.jsonl").open()]
         out.update(scoring.score_dedup(gt, src.values(), rem, {src[i]: int(lab) for i, lab in zip(ids, labels)}))
     if "decontaminate" in results:
-        out.update(scoring.score_decontam(gt, src.values(), [src[i] for i in _read_ids(ctx.root / "decontaminate" / "contaminated.jsonl")]))
+        esrc = {r["id"]: r["source"] for r in read_metadata(ctx.ingest / "eval")} if (ctx.ingest / "eval").is_dir() else {}
+        rows = [json.loads(line) for line in (ctx.root / "decontaminate" / "contaminated.jsonl").open()]
+        out.update(scoring.score_decontam(gt, src.values(), [(src[r["id"]], esrc.get(r["eval_id"], "")) for r in rows]))
     if "retrieve" in results:
         out.update(scoring.score_retrieval(gt, src.values(), [src[i] for i in _read_ids(ctx.root / "retrieve" / "retrieved.jsonl")]))
     return out

@@ -25,8 +25,9 @@ def test_dedup_precision_counts_original_and_copies_of_same_group():
 
 
 def test_decontam_and_retrieval_scores():
-    d = score_decontam(GT, PRESENT, ["e1", "x"])
+    d = score_decontam(GT, PRESENT, [("e1", "cell0009.png"), ("x", "cell0003.png")])
     assert d["decontam.recall"] == 1.0 and d["decontam.precision"] == 0.5
+    assert d["decontam.unplanted"] == 1 and d["decontam.unplanted_adjacent_elpv_cells"] == 1  # cell0002 vs cell0003
     r = score_retrieval(GT, PRESENT, ["o1", "x", "o2", "y"])
     assert r["retrieve.in_domain_precision"] == 0.75
     assert abs(r["retrieve.pool_in_domain_rate"] - 6 / 8) < 1e-9
