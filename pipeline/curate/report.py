@@ -38,20 +38,27 @@ def image_grid(rows: Sequence[Sequence[Cell]], path: Path, thumb: int = 96) -> P
 
 
 def histogram(
-    series: Mapping[str, np.ndarray], path: Path, title: str, thresholds: Mapping[str, float] | None = None, bins: int = 100
+    series: Mapping[str, np.ndarray],
+    path: Path,
+    title: str,
+    thresholds: Mapping[str, float] | None = None,
+    bins: int = 100,
+    lo: float | None = None,
 ) -> Path:
-    """Overlaid similarity histograms (log counts) with vertical threshold lines."""
+    """Overlaid similarity histograms (log counts) with vertical threshold lines; ``lo`` zooms to ``[lo, 1]``."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for name, v in series.items():
         v = np.asarray(v, np.float64)
         v = v[np.isfinite(v)]
         if v.size:
-            ax.hist(v, bins=bins, range=(min(-0.1, float(v.min())), 1.0), alpha=0.6, label=f"{name} (n={v.size})", log=True)
+            start = lo if lo is not None else min(-0.1, float(v.min()))
+            shown = int((v >= start).sum())
+            ax.hist(v, bins=bins, range=(start, 1.0), alpha=0.6, label=f"{name} ({shown} of {v.size} shown)", log=lo is None)
     for name, t in (thresholds or {}).items():
         ax.axvline(t, color="red", linestyle="--", linewidth=1)
         ax.text(t, ax.get_ylim()[1], f" {name}={t:g}", color="red", va="top", fontsize=8, rotation=90)
     ax.set_xlabel("cosine similarity")
-    ax.set_ylabel("count (log)")
+    ax.set_ylabel("count (log)" if lo is None else "count")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()

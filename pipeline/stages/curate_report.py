@@ -69,13 +69,17 @@ def report_step(ctx: Any, results: dict[str, Manifest], folder: Path, h: str) ->
     if nn1.is_file():
         rp.histogram({"pool 1-NN": np.load(nn1)}, folder / "hist_dedup.png",
                      f"Nearest-neighbour similarity in the pool ({c.dedup.features})", {"threshold": c.dedup.threshold})  # fmt: skip
-        hists.append("hist_dedup.png")
+        rp.histogram({"pool 1-NN": np.load(nn1)}, folder / "hist_dedup_zoom.png", "Zoom: the copy mode near 1",
+                     {"threshold": c.dedup.threshold}, bins=50, lo=0.95)  # fmt: skip
+        hists += ["hist_dedup.png", "hist_dedup_zoom.png"]
     best = ctx.root / "decontaminate" / "best_similarity.npy"
     if best.is_file():
         rp.histogram({"pool -> nearest eval": np.load(best)}, folder / "hist_decontam.png",
                      f"Similarity of pool images to their nearest evaluation image ({c.decontam.features})",
                      {"threshold": c.decontam.threshold})  # fmt: skip
-        hists.append("hist_decontam.png")
+        rp.histogram({"pool -> nearest eval": np.load(best)}, folder / "hist_decontam_zoom.png", "Zoom: the copy mode near 1",
+                     {"threshold": c.decontam.threshold}, bins=50, lo=0.95)  # fmt: skip
+        hists += ["hist_decontam.png", "hist_decontam_zoom.png"]
     if retrieved:
         rp.histogram({"retrieved": np.array([r["similarity"] for r in retrieved])}, folder / "hist_retrieved.png",
                      f"Similarity of retrieved images to their seed or centroid ({c.retrieval.strategy})")  # fmt: skip
