@@ -29,7 +29,8 @@ class IndexOptions:
     """How to choose and run an index.
 
     Attributes:
-        kind: ``"auto"`` (by size), ``"flat"``, ``"ivf"`` or ``"ivfpq"``.
+        kind: ``"auto"`` (by size), ``"flat"``, ``"ivf"``, ``"ivfpq"``, or ``"torch"``: exact
+            chunked search with ``pipeline.curate.knn_torch`` (tensor cores on a GPU without faiss-gpu).
         flat_max: Largest size that gets an exact index under ``auto``.
         ivf_flat_max: Largest size that gets ``IVF,Flat`` under ``auto``.
         nlist: IVF lists; ``None`` picks about ``4 * sqrt(n)``.
@@ -60,6 +61,8 @@ def choose_factory(n: int, d: int, opts: IndexOptions) -> str:
         kind = "flat" if n <= opts.flat_max else ("ivf" if n <= opts.ivf_flat_max else "ivfpq")
     if kind == "flat":
         return "Flat"
+    if kind == "torch":
+        return "TorchExact"
     nlist = opts.nlist or max(16, min(65_536, 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))))
     if kind == "ivf":
         return f"IVF{nlist},Flat"
@@ -68,7 +71,7 @@ def choose_factory(n: int, d: int, opts: IndexOptions) -> str:
         while d % m:
             m -= 1
         return f"IVF{nlist},PQ{m}"
-    raise ValueError(f"curate index kind {kind!r}: use auto, flat, ivf or ivfpq")
+    raise ValueError(f"curate index kind {kind!r}: use auto, flat, ivf, ivfpq or torch")
 
 
 def _rows(x: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -88,6 +91,8 @@ def build_index(x: np.ndarray, opts: IndexOptions, progress: bool = False) -> fa
     """Build and fill an inner-product index over the rows of ``x`` (may be a memmap)."""
     n, d = x.shape
     factory = choose_factory(n, d, opts)
+    if factory == "TorchExact":
+        return TorchExactIndex(x, progress)  # type: ignore[return-value]
     index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     if _gpu_wanted(opts.use_gpu):
         index = faiss.index_cpu_to_all_gpus(index)
@@ -148,3 +153,22 @@ class RowSubset:
 
     def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
         return np.asarray(self.x[self.idx[key]])
+
+
+class TorchExactIndex:
+    """The slice of the FAISS index API the curate steps use, over ``knn_torch.knn`` (exact, chunked)."""
+
+    is_trained = True
+
+    def __init__(self, x: np.ndarray, progress: bool = False) -> None:
+        from pipeline.curate import knn_torch  # noqa: F401  (fails early, naming the module, when absent)
+
+        self.db = x if isinstance(x, np.ndarray) else np.asarray(x[0 : x.shape[0]])
+        self.ntotal = self.db.shape[0]
+        self.progress = progress
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from pipeline.curate.knn_torch import knn as torch_knn
+
+        sims, ids = torch_knn(np.asarray(q), self.db, k, progress=self.progress)
+        return np.asarray(sims, np.float32), np.asarray(ids, np.int64)

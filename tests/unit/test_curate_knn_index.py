@@ -45,3 +45,11 @@ def test_row_subset_reads_rows_lazily():
     assert np.array_equal(sub[0:2], x[[7, 2]]) and np.array_equal(sub[np.array([2])], x[[5]])
     _, ids = knn(sub, x[[5]], 1, IndexOptions())
     assert ids[0, 0] == 2  # positions are within the subset
+
+
+def test_torch_exact_kind_matches_flat():
+    pytest.importorskip("pipeline.curate.knn_torch")
+    x = _unit(200, 16)
+    s1, i1 = knn(x, x[:20], 4, IndexOptions(kind="torch"))
+    s2, i2 = knn(x, x[:20], 4, IndexOptions(kind="flat"))
+    assert (i1 == i2).all() and np.allclose(s1, s2, atol=1e-3)
