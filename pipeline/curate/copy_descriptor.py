@@ -72,7 +72,7 @@ def center_on_pool(x: np.ndarray, mean: np.ndarray, n_crops: int) -> np.ndarray:
 def center_to_file(x: np.ndarray, mean: np.ndarray, n_crops: int, path: Path, batch_rows: int = 65_536) -> np.ndarray:
     """:func:`center_on_pool` streamed in row batches into a float16 ``.npy``; returns it memory-mapped."""
     n, d = x.shape[0] * n_crops, x.shape[1] // n_crops
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, d))
     for s in range(0, x.shape[0], batch_rows):
         e = min(x.shape[0], s + batch_rows)

@@ -205,7 +205,7 @@ def consolidate(out_dir: Path, shards: list[Path]) -> dict[str, Any]:
         shapes = [np.load(p[key], mmap_mode="r").shape for p in parts]
         d = shapes[0][1] if shapes else 0
         total = sum(s[0] for s in shapes)
-        tmp = out_dir / f".{key}.npy.tmp"
+        tmp = out_dir / f".{key}.npy.{os.getpid()}.tmp"  # ranks finishing together must not share a tmp file
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(total, d))
         row = 0
         for p, shp in zip(parts, shapes):
