@@ -54,7 +54,7 @@ def split_crops(x: np.ndarray, n_crops: int) -> np.ndarray:
     return x.reshape(x.shape[0] * n_crops, -1)
 
 
-def pool_mean(x: np.ndarray, n_crops: int, max_rows: int = 200_000, seed: int = 0) -> np.ndarray:
+def pool_mean(x: np.ndarray, n_crops: int, max_rows: int = 50_000, seed: int = 0) -> np.ndarray:
     """Mean full-image (first crop) descriptor over a sample of at most ``max_rows`` items."""
     n = x.shape[0]
     take = np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_rows), replace=False))
