@@ -253,7 +253,13 @@ class ShardLoader:
 
 
 class LoaderProgress(pl.Callback):
-    """Record how many batches of the epoch training has consumed (for exact resume)."""
+    """Record how many batches of the epoch training has consumed, and restore it on resume.
+
+    Lightning stores the loader's ``state_dict`` in the checkpoint, but when
+    ``configure_optimizers`` asks for ``estimated_stepping_batches`` the train loader
+    is set up before the checkpoint is read and Lightning never hands the state back;
+    restoring here (iteration is lazy) covers that case.
+    """
 
     def __init__(self, loader: ShardLoader) -> None:
         self.loader = loader
@@ -261,3 +267,8 @@ class LoaderProgress(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         batch_idx = args[-1]
         self.loader.consumed = batch_idx + 1
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
+        if states:
+            self.loader.load_state_dict(states[0])

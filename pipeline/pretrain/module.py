@@ -110,12 +110,13 @@ class PretrainModule(pl.LightningModule):
         if self.schedules.last_layer_frozen(self.global_step):
             self.method.cancel_last_layer_gradients()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # EMA right after the student step, before any callback (checkpointing) sees the model
         assert self.schedules is not None
-        accum = self.trainer.accumulate_grad_batches
-        if (batch_idx + 1) % accum == 0 or self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            # global_step already counts the step just taken; the EMA uses that step's momentum.
-            self.method.update_teacher(self.schedules.momentum(max(self.global_step - 1, 0)))
+        self.method.update_teacher(self.schedules.momentum(self.global_step))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         now = time.perf_counter()
         step_s = now - self._t_start
         self._t_end = now
