@@ -26,6 +26,10 @@ class NonFiniteWatchdog(pl.Callback):
             raise ValueError(f"pretrain.monitor.watchdog={mode!r}; expected stop or rollback")
         self.mode, self.checkpoint, self.max_rollbacks = mode, checkpoint, max_rollbacks
         self.rollbacks = 0
+        self._step = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._step = trainer.global_step  # the step the batch belongs to (global_step moves on after it)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -33,7 +37,7 @@ class NonFiniteWatchdog(pl.Callback):
         bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return
-        step = trainer.global_step
+        step = self._step
         msg = (
             f"non-finite loss ({loss.item() if loss is not None else 'n/a'}) at step {step}, epoch {trainer.current_epoch}, "
             f"batch {batch_idx}. Usual causes: learning rate too high (pretrain.optim.lr), fp16 overflow "
