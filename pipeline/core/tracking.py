@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def parent_run(
 ) -> Iterator[str | None]:
     """Open the parent run; yields its id (``None`` when tracking is off)."""
     global _ENABLED
-    if not enabled:
+    if not enabled or not _is_global_zero():
         yield None
         return
     import mlflow
@@ -61,7 +62,12 @@ def parent_run(
         loc = None
         if artifact_location and not uri.startswith(("http://", "https://")):
             loc = Path(artifact_location).resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=loc)
+        try:
+            mlflow.create_experiment(experiment, artifact_location=loc)
+        except mlflow.exceptions.MlflowException:
+            # Jobs of a sweep or job array start together; one of them created it first.
+            if mlflow.get_experiment_by_name(experiment) is None:
+                raise
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name) as run:
         _ENABLED = True
@@ -70,6 +76,15 @@ def parent_run(
             yield run.info.run_id
         finally:
             _ENABLED = False
+
+
+def _is_global_zero() -> bool:
+    """False in the other processes of a multi-process job (srun tasks, torchrun ranks):
+    each runs ``run.py``, but only global rank 0 logs, so a job is one MLflow run."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(key, "0") != "0":
+            return False
+    return True
 
 
 @contextlib.contextmanager

@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""Pretraining throughput: images/s of the DINOv2 step (and MFU on GPU), separated from data loading.
+
+GPU (the real benchmark): ViT-S/16 and ViT-B/16 with the DINOv2 crop recipe (2x224 + 8x96),
+bf16 autocast, the largest power-of-two batch that fits, with and without ``torch.compile``;
+MFU = counted model FLOPs per second / 989 TFLOP/s (H100 dense bf16).
+
+CPU (so CI-like checks run it): a tiny ViT with small crops, fp32, a few steps.
+
+    python benchmarks/pretrain_throughput.py                      # auto: GPU recipe, or the CPU smoke sizes
+    python benchmarks/pretrain_throughput.py --device cpu --models vit_tiny_patch16_224 \
+        --global-size 224 --local-size 96 --local-crops 6 --batch 64 --method dino --out-dim 65536  # LightlyTrain settings
+
+Compute is timed on batches already on the device; data loading is timed separately by
+draining our ``ShardLoader`` (decode + multi-crop in workers) over real shards (``--shards``)
+or synthetic PNG shards. Results go to ``benchmarks/results/pretrain_throughput.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from pipeline.pretrain.augment import MultiCrop, MultiCropSpec  # noqa: E402
+from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder  # noqa: E402
+from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs  # noqa: E402
+
+PEAK_BF16 = 989e12  # H100 SXM dense bf16 FLOP/s
+
+
+def make_method(name: str, size: int, method: str, out_dim: int, device: torch.device) -> Distillation:
+    vit = timm.create_model(name, img_size=size, num_classes=0, dynamic_img_size=True)
+    w = (1.0, 1.0, 0.1) if method == "dinov2" else (1.0, 0.0, 0.0)
+    spec = DistillationSpec(*w, out_dim=out_dim, hidden_dim=2048, bottleneck_dim=256)
+    return Distillation(vit, spec).to(device).train()
+
+
+def views(batch: int, a: argparse.Namespace, device: torch.device) -> list[torch.Tensor]:
+    g = [torch.randn(batch, 3, a.global_size, a.global_size, device=device) for _ in range(2)]
+    return g + [torch.randn(batch, 3, a.local_size, a.local_size, device=device) for _ in range(a.local_crops)]
+
+
+def train_step(m: Distillation, opt: torch.optim.Optimizer, v: list[torch.Tensor], device: torch.device) -> None:
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        loss, _ = m.loss(v, StepInputs(teacher_temp=0.04, n_global=2))
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    m.update_teacher(0.996)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_compute(name: str, a: argparse.Namespace, device: torch.device, batch: int, compile_: bool) -> dict:
+    torch.manual_seed(0)
+    m = make_method(name, a.global_size, a.method, a.out_dim, device)
+    if compile_:
+        for blk in m.modules():
+            if blk.__class__.__name__ == "Block":
+                blk.compile()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+    v = views(batch, a, device)
+    for _ in range(a.warmup):
+        train_step(m, opt, v, device)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        train_step(m, opt, v, device)
+    sync(device)
+    dt = (time.perf_counter() - t0) / a.steps
+    with FlopCounterMode(display=False) as fc:  # one step's model FLOPs (forward + backward)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss, _ = m.loss(v, StepInputs(0.04, 2))
+        loss.backward()
+    opt.zero_grad(set_to_none=True)
+    flops = fc.get_total_flops()
+    out = {"model": name, "batch": batch, "compile": compile_, "step_s": dt, "images_per_s": batch / dt,
+           "gflop_per_image": flops / batch / 1e9, "achieved_tflops": flops / dt / 1e12}  # fmt: skip
+    if device.type == "cuda":
+        out["mfu"] = flops / dt / PEAK_BF16
+        out["max_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    del m, opt, v
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    return out
+
+
+def largest_batch(name: str, a: argparse.Namespace, device: torch.device) -> int:
+    if device.type != "cuda":
+        return a.batch
+    best, b = 0, 32
+    while b <= 2048:
+        try:
+            m = make_method(name, a.global_size, a.method, a.out_dim, device)
+            opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+            train_step(m, opt, views(b, a, device), device)
+            sync(device)
+            best = b
+            b *= 2
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            m = opt = None  # noqa: F841
+            torch.cuda.empty_cache()
+    return best
+
+
+def bench_data(a: argparse.Namespace, batch: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(a.shards) if a.shards else Path(tmp)
+        if not a.shards:
+            from tests.unit.pretrain_tiny import write_shards
+
+            write_shards(folder, batch * (a.data_batches + 1), per_shard=256)
+        shards, metas = describe_folder(folder)
+        spec = StreamSpec(tuple(map(str, shards)), len(metas), batch, shuffle_buffer=256)
+        preset = "grayscale" if sum(m.get("mode") == "L" for m in metas) > 0.9 * len(metas) else "rgb"
+        crop = MultiCrop(MultiCropSpec(preset=preset, global_size=a.global_size, local_size=a.local_size,
+                                       local_crops=a.local_crops))  # fmt: skip
+        loader = ShardLoader(spec, crop, num_workers=a.workers)
+        n = min(a.data_batches, len(loader))
+        it = iter(loader)
+        next(it)  # worker start-up is not throughput
+        t0 = time.perf_counter()
+        for _ in range(n - 1):
+            next(it)
+        dt = time.perf_counter() - t0
+        del it
+    return {"workers": a.workers, "preset": preset, "batch": batch, "batches": n - 1,
+            "images_per_s": (n - 1) * batch / dt if n > 1 else float("nan")}  # fmt: skip
+
+
+def to_markdown(res: dict) -> str:
+    lines = [f"# Pretrain throughput ({res['device']})", "", f"Settings: {res['settings']}", ""]
+    lines += ["| model | batch | compile | step s | images/s (compute) | GFLOP/image | TFLOP/s | MFU |", "|---|---|---|---|---|---|---|---|"]
+    for r in res["compute"]:
+        mfu = f"{100 * r['mfu']:.1f} %" if "mfu" in r else "n/a (CPU)"
+        lines.append(f"| {r['model']} | {r['batch']} | {r['compile']} | {r['step_s']:.3f} | {r['images_per_s']:.2f} | "
+                     f"{r['gflop_per_image']:.2f} | {r['achieved_tflops']:.3f} | {mfu} |")  # fmt: skip
+    d = res["data"]
+    lines += ["", f"Data loading alone ({d['workers']} workers, preset {d['preset']}): {d['images_per_s']:.1f} images/s.",
+              "", f"Machine: {res['machine']}", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--models", default=None, help="comma-separated timm names")
+    p.add_argument("--global-size", type=int, default=None)
+    p.add_argument("--local-size", type=int, default=None)
+    p.add_argument("--local-crops", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None, help="CPU batch (GPU: largest that fits)")
+    p.add_argument("--method", default="dinov2", choices=["dinov2", "dino"])
+    p.add_argument("--out-dim", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--compile", default="both", choices=["both", "on", "off"])
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--data-batches", type=int, default=4)
+    p.add_argument("--shards", default=None, help="a shard folder (default: synthetic PNG shards)")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "pretrain_throughput"))
+    a = p.parse_args()
+    device = torch.device("cuda" if (a.device == "auto" and torch.cuda.is_available()) or a.device == "cuda" else "cpu")
+    gpu = device.type == "cuda"
+    # GPU: the DINOv2 recipe. CPU: smoke sizes that finish in about a minute.
+    a.models = a.models or ("vit_small_patch16_224,vit_base_patch16_224" if gpu else "vit_tiny_patch16_224")
+    a.global_size = a.global_size or (224 if gpu else 64)
+    a.local_size = a.local_size or (96 if gpu else 32)
+    a.local_crops = a.local_crops if a.local_crops is not None else (8 if gpu else 2)
+    a.batch = a.batch or 16
+    a.out_dim = a.out_dim or (65536 if gpu else 2048)
+    a.steps = a.steps or (20 if gpu else 3)
+    a.warmup = a.warmup if a.warmup is not None else (5 if gpu else 1)
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    compiles = {"both": [False, True], "on": [True], "off": [False]}[a.compile]
+    compute = []
+    for name in a.models.split(","):
+        batch = largest_batch(name, a, device)
+        for c in compiles:
+            r = bench_compute(name, a, device, batch, c)
+            print(json.dumps(r), flush=True)
+            compute.append(r)
+    data = bench_data(a, a.batch if not gpu else 64)
+    print(json.dumps(data), flush=True)
+    res = {
+        "device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})",
+        "settings": {k: getattr(a, k) for k in ("method", "global_size", "local_size", "local_crops", "out_dim", "steps", "warmup")},
+        "compute": compute,
+        "data": data,
+        "machine": f"{platform.platform()}, torch {torch.__version__}, load average {os.getloadavg()}",
+    }
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    out.with_suffix(".md").write_text(to_markdown(res))
+    print(to_markdown(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Typed config of the pretrain stage (``conf/pretrain/**``).
+
+``pretrain`` composes four nested groups, each an option file under
+``conf/pretrain/<group>/``: ``model`` (which timm ViT), ``method`` (which SSL
+objective), ``augment`` (multi-crop preset). Everything else lives in
+``conf/pretrain/default.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ModelConfig:
+    """The backbone, built with ``timm.create_model``.
+
+    Attributes:
+        name: timm architecture, e.g. ``vit_tiny_patch16_224``.
+        patch_size: Overrides the architecture's patch size (``None`` keeps it).
+        weights: Continued pretraining: a timm checkpoint file, an export folder
+            of this stage, ``"hub"`` (online machines) or ``None`` for random init.
+        drop_path_rate: Stochastic depth of the student.
+        kwargs: Extra ``timm.create_model`` keyword arguments.
+    """
+
+    name: str = "vit_tiny_patch16_224"
+    patch_size: Optional[int] = None
+    weights: Optional[str] = None
+    drop_path_rate: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodConfig:
+    """The SSL objective. ``kind`` selects the implementation; weights of 0 switch losses off.
+
+    Attributes:
+        kind: ``distillation`` (DINO / DINOv2 family, student + EMA teacher) or ``simclr``.
+        dino_weight / ibot_weight / koleo_weight: Loss weights (DINOv2 uses 1, 1, 0.1).
+        out_dim / hidden_dim / bottleneck_dim: DINO/iBOT head sizes.
+        ibot_separate_head: Give the iBOT patch loss its own head (DINOv2 default for large models).
+        teacher_temp / warmup_teacher_temp / warmup_teacher_temp_epochs: teacher temperature schedule.
+        student_temp: Student softmax temperature.
+        center_momentum: EMA momentum of the teacher centre.
+        momentum_start / momentum_end: Teacher EMA momentum, cosine from start to end.
+        freeze_last_layer_epochs: Epochs during which the heads' last layer gets no update.
+        mask_ratio_min / mask_ratio_max / mask_probability: iBOT block masking of global crops.
+        temperature: NT-Xent temperature (SimCLR).
+        projection_dim: SimCLR projection output size.
+    """
+
+    kind: str = "distillation"
+    name: str = "dinov2"
+    dino_weight: float = 1.0
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    out_dim: int = 4096
+    hidden_dim: int = 1024
+    bottleneck_dim: int = 256
+    ibot_separate_head: bool = False
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: float = 3.0
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    momentum_start: float = 0.992
+    momentum_end: float = 1.0
+    freeze_last_layer_epochs: float = 1.0
+    mask_ratio_min: float = 0.1
+    mask_ratio_max: float = 0.5
+    mask_probability: float = 0.5
+    temperature: float = 0.1
+    projection_dim: int = 128
+
+
+@dataclass
+class AugmentConfig:
+    """Multi-crop augmentation (``lightly.transforms.DINOTransform`` building blocks).
+
+    Attributes:
+        preset: ``rgb``, ``grayscale`` or ``auto`` (grayscale when the data are mode L).
+        global_crops: Number of global crops (2 for the distillation methods and SimCLR).
+        local_crops: Number of local crops (0 turns multi-crop off).
+        global_size / local_size: Crop sizes in pixels.
+        global_scale / local_scale: RandomResizedCrop area ranges.
+        hflip / vflip: Flip probabilities (vertical flips suit e.g. solar cells, not street scenes).
+        jitter_prob / brightness / contrast / saturation / hue: Colour jitter (presets zero the colour part).
+        grayscale_prob: Random grayscale (rgb only).
+        blur / solarize: Gaussian blur probability of the first global crop and solarize
+            probability of the second one (DINO's asymmetric recipe).
+        mean / std: Normalisation, also written into the export's pretrained_cfg.
+    """
+
+    preset: str = "auto"
+    global_crops: int = 2
+    local_crops: int = 6
+    global_size: int = 224
+    local_size: int = 96
+    global_scale: tuple[float, float] = (0.32, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.32)
+    hflip: float = 0.5
+    vflip: float = 0.0
+    jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_prob: float = 0.2
+    blur: float = 1.0
+    solarize: float = 0.2
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataConfig:
+    """Where training images come from and how they stream.
+
+    Attributes:
+        source: ``curate`` (``curate/shards``), ``pool`` (``ingest/pool``), ``seeds``
+            (``ingest/seeds``) or an absolute shard folder.
+        subset: Use a random subset of this many images (0 = all; for curation ablations).
+        batch_size: Per-device batch size.
+        num_workers: DataLoader worker processes.
+        shuffle_buffer: Samples in the (seeded) shuffle buffer of each rank.
+        split: ``auto``, ``shards`` or ``samples``: how ranks share the shards (see docs).
+    """
+
+    source: str = "curate"
+    subset: int = 0
+    batch_size: int = 32
+    num_workers: int = 1
+    shuffle_buffer: int = 1000
+    split: str = "auto"
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer (instantiated with ``_partial_: true``) and the step schedules.
+
+    ``lr`` is per 256 images (scaled linearly with the global batch, as in DINO).
+    """
+
+    optimizer: Any = field(
+        default_factory=lambda: {"_target_": "torch.optim.AdamW", "_partial_": True, "betas": [0.9, 0.999]}
+    )
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    grad_clip: float = 3.0
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning ``Trainer`` settings.
+
+    Attributes:
+        max_epochs: Training length in epochs.
+        max_steps: Stop after this many optimizer steps (-1: no limit; for smoke tests).
+        accelerator / devices / num_nodes: As in Lightning (``auto`` uses a GPU when there is one).
+        precision: ``auto`` = ``bf16-mixed`` on GPU, ``32-true`` on CPU.
+        strategy: ``auto``, ``ddp`` or ``fsdp``.
+        compile: ``torch.compile`` the student and teacher backbones.
+        accumulate_grad_batches: Gradient accumulation.
+        checkpoint_every_n_steps: Write ``checkpoints/last.ckpt`` this often (0: only at the end).
+        log_every_n_steps: Metric logging interval.
+        resume: Resume from ``checkpoints/last.ckpt`` when it exists (``ckpt_path="last"`` semantics).
+    """
+
+    max_epochs: int = 10
+    max_steps: int = -1
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    precision: str = "auto"
+    strategy: str = "auto"
+    compile: bool = False
+    accumulate_grad_batches: int = 1
+    checkpoint_every_n_steps: int = 50
+    log_every_n_steps: int = 10
+    resume: bool = True
+
+
+@dataclass
+class MonitorConfig:
+    """Online kNN on ``ingest/eval`` and the NaN/inf watchdog.
+
+    Attributes:
+        knn_every_n_epochs: kNN every this many epochs (0: off); also at start and end.
+        knn_k: Neighbours.
+        knn_max_images: Cap on eval images used (0 = all).
+        watchdog: ``stop`` (raise with a clear message) or ``rollback`` (reload the last
+            good checkpoint, skip the offending batch, at most ``max_rollbacks`` times).
+        max_rollbacks: Give up after this many rollbacks.
+    """
+
+    knn_every_n_epochs: int = 1
+    knn_k: int = 20
+    knn_max_images: int = 0
+    watchdog: str = "stop"
+    max_rollbacks: int = 3
+
+
+@dataclass
+class PretrainConfig:
+    """The pretrain stage."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    export_dir: str = "export"
+
+
+def register(cs: ConfigStore) -> None:
+    """Store ``pretrain/schema`` and the nested groups' schemas."""
+    cs.store(group="pretrain", name="schema", node=PretrainConfig)
+    cs.store(group="pretrain/model", name="schema", node=ModelConfig)
+    cs.store(group="pretrain/method", name="schema", node=MethodConfig)
+    cs.store(group="pretrain/augment", name="schema", node=AugmentConfig)

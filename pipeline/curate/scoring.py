@@ -1,0 +1,116 @@
+"""Score curation against a recipe's planted ground truth (``ground_truth.json``).
+
+Definitions (pool keys are the samples' ``meta.source``):
+
+* **planted group**: an original pool image plus its planted near-copies
+  (``copy_of.source == "pool"``; byte-identical copies are removed at ingest
+  and counted separately).
+* **near-duplicate recall**: planted (copy, original) pairs, both accepted by
+  ingest, that dedup put into the same duplicate group, over all such pairs.
+* **near-duplicate precision**: removals that are correct over all removals. A
+  removal is correct when the removed image and the image it was removed in
+  favour of belong to the same planted group (the copy removed for its
+  original, the original removed for its larger copy, or two copies of one
+  original). Removing an image that has no planted copy is wrong, even when it
+  really is a near-duplicate the recipe did not plant (see ``unplanted``).
+* **decontamination recall**: planted copies of evaluation images that were
+  removed as contaminated, over all planted copies present in the pool.
+* ``unplanted_adjacent_elpv_cells``: "wrong" removals whose two images are ELPV
+  cells with consecutive numbers. The ELPV dataset images many cells twice in a
+  row, so these are very likely real duplicates the recipe did not plant.
+* **retrieved in-domain precision**: share of retrieved images whose ground
+  truth says ``in_domain``, next to the same share in the pool (base rate).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def _group_of(gt: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Pool key -> its planted group's original key (only for keys in a planted group)."""
+    out: dict[str, str] = {}
+    for key, v in gt.items():
+        c = v.get("copy_of")
+        if c and c.get("source") == "pool":
+            out[key] = c["key"]
+            out[c["key"]] = c["key"]
+    return out
+
+
+def score_dedup(
+    gt: Mapping[str, Mapping[str, Any]], present: Iterable[str], removals: Iterable[tuple[str, str]], same_group: Mapping[str, int]
+) -> dict[str, float]:
+    """Near-duplicate recall/precision.
+
+    Args:
+        gt: Ground truth by pool key.
+        present: Pool keys accepted by ingest.
+        removals: ``(removed_key, kept_key)`` pairs.
+        same_group: Pool key -> dedup component label.
+    """
+    present = set(present)
+    group = _group_of(gt)
+    pairs = [(k, v["copy_of"]["key"]) for k, v in gt.items()
+             if v.get("copy_of", {}).get("source") == "pool" and v.get("transform") != "byte_copy"]  # fmt: skip
+    pairs = [(a, b) for a, b in pairs if a in present and b in present]
+    found = sum(1 for a, b in pairs if same_group.get(a) is not None and same_group.get(a) == same_group.get(b))
+    removals = list(removals)
+    correct = [r for r in removals if r[0] in group and group.get(r[0]) == group.get(r[1])]
+    wrong = [r for r in removals if r not in set(correct)]
+    adjacent = sum(1 for a, b in wrong if _adjacent_cells(gt[a].get("origin", ""), gt[b].get("origin", "")))
+    return {
+        "dedup.planted_pairs": float(len(pairs)),
+        "dedup.pairs_found": float(found),
+        "dedup.recall": found / len(pairs) if pairs else float("nan"),
+        "dedup.removed": float(len(removals)),
+        "dedup.removed_correct": float(len(correct)),
+        "dedup.precision": len(correct) / len(removals) if removals else float("nan"),
+        "dedup.unplanted": float(len(wrong)),
+        "dedup.unplanted_adjacent_elpv_cells": float(adjacent),
+    }
+
+
+def _adjacent_cells(a: str, b: str) -> bool:
+    """Both ELPV cells with consecutive numbers (the dataset images some cells twice in a row)."""
+    ma, mb = re.search(r"elpv/cell(\d+)", a), re.search(r"elpv/cell(\d+)", b)
+    return bool(ma and mb and abs(int(ma.group(1)) - int(mb.group(1))) == 1)
+
+
+def score_decontam(
+    gt: Mapping[str, Mapping[str, Any]], present: Iterable[str], removed: Iterable[tuple[str, str]]
+) -> dict[str, float]:
+    """Recall and precision of removing planted copies of evaluation images.
+
+    Args:
+        removed: ``(pool_key, eval_key)`` of every removal (eval keys are the eval samples' ``meta.source``).
+    """
+    present = set(present)
+    planted = {k for k, v in gt.items() if v.get("copy_of", {}).get("source") == "eval" and k in present}
+    removed = list(removed)
+    hit = planted & {p for p, _ in removed}
+    unplanted = [(p, e) for p, e in removed if p not in planted]
+    adjacent = sum(1 for p, e in unplanted if _adjacent_cells(gt[p].get("origin", ""), f"elpv/{e}"))
+    return {
+        "decontam.planted": float(len(planted)),
+        "decontam.removed": float(len(removed)),
+        "decontam.recall": len(hit) / len(planted) if planted else float("nan"),
+        "decontam.precision": len(hit) / len(removed) if removed else float("nan"),
+        "decontam.unplanted": float(len(unplanted)),
+        "decontam.unplanted_adjacent_elpv_cells": float(adjacent),
+    }
+
+
+def score_retrieval(
+    gt: Mapping[str, Mapping[str, Any]], pool: Iterable[str], retrieved: Iterable[str]
+) -> dict[str, float]:
+    """In-domain precision of the retrieved set and the pool's base rate."""
+    pool, retrieved = list(pool), list(retrieved)
+    base = sum(bool(gt[k].get("in_domain")) for k in pool) / len(pool) if pool else float("nan")
+    prec = sum(bool(gt[k].get("in_domain")) for k in retrieved) / len(retrieved) if retrieved else float("nan")
+    n_in = sum(bool(gt[k].get("in_domain")) for k in pool)
+    rec = sum(bool(gt[k].get("in_domain")) for k in retrieved) / n_in if n_in else float("nan")
+    return {"retrieve.in_domain_precision": prec, "retrieve.pool_in_domain_rate": base,
+            "retrieve.in_domain_recall": rec, "retrieve.size": float(len(retrieved))}  # fmt: skip

@@ -1,0 +1,135 @@
+"""Multi-crop augmentation presets, built from lightly's DINO view transforms.
+
+``rgb`` is DINO's recipe. ``grayscale`` works on the single-channel image (a
+third of the pixel work) with brightness/contrast jitter only, because
+saturation, hue and random grayscale do nothing on a gray image, and repeats
+the channel to three at the very end so any timm ViT takes it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from lightly.transforms.dino_transform import DINOViewTransform
+from PIL import Image
+
+PRESETS = ("rgb", "grayscale")
+
+
+@dataclass(frozen=True)
+class MultiCropSpec:
+    """What :class:`MultiCrop` makes; mirrors ``AugmentConfig`` without Hydra."""
+
+    preset: str = "rgb"
+    global_crops: int = 2
+    local_crops: int = 6
+    global_size: int = 224
+    local_size: int = 96
+    global_scale: tuple[float, float] = (0.32, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.32)
+    hflip: float = 0.5
+    vflip: float = 0.0
+    jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_prob: float = 0.2
+    blur: float = 1.0
+    solarize: float = 0.2
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"pretrain.augment.preset={self.preset!r}; expected one of {PRESETS} (or auto)")
+        if self.global_crops < 1:
+            raise ValueError("pretrain.augment.global_crops must be >= 1")
+
+
+def resolve_preset(preset: str, gray_fraction: float) -> str:
+    """``auto`` becomes ``grayscale`` when at least 90 % of the images are single-channel."""
+    if preset != "auto":
+        return preset
+    return "grayscale" if gray_fraction >= 0.9 else "rgb"
+
+
+class _ToThreeChannels:
+    """Normalise a 1-channel tensor with the mean of the 3 channel statistics, then repeat it.
+
+    Using the mean of the RGB statistics keeps a gray pixel's normalised value equal to what
+    an RGB copy of the same image would get on average, so features match the eval stage's
+    RGB decode closely.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.expand(3, -1, -1) - self.mean) / self.std
+
+
+class MultiCrop:
+    """Turn one PIL image into ``global_crops + local_crops`` normalised 3-channel tensors.
+
+    Global crop 1 is always blurred, global crop 2 rarely blurred but sometimes
+    solarized, local crops blurred half the time (DINO's asymmetric recipe).
+    """
+
+    def __init__(self, spec: MultiCropSpec) -> None:
+        self.spec = spec
+        gray = spec.preset == "grayscale"
+        norm = None if gray else {"mean": list(spec.mean), "std": list(spec.std)}
+
+        def view(size: int, scale: tuple[float, float], blur: float, solarize: float) -> DINOViewTransform:
+            return DINOViewTransform(
+                crop_size=size,
+                crop_scale=tuple(scale),
+                hf_prob=spec.hflip,
+                vf_prob=spec.vflip,
+                cj_prob=spec.jitter_prob,
+                cj_strength=1.0,
+                cj_bright=spec.brightness,
+                cj_contrast=spec.contrast,
+                cj_sat=0.0 if gray else spec.saturation,
+                cj_hue=0.0 if gray else spec.hue,
+                random_gray_scale=0.0 if gray else spec.grayscale_prob,
+                gaussian_blur=blur,
+                solarization_prob=solarize,
+                normalize=norm,
+            )
+
+        g1 = view(spec.global_size, spec.global_scale, spec.blur, 0.0)
+        g2 = view(spec.global_size, spec.global_scale, 0.1 * spec.blur, spec.solarize)
+        loc = view(spec.local_size, spec.local_scale, 0.5 * spec.blur, 0.0)
+        self.views = [g1 if i % 2 == 0 else g2 for i in range(spec.global_crops)] + [loc] * spec.local_crops
+        self.post = _ToThreeChannels(spec.mean, spec.std) if gray else None
+        self.mode = "L" if gray else "RGB"
+
+    @property
+    def n_views(self) -> int:
+        return len(self.views)
+
+    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+        if image.mode != self.mode:
+            image = image.convert(self.mode)
+        out = [v(image) for v in self.views]
+        if self.post is not None:
+            out = [self.post(x) for x in out]
+        return out
+
+
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]):  # noqa: ANN201 - a callable
+    """Resize the whole image to ``size`` and normalise: the kNN monitor's view of an image."""
+    import torchvision.transforms as T
+
+    return T.Compose(
+        [
+            T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC),
+            T.ToTensor(),
+            T.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )

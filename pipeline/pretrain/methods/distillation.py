@@ -1,0 +1,180 @@
+"""DINO / DINOv2 self-distillation: student and EMA teacher ViTs with lightly's heads and losses.
+
+One class covers the family: ``dino_weight`` (image-level [CLS] distillation over
+multi-crop views), ``ibot_weight`` (masked-patch prediction on the global crops)
+and ``koleo_weight`` (uniform spread of the student's [CLS] features) switch the
+three DINOv2 losses on and off, as DINOv2's own configs do.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
+from lightly.models.modules.heads import DINOProjectionHead
+from lightly.models.modules.masked_vision_transformer_timm import MaskedVisionTransformerTIMM
+from lightly.models.utils import random_block_mask, update_momentum
+from torch import nn
+
+from pipeline.pretrain.methods.base import SSLMethod, StepInputs
+
+
+@dataclass(frozen=True)
+class DistillationSpec:
+    """Hyper-parameters of :class:`Distillation` (see ``MethodConfig``)."""
+
+    dino_weight: float = 1.0
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    out_dim: int = 4096
+    hidden_dim: int = 1024
+    bottleneck_dim: int = 256
+    ibot_separate_head: bool = False
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    mask_ratio_min: float = 0.1
+    mask_ratio_max: float = 0.5
+    mask_probability: float = 0.5
+
+
+def _twin(src: nn.Module, make: "callable") -> nn.Module:
+    dst = make()
+    dst.load_state_dict(src.state_dict())
+    return dst
+
+
+def _freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad = False
+    module.eval()
+
+
+class Distillation(SSLMethod):
+    """Student/teacher self-distillation on a timm ``VisionTransformer``.
+
+    Args:
+        vit: A timm ViT built with ``num_classes=0`` and ``dynamic_img_size=True`` (local
+            crops are smaller than global ones); its weights (random or pretrained) are kept.
+        spec: Loss weights and head sizes.
+    """
+
+    has_teacher = True
+
+    def __init__(self, vit: nn.Module, spec: DistillationSpec) -> None:
+        super().__init__()
+        if spec.dino_weight <= 0 and spec.ibot_weight <= 0:
+            raise ValueError("pretrain.method: dino_weight and ibot_weight are both 0; nothing to learn")
+        self.spec = spec
+        # "skip": keep timm's init or the loaded weights (continued pretraining).
+        self.student = MaskedVisionTransformerTIMM(vit, weight_initialization="skip", pos_embed_initialization="skip")
+        dim = vit.embed_dim
+
+        def head() -> DINOProjectionHead:
+            return DINOProjectionHead(dim, spec.hidden_dim, spec.bottleneck_dim, spec.out_dim, batch_norm=False)
+
+        self.student_head = head()
+        self.student_ibot_head = head() if (spec.ibot_separate_head and spec.ibot_weight > 0) else None
+        self.teacher = copy.deepcopy(self.student)
+        # weight-normed heads cannot be deep-copied: build twins and copy the weights
+        self.teacher_head = _twin(self.student_head, head)
+        self.teacher_ibot_head = _twin(self.student_ibot_head, head) if self.student_ibot_head is not None else None
+        for m in (self.teacher, self.teacher_head, self.teacher_ibot_head):
+            if m is not None:
+                _freeze(m)
+        self.dino_loss = DINOLoss(spec.out_dim, student_temp=spec.student_temp, center_momentum=spec.center_momentum)
+        self.ibot_loss = IBOTPatchLoss(spec.out_dim, student_temp=spec.student_temp, center_momentum=spec.center_momentum)
+        self.koleo_loss = KoLeoLoss()
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [m for m in (self.teacher, self.teacher_head, self.teacher_ibot_head) if m is not None]
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [m for m in (self.student, self.student_head, self.student_ibot_head) if m is not None]
+
+    def export_backbone(self) -> nn.Module:
+        return self.teacher.vit
+
+    def _mask(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """iBOT block masks: ``(n, H, W)`` over patches and ``(n, seq_len)`` with prefix tokens kept."""
+        vit = self.student.vit
+        h, w = vit.patch_embed.grid_size
+        s = self.spec
+        # Small grids (low-resolution CPU runs): at least one patch per masked image, and
+        # blocks of fewer than DINOv2's 4 patches when 4 would not fit.
+        lo = max(s.mask_ratio_min, 1.01 / (h * w))
+        hi = max(s.mask_ratio_max, lo)
+        block = random_block_mask(
+            size=(n, h, w),
+            batch_mask_ratio=s.mask_probability,
+            min_image_mask_ratio=lo,
+            max_image_mask_ratio=hi,
+            min_num_masks_per_block=max(1, min(4, int(h * w * lo))),
+            device=device,
+        )
+        seq = torch.zeros((n, vit.num_prefix_tokens + h * w), dtype=torch.bool, device=device)
+        seq[:, vit.num_prefix_tokens :] = block.flatten(1)
+        return block, seq
+
+    def loss(self, views: list[torch.Tensor], step: StepInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        s = self.spec
+        ng = step.n_global
+        g = torch.cat(views[:ng])
+        local = views[ng:]
+        use_ibot = s.ibot_weight > 0
+        block, seq_mask = self._mask(g.shape[0], g.device) if use_ibot else (None, None)
+        if use_ibot and not bool(block.any()):
+            use_ibot = False  # e.g. a batch of 1 with mask_probability 0.5: no masked patch this step
+        t_ibot_head = self.teacher_ibot_head or self.teacher_head
+        s_ibot_head = self.student_ibot_head or self.student_head
+
+        with torch.no_grad():
+            t_tokens = self.teacher.encode(g)
+            t_cls_out = self.teacher_head(t_tokens[:, 0])
+            t_patch_out = t_ibot_head(t_tokens[seq_mask]) if use_ibot else None
+
+        s_tokens = self.student.encode(g, mask=seq_mask if use_ibot else None)
+        s_cls = s_tokens[:, 0]
+        s_cls_out = [self.student_head(s_cls)]
+        if local:
+            s_cls_out.append(self.student_head(self.student.encode(torch.cat(local))[:, 0]))
+        s_cls_out_all = torch.cat(s_cls_out)
+
+        parts: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=g.device)
+        if s.dino_weight > 0:
+            d = self.dino_loss(
+                teacher_out=list(t_cls_out.float().chunk(ng)),
+                student_out=list(s_cls_out_all.float().chunk(ng + len(local))),
+                teacher_temp=step.teacher_temp,
+            )
+            parts["dino"] = d.detach()
+            total = total + s.dino_weight * d
+        if use_ibot:
+            i = self.ibot_loss(
+                teacher_out=t_patch_out.float(),
+                student_out=s_ibot_head(s_tokens[seq_mask]).float(),
+                mask=block,
+                teacher_temp=step.teacher_temp,
+            )
+            parts["ibot"] = i.detach()
+            total = total + s.ibot_weight * i
+        if s.koleo_weight > 0:
+            k = sum(self.koleo_loss(c.float()) for c in s_cls.chunk(ng)) / ng
+            parts["koleo"] = k.detach()
+            total = total + s.koleo_weight * k
+        return total, parts
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        update_momentum(self.student, self.teacher, m=momentum)
+        update_momentum(self.student_head, self.teacher_head, m=momentum)
+        if self.student_ibot_head is not None:
+            update_momentum(self.student_ibot_head, self.teacher_ibot_head, m=momentum)
+
+    def cancel_last_layer_gradients(self) -> None:
+        for h in (self.student_head, self.student_ibot_head):
+            if h is not None:
+                for p in h.last_layer.parameters():
+                    p.grad = None

@@ -1,0 +1,140 @@
+"""The LightningModule: schedules, EMA teacher, last-layer freezing, throughput and loader-wait logging."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightly.models.utils import get_weight_decay_parameters
+from torch.optim import Optimizer
+
+from pipeline.pretrain.data import seed_everything_for
+from pipeline.pretrain.methods.base import SSLMethod, StepInputs
+from pipeline.pretrain.schedules import Schedules
+
+ScheduleFactory = Callable[[int, int, int], Schedules]  # (total_steps, steps_per_epoch, global_batch) -> Schedules
+
+
+class PretrainModule(pl.LightningModule):
+    """Trains an :class:`SSLMethod` with per-step schedules that are pure functions of the step.
+
+    Every batch re-seeds ``torch``/``numpy``/``random`` from ``(seed, epoch, batch, rank)``
+    (masks, drop-path), so a resumed run draws the same random numbers as an
+    uninterrupted one without storing RNG state.
+
+    Args:
+        method: The objective (owns student, teacher, heads, losses).
+        optimizer: ``partial`` of an optimizer class, called with parameter groups.
+        schedules: Builds the :class:`Schedules` once the run length is known.
+        n_global: Global crops per image (the first views of a batch).
+        seed: Run seed.
+    """
+
+    def __init__(
+        self,
+        method: SSLMethod,
+        optimizer: Callable[..., Optimizer],
+        schedules: ScheduleFactory,
+        n_global: int,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.method = method
+        self._optimizer = optimizer
+        self._schedule_factory = schedules
+        self.n_global = n_global
+        self.seed = seed
+        self.schedules: Schedules | None = None
+        self._t_end: float | None = None
+        self._t_start = 0.0
+        self._wait = 0.0
+        # run totals for the stage manifest: images, compute seconds, loader-wait seconds
+        self.perf = {"images": 0.0, "step_s": 0.0, "wait_s": 0.0}
+
+    # ---- optimisation -------------------------------------------------------------------
+    def configure_optimizers(self) -> Optimizer:
+        t = self.trainer
+        total = int(t.estimated_stepping_batches)
+        per_epoch = max(1, t.num_training_batches // t.accumulate_grad_batches)
+        global_batch = self._batch_size * t.world_size * t.accumulate_grad_batches
+        self.schedules = self._schedule_factory(total, per_epoch, global_batch)
+        decay, no_decay = get_weight_decay_parameters(self.method.trainable_modules())
+        groups = [
+            {"params": [p for p in decay if p.requires_grad], "apply_wd": True},
+            {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0, "apply_wd": False},
+        ]
+        return self._optimizer(groups, lr=self.schedules.learning_rate(0), weight_decay=self.schedules.wd(0))
+
+    @property
+    def _batch_size(self) -> int:
+        loader = self.trainer.fit_loop._combined_loader.flattened[0]  # noqa: SLF001 - our ShardLoader
+        return int(getattr(getattr(loader, "spec", None), "batch_size", 1))
+
+    def _apply_schedules(self) -> None:
+        assert self.schedules is not None
+        step = self.global_step
+        lr, wd = self.schedules.learning_rate(step), self.schedules.wd(step)
+        for opt in self.trainer.optimizers:
+            for g in opt.param_groups:
+                g["lr"] = lr
+                if g.get("apply_wd", True):
+                    g["weight_decay"] = wd
+
+    # ---- hooks --------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        self._wait = 0.0 if self._t_end is None else now - self._t_end
+        self._t_start = now
+        seed_everything_for(self.seed, self.current_epoch, batch_idx, self.global_rank, 13)
+        self._apply_schedules()
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        assert self.schedules is not None
+        step = self.global_step
+        temp = self.schedules.teacher_temperature(step)
+        loss, parts = self.method.loss(batch, StepInputs(teacher_temp=temp, n_global=self.n_global))
+        bs = batch[0].shape[0]
+        logs = {f"train/loss_{k}": v for k, v in parts.items()}
+        logs.update({"train/loss": loss.detach(), "sched/lr": self.schedules.learning_rate(step), "sched/wd": self.schedules.wd(step)})
+        if self.method.has_teacher:
+            logs.update({"sched/teacher_temp": temp, "sched/momentum": self.schedules.momentum(step)})
+        self.log_dict(logs, batch_size=bs, prog_bar=False)
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=bs)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        assert self.schedules is not None
+        if self.schedules.last_layer_frozen(self.global_step):
+            self.method.cancel_last_layer_gradients()
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # EMA right after the student step, before any callback (checkpointing) sees the model
+        assert self.schedules is not None
+        self.method.update_teacher(self.schedules.momentum(self.global_step))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        step_s = now - self._t_start
+        self._t_end = now
+        total = step_s + self._wait
+        bs = batch[0].shape[0]
+        if self._wait > 0 or batch_idx > 0:
+            self.perf["images"] += bs * self.trainer.world_size
+            self.perf["step_s"] += step_s
+            self.perf["wait_s"] += self._wait
+        self.log_dict(
+            {
+                "perf/step_s": step_s,
+                "perf/loader_wait_s": self._wait,
+                "perf/loader_wait_frac": self._wait / total if total > 0 else 0.0,
+                "perf/images_per_s": bs * self.trainer.world_size / total if total > 0 else 0.0,
+            },
+            batch_size=bs,
+        )
+
+    def on_train_epoch_start(self) -> None:
+        self._t_end = None  # the first wait of an epoch includes worker start-up; not a loader stall

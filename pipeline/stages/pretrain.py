@@ -1,0 +1,256 @@
+"""Pretrain stage: DINOv2-style SSL of a timm ViT on the curated shards, then export the teacher.
+
+Outputs (under ``<paths.output_dir>/pretrain``)::
+
+    checkpoints/last.ckpt   every ``trainer.checkpoint_every_n_steps`` (exact resume)
+    metrics.jsonl           every logged metric (also sent to the stage's MLflow run)
+    export/                 model.safetensors + config.json (timm-loadable teacher backbone)
+    manifest.json           kNN before/after, throughput, loader wait, lineage
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.core import tracking
+from pipeline.core.manifest import Manifest, config_hash, lineage_entry
+from pipeline.core.stage import completed, section, stage_dir
+from pipeline.pretrain.augment import MultiCrop, MultiCropSpec, resolve_preset
+from pipeline.pretrain.backbone_init import build_vit
+from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
+from pipeline.pretrain.export import export_backbone
+from pipeline.pretrain.knn_monitor import KNNMonitor, load_eval_set
+from pipeline.pretrain.logger import StageLogger
+from pipeline.pretrain.methods import Distillation, DistillationSpec, SimCLR
+from pipeline.pretrain.module import PretrainModule
+from pipeline.pretrain.schedules import Schedules
+from pipeline.pretrain.watchdog import NonFiniteWatchdog
+
+log = logging.getLogger(__name__)
+SOURCES = {"curate": ("curate", "shards"), "pool": ("ingest", "pool"), "seeds": ("ingest", "seeds")}
+
+
+def source_folder(cfg: DictConfig) -> Path:
+    """The shard folder named by ``pretrain.data.source``."""
+    src = cfg.pretrain.data.source
+    if src in SOURCES:
+        folder = stage_dir(cfg, *SOURCES[src])
+    else:
+        folder = Path(src)
+    if not folder.is_dir():
+        hint = " Run `python run.py stage=curate` first, or train on pretrain.data.source=pool." if src == "curate" else ""
+        raise FileNotFoundError(f"pretrain.data.source={src!r}: {folder} does not exist.{hint}")
+    return folder
+
+
+def _upstream_manifest_folder(folder: Path) -> Path:
+    return folder if (folder / "manifest.json").is_file() else folder.parent
+
+
+def _precision(t: DictConfig, gpu: bool) -> str:
+    if t.precision != "auto":
+        return str(t.precision)
+    return "bf16-mixed" if gpu else "32-true"
+
+
+def _strategy(name: str) -> Any:
+    if name in ("auto", "ddp", "ddp_spawn"):
+        return name
+    if name == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+        from timm.models.vision_transformer import Block
+
+        # use_orig_params keeps per-parameter views so the EMA update pairs student/teacher tensors
+        return FSDPStrategy(auto_wrap_policy={Block}, use_orig_params=True, sharding_strategy="SHARD_GRAD_OP")
+    raise ValueError(f"pretrain.trainer.strategy={name!r}; expected auto, ddp or fsdp")
+
+
+def _resume_path(ckpt_dir: Path, root: Path, enabled: bool) -> str | None:
+    """Newest of ``checkpoints/last.ckpt`` and Slurm's ``hpc_ckpt_*.ckpt`` (``ckpt_path="last"`` semantics)."""
+    if not enabled:
+        return None
+    cands = [p for p in [ckpt_dir / "last.ckpt", *root.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return str(max(cands, key=lambda p: p.stat().st_mtime)) if cands else None
+
+
+def build_method(p: DictConfig, vit: torch.nn.Module) -> Any:
+    m = p.method
+    if m.kind == "distillation":
+        fields = DistillationSpec.__dataclass_fields__
+        return Distillation(vit, DistillationSpec(**{k: m[k] for k in fields}))
+    if m.kind == "simclr":
+        return SimCLR(vit, hidden_dim=m.hidden_dim, projection_dim=m.projection_dim, temperature=m.temperature)
+    raise ValueError(f"pretrain.method.kind={m.kind!r}; expected distillation or simclr")
+
+
+def run(cfg: DictConfig) -> Manifest:
+    """Train, export and write the stage manifest (skipped when outputs match the config)."""
+    p = cfg.pretrain
+    out = stage_dir(cfg, "pretrain")
+    src = source_folder(cfg)
+    upstream = lineage_entry(_upstream_manifest_folder(src))
+    h = config_hash(section(cfg, "pretrain"), cfg.seed, upstream["config_hash"])
+    done = completed(out, h, "pretrain")
+    if done is not None:
+        return done
+    ckpt_dir = out / "checkpoints"
+    stamp = ckpt_dir / "config_hash"
+    if ckpt_dir.exists() and (not stamp.is_file() or stamp.read_text().strip() != h):
+        log.info("pretrain: checkpoints in %s are from another config; starting over", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(h)
+
+    # ---- data ---------------------------------------------------------------------------
+    shards, metas = describe_folder(src)
+    keep = None
+    if p.data.subset:
+        ids = sorted(str(m.get("id", m.get("key"))) for m in metas)
+        pick = np.random.default_rng([cfg.seed, 5]).permutation(len(ids))[: p.data.subset]
+        keep = frozenset(ids[i] for i in pick)
+        metas = [m for m in metas if str(m.get("id", m.get("key"))) in keep]
+    gray = float(np.mean([m.get("mode") == "L" for m in metas])) if metas else 0.0
+    aug = OmegaConf.to_container(p.augment, resolve=True)
+    aug["preset"] = resolve_preset(aug["preset"], gray)
+    aug = {k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}
+    crop = MultiCrop(MultiCropSpec(**aug))
+    spec = StreamSpec(
+        shards=tuple(str(s) for s in shards),
+        num_samples=len(metas),
+        batch_size=p.data.batch_size,
+        seed=cfg.seed,
+        shuffle_buffer=p.data.shuffle_buffer,
+        split=p.data.split,
+        keep=keep,
+    )
+    gpu = torch.cuda.is_available() and p.trainer.accelerator in ("auto", "gpu", "cuda")
+    loader = ShardLoader(spec, crop, num_workers=p.data.num_workers, pin_memory=gpu)
+    log.info(
+        "pretrain: %d images from %s (%d shards), preset %s (%.0f%% gray), %d views/image",
+        len(metas), src, len(shards), aug["preset"], 100 * gray, crop.n_views,
+    )  # fmt: skip
+
+    # ---- model --------------------------------------------------------------------------
+    pl.seed_everything(cfg.seed, workers=False, verbose=False)
+    vit, model_kwargs = build_vit(p.model, aug["global_size"])
+    method = build_method(p, vit)
+    if p.trainer.compile:
+        for blk in method.modules():
+            if blk.__class__.__name__ == "Block":
+                blk.compile()
+    m = p.method
+    o = p.optim
+    sched = partial(
+        _schedules, o=o, m=m, accum=p.trainer.accumulate_grad_batches
+    )
+    module = PretrainModule(method, instantiate(o.optimizer), sched, n_global=aug["global_crops"], seed=cfg.seed)
+
+    # ---- trainer ------------------------------------------------------------------------
+    knn = None
+    if p.monitor.knn_every_n_epochs >= 0:
+        eval_dir = stage_dir(cfg, "ingest", "eval")
+        if eval_dir.is_dir():
+            data = load_eval_set(eval_dir, aug["global_size"], aug["mean"], aug["std"], p.monitor.knn_max_images)
+            knn = KNNMonitor(data, p.monitor.knn_every_n_epochs, p.monitor.knn_k)
+        else:
+            log.warning("pretrain: %s missing; online kNN off", eval_dir)
+    every = p.trainer.checkpoint_every_n_steps
+    ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=every or None, save_last=True, save_top_k=0)
+    callbacks: list[pl.Callback] = [
+        LoaderProgress(loader),
+        NonFiniteWatchdog(p.monitor.watchdog, ckpt_dir / "last.ckpt", p.monitor.max_rollbacks),
+        ckpt_cb,
+    ]
+    if knn is not None:
+        callbacks.insert(0, knn)
+    t = p.trainer
+    trainer = pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=_strategy(t.strategy),
+        precision=_precision(t, gpu),
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=o.grad_clip or None,
+        gradient_clip_algorithm="norm",
+        log_every_n_steps=t.log_every_n_steps,
+        logger=StageLogger(out),
+        callbacks=callbacks,
+        default_root_dir=str(out),
+        enable_progress_bar=bool(cfg.progress),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        deterministic=False,
+    )
+    ckpt_path = _resume_path(ckpt_dir, out, t.resume)
+    if ckpt_path:
+        log.info("pretrain: resuming from %s", ckpt_path)
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
+
+    # ---- export + manifest --------------------------------------------------------------
+    if not trainer.is_global_zero:
+        return Manifest(stage="pretrain", config_hash=h)
+    backbone = method.export_backbone()
+    export_backbone(
+        backbone, out / p.export_dir, p.model.name, model_kwargs, aug["global_size"], aug["mean"], aug["std"],
+        extra={"method": m.name, "steps": trainer.global_step, "data": str(src), "seed": cfg.seed},
+    )  # fmt: skip
+    metrics: dict[str, float] = {}
+    if knn is not None and knn.history:
+        for task, v in knn.history[0][1].items():
+            metrics[f"knn_start.{task}"] = v
+        for task, v in knn.history[-1][1].items():
+            metrics[f"knn.{task}"] = v
+    perf = module.perf
+    if perf["images"]:
+        metrics["images_per_s"] = perf["images"] / (perf["step_s"] + perf["wait_s"])
+        metrics["loader_wait_frac"] = perf["wait_s"] / (perf["step_s"] + perf["wait_s"])
+    final = trainer.callback_metrics.get("train/loss")
+    if final is not None:
+        metrics["final_loss"] = float(final)
+    manifest = Manifest(
+        stage="pretrain",
+        config_hash=h,
+        inputs=[upstream],
+        artifacts={"export": p.export_dir, "checkpoints": "checkpoints", "metrics": "metrics.jsonl"},
+        counts={"images": len(metas), "steps": trainer.global_step, "epochs": trainer.current_epoch},
+        metrics=metrics,
+        extra={"augment_preset": aug["preset"], "knn_history": knn.history if knn else []},
+    )
+    manifest.write(out)
+    tracking.log_artifact(out / p.export_dir / "config.json", artifact_path="export")
+    log.info("pretrain: exported %s to %s; %s", p.model.name, out / p.export_dir, metrics)
+    return manifest
+
+
+def _schedules(total: int, per_epoch: int, global_batch: int, o: DictConfig, m: DictConfig, accum: int) -> Schedules:
+    return Schedules(
+        total_steps=total,
+        steps_per_epoch=per_epoch,
+        lr=o.lr * global_batch / 256,
+        min_lr=o.min_lr,
+        warmup_epochs=o.warmup_epochs,
+        weight_decay=o.weight_decay,
+        weight_decay_end=o.weight_decay_end,
+        momentum_start=m.momentum_start,
+        momentum_end=m.momentum_end,
+        warmup_teacher_temp=m.warmup_teacher_temp,
+        teacher_temp=m.teacher_temp,
+        warmup_teacher_temp_epochs=m.warmup_teacher_temp_epochs,
+        freeze_last_layer_epochs=m.freeze_last_layer_epochs,
+    )

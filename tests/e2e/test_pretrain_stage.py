@@ -1,0 +1,57 @@
+"""The pretrain stage end to end on tiny shards: train, kNN, export, manifest, skip on re-run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.models.backbone import BackboneSpec, create_backbone
+from pipeline.pretrain.logger import read_metrics
+from pipeline.stages import pretrain as stage
+from tests.unit.pretrain_tiny import compose, make_output_dir
+
+
+def test_stage_trains_monitors_exports_and_skips(tmp_path: Path) -> None:
+    out = make_output_dir(tmp_path)
+    cfg = compose(tmp_path, "pretrain.trainer.max_epochs=1", "pretrain.monitor.knn_every_n_epochs=1")
+    m = stage.run(cfg)
+    assert m.counts == {"images": 40, "steps": 5, "epochs": 1}
+    assert m.extra["augment_preset"] == "grayscale"  # auto: the tiny images are mode L
+    assert {"knn_start.stripe", "knn.stripe", "images_per_s", "loader_wait_frac", "final_loss"} <= set(m.metrics)
+    assert 0.0 <= m.metrics["loader_wait_frac"] < 1.0 and m.metrics["images_per_s"] > 0
+    folder = out / "pretrain"
+    metrics = read_metrics(folder, "train/loss_ibot")
+    assert len(metrics) == 5
+    assert read_metrics(folder, "sched/teacher_temp") and read_metrics(folder, "perf/images_per_s")
+
+    export = folder / "export"
+    cfg_json = json.loads((export / "config.json").read_text())
+    assert cfg_json["architecture"] == "vit_tiny_patch16_224"
+    assert cfg_json["model_kwargs"]["patch_size"] == 8 and cfg_json["model_kwargs"]["img_size"] == 16
+    model = create_backbone(BackboneSpec(cfg_json["architecture"], weights=str(export)))
+    assert model(torch.randn(1, 3, 16, 16)).shape == (1, 32)
+
+    again = stage.run(cfg)  # same config: skipped, same manifest
+    assert again.created == m.created
+
+
+@pytest.mark.parametrize("method", ["dino", "simclr"])
+def test_other_methods_run(tmp_path: Path, method: str) -> None:
+    make_output_dir(tmp_path)
+    cfg = compose(
+        tmp_path, f"pretrain/method={method}", "pretrain.trainer.max_steps=2", "pretrain.monitor.knn_every_n_epochs=-1",
+        "pretrain.method.out_dim=64", "pretrain.method.hidden_dim=32",
+    )  # fmt: skip
+    m = stage.run(cfg)
+    assert m.counts["steps"] == 2 and (tmp_path / "elpv_demo" / "pretrain" / "export" / "model.safetensors").is_file()
+    key = "train/loss_ntxent" if method == "simclr" else "train/loss_dino"
+    assert len(read_metrics(tmp_path / "elpv_demo" / "pretrain", key)) == 2
+
+
+def test_missing_curated_shards_name_the_fix(tmp_path: Path) -> None:
+    make_output_dir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="stage=curate"):
+        stage.run(compose(tmp_path, "pretrain.data.source=curate"))

@@ -1,0 +1,276 @@
+"""A real Slurm cluster for tests, built from Debian's packages, on this one machine.
+
+No mocks: ``slurmctld``, two ``slurmd`` (nodes ``n1`` and ``n2``, 1 CPU each, both on this
+host on their own ports, so multi-node jobs really span two nodes) and ``munged`` run for
+real with a throw-away ``slurm.conf`` in a temporary folder. Clients find it through
+``SLURM_CONF``, which jobs inherit, so nothing under ``/etc/slurm`` is touched.
+
+Used by ``tests/slurm/conftest.py``; also runnable by hand to try the cluster commands
+of ``docs/cluster.md`` on a laptop::
+
+    python -m tests.slurm.cluster up /tmp/slurmtest   # prints: export SLURM_CONF=...
+    python -m tests.slurm.cluster down /tmp/slurmtest
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+PARTITION = "debug"
+
+
+class SlurmUnavailable(RuntimeError):
+    """Slurm cannot be installed or started here (no apt, not root)."""
+
+
+def _run(cmd: list[str], timeout: float = 60, check: bool = True, env: dict | None = None) -> str:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p.stdout
+
+
+def ensure_installed() -> None:
+    """Install Slurm and munge with apt if any binary is missing."""
+    needed = ["slurmctld", "slurmd", "sbatch", "munged"]
+    if all(shutil.which(b) or Path("/usr/sbin", b).exists() for b in needed):
+        return
+    if os.geteuid() != 0:
+        raise SlurmUnavailable("Slurm is not installed and we are not root to apt-get install it")
+    if shutil.which("apt-get") is None:
+        raise SlurmUnavailable("Slurm is not installed and there is no apt-get to install it")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    if p.returncode != 0:  # stale or missing package lists: refresh once
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, env=env)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    if p.returncode != 0:
+        raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} failed:\n{p.stderr[-2000:]}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _munge_works() -> bool:
+    if not shutil.which("munge"):
+        return False
+    try:
+        cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=10)
+        if cred.returncode != 0:
+            return False
+        return subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, timeout=10).returncode == 0
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
+def _node_facts() -> tuple[str, int, int]:
+    """(hostname, CPUs, RealMemory MB) as ``slurmd -C`` sees this machine."""
+    out = _run(["slurmd", "-C"])
+    facts = dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
+    host = facts.get("NodeName") or socket.gethostname().split(".")[0]
+    cpus = int(facts.get("CPUs", os.cpu_count() or 1))
+    mem = int(facts.get("RealMemory", 1024))
+    return host, cpus, max(256, int(mem * 0.9))
+
+
+@dataclass
+class LocalSlurm:
+    """One controller + ``len(nodes)`` compute nodes, all on this machine.
+
+    Attributes:
+        root: Folder for the config, state, spool, logs and pid files.
+        conf: Path of the generated ``slurm.conf`` (export it as ``SLURM_CONF``).
+        nodes: Node names; each is one ``slurmd -N <name>`` with 1 CPU. Their names do not
+            resolve (jobs spanning nodes set ``MASTER_ADDR=127.0.0.1``).
+    """
+
+    root: Path
+    conf: Path = field(init=False)
+    nodes: tuple[str, ...] = ("n1", "n2")
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).resolve()
+        self.conf = self.root / "slurm.conf"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def write_conf(self) -> None:
+        host, _, mem = _node_facts()
+        # config_overrides: slurmd takes the CPUs/memory below as given, whatever the machine.
+        mem_per_node = max(256, mem // len(self.nodes))
+        for d in ("state", "log", *(f"spool/{n}" for n in self.nodes)):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        r = self.root
+        node_lines = "\n".join(
+            f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={_free_port()} CPUs=1 "
+            f"RealMemory={mem_per_node} State=UNKNOWN"
+            for n in self.nodes
+        )
+        self.conf.write_text(
+            f"""# Generated by tests/slurm/cluster.py: a throw-away cluster on one machine.
+ClusterName=pipelinetest
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={_free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+# A requeued job may restart after cred_expire seconds (default 120).
+AuthInfo=cred_expire=10
+CredType=cred/munge
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool/%n
+SlurmctldPidFile={r}/slurmctld.pid
+SlurmdPidFile={r}/slurmd-%n.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd-%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+SwitchType=switch/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmdParameters=config_overrides
+ReturnToService=2
+JobRequeue=1
+MinJobAge=600
+KillWait=5
+InactiveLimit=0
+SlurmdTimeout=60
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2
+{node_lines}
+PartitionName={PARTITION} Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
+"""
+        )
+
+    def start(self, timeout: float = 60) -> None:
+        """Install if needed, start munge and the daemons, wait for every node to be idle."""
+        ensure_installed()
+        if os.geteuid() != 0:
+            raise SlurmUnavailable("the test cluster runs its daemons as root (SlurmUser=root); not root")
+        self.stop()  # a cluster left over from a killed session in the same folder
+        self.write_conf()
+        if not _munge_works():
+            if not Path("/etc/munge/munge.key").exists():
+                _run(["mungekey", "--create"])
+            Path("/run/munge").mkdir(parents=True, exist_ok=True)
+            _run(["munged", "--force"])
+            (self.root / 'munged.started').write_text('1')
+            deadline = time.monotonic() + 15
+            while not _munge_works():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("munged started but munge -n | unmunge fails")
+                time.sleep(0.2)
+        _run(["slurmctld", "-c", "-f", str(self.conf)], env=self.env)
+        for n in self.nodes:
+            _run(["slurmd", "-N", n, "-f", str(self.conf)], env=self.env)
+        self.wait_idle(timeout)
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Wait until every node is idle (resuming any that came up drained or down)."""
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            p = subprocess.run(
+                ["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, env=self.env, timeout=10
+            )
+            states = dict(line.split() for line in p.stdout.splitlines() if len(line.split()) == 2)
+            if set(states) == set(self.nodes) and all(v == "idle" for v in states.values()):
+                return
+            for n, v in states.items():
+                if v.startswith(("drain", "down")):
+                    subprocess.run(
+                        ["scontrol", "update", f"nodename={n}", "state=resume"],
+                        capture_output=True, env=self.env, timeout=10,
+                    )  # fmt: skip
+            time.sleep(0.5)
+        raise RuntimeError(f"Slurm nodes not idle after {timeout}s: {states}; logs:\n{self.logs()}")
+
+    def logs(self) -> str:
+        out = []
+        for f in sorted((self.root / "log").glob("*.log")):
+            out.append(f"--- {f}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-30:]))
+        return "\n".join(out)
+
+    def _pid(self, name: str) -> int | None:
+        try:
+            return int((self.root / f"{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, timeout: float = 30) -> None:
+        """Cancel every job, stop the daemons (and munged if we started it)."""
+        if not self.conf.exists():
+            return
+        env = self.env
+        names = ["slurmctld", *(f"slurmd-{n}" for n in self.nodes)]
+        pids = [p for p in map(self._pid, names) if p and _alive(p)]
+        if pids:
+            subprocess.run(["scancel", "--full", "--user", str(os.getuid())], capture_output=True, env=env, timeout=10)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                q = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=env, timeout=10)
+                if q.returncode != 0 or not q.stdout.strip():
+                    break
+                time.sleep(0.5)
+            subprocess.run(["scontrol", "shutdown"], capture_output=True, env=env, timeout=10)
+        deadline = time.monotonic() + timeout
+        for pid in pids:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        marker = self.root / "munged.started"
+        if marker.exists():  # only stop a munged this cluster started
+            _run(["munged", "--stop"], check=False, timeout=10)
+            marker.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); check its state.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("up", "down"):
+        print(__doc__)
+        return 2
+    cluster = LocalSlurm(Path(argv[1]))
+    if argv[0] == "up":
+        cluster.start()
+        print(f"export SLURM_CONF={cluster.conf}")
+    else:
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

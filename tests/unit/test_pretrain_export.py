@@ -1,0 +1,56 @@
+"""The export loads through timm's pretrained_cfg_overlay and through create_backbone, identically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from omegaconf import OmegaConf
+
+from pipeline.models.backbone import BackboneSpec, create_backbone
+from pipeline.pretrain.backbone_init import build_vit, model_kwargs_of
+from pipeline.pretrain.export import export_backbone
+
+MODEL = OmegaConf.create(
+    {"name": "vit_tiny_patch16_224", "patch_size": 8, "weights": None, "drop_path_rate": 0.0,
+     "kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
+)  # fmt: skip
+
+
+def test_export_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    vit, kw = build_vit(MODEL, 32)
+    assert kw == model_kwargs_of(MODEL, 32) and kw["patch_size"] == 8 and kw["img_size"] == 32
+    folder = export_backbone(vit, tmp_path / "export", MODEL.name, kw, 32, (0.5,) * 3, (0.25,) * 3)
+    x = torch.randn(2, 3, 32, 32)
+    ref = vit.eval()(x)
+
+    via_timm = timm.create_model(
+        MODEL.name, pretrained=True, pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")),
+        num_classes=0, **kw,
+    ).eval()  # fmt: skip
+    assert torch.allclose(via_timm(x), ref, atol=1e-6)
+    assert via_timm.pretrained_cfg["mean"] == (0.5,) * 3 or list(via_timm.pretrained_cfg["mean"]) == [0.5] * 3
+    # asking timm for a classifier keeps our backbone and adds a fresh head
+    with_head = timm.create_model(
+        MODEL.name, pretrained=True, pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")), num_classes=3, **kw
+    )
+    assert torch.equal(with_head.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
+
+    via_ours = create_backbone(BackboneSpec(MODEL.name, weights=str(folder))).eval()
+    assert torch.allclose(via_ours(x), ref, atol=1e-6)
+
+
+def test_continued_pretraining_resamples_position_embedding(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    vit, kw = build_vit(MODEL, 32)
+    folder = export_backbone(vit, tmp_path / "export", MODEL.name, kw, 32, (0.5,) * 3, (0.25,) * 3)
+    cont = OmegaConf.merge(MODEL, {"weights": str(folder)})
+    vit48, kw48 = build_vit(cont, 48)  # 6x6 grid from a 4x4 one
+    assert vit48.pos_embed.shape[1] == 1 + 36
+    assert torch.equal(vit48.blocks[1].mlp.fc2.weight, vit.blocks[1].mlp.fc2.weight)
+    bad = OmegaConf.merge(MODEL, {"weights": str(folder), "kwargs": {"depth": 3}})
+    with pytest.raises(ValueError, match="do not fit"):
+        build_vit(bad, 32)

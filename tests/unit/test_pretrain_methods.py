@@ -1,0 +1,72 @@
+"""The objectives: losses are finite, gradients reach the student only, EMA moves the teacher."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from pipeline.pretrain.methods import Distillation, DistillationSpec, SimCLR, StepInputs
+
+
+def _vit() -> torch.nn.Module:
+    return timm.create_model(
+        "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2,
+        num_classes=0, dynamic_img_size=True,
+    )  # fmt: skip
+
+
+def _views(b: int = 6) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(b, 3, 16, 16, generator=g) for _ in range(2)] + [torch.randn(b, 3, 8, 8, generator=g) for _ in range(2)]
+
+
+SMALL = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16)
+
+
+@pytest.mark.parametrize(
+    ("weights", "parts"),
+    [((1.0, 1.0, 0.1), {"dino", "ibot", "koleo"}), ((1.0, 0.0, 0.0), {"dino"}), ((0.0, 1.0, 0.0), {"ibot"})],
+)
+def test_distillation_losses_switch_by_weight(weights, parts) -> None:
+    torch.manual_seed(0)
+    spec = DistillationSpec(*weights, **SMALL, mask_probability=1.0)
+    m = Distillation(_vit(), spec).train()
+    loss, got = m.loss(_views(), StepInputs(teacher_temp=0.04, n_global=2))
+    assert set(got) == parts and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is None for p in m.teacher.parameters())
+    assert m.student.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert not m.teacher.training  # teacher stays in eval mode (no drop-path) whatever .train() says
+
+
+def test_teacher_ema_and_last_layer_freeze() -> None:
+    torch.manual_seed(0)
+    m = Distillation(_vit(), DistillationSpec(**SMALL)).train()
+    t0 = m.teacher.vit.blocks[0].mlp.fc1.weight.clone()
+    assert torch.equal(t0, m.student.vit.blocks[0].mlp.fc1.weight)  # teacher starts as the student
+    with torch.no_grad():
+        for p in m.student.parameters():
+            p.add_(1.0)
+    m.update_teacher(0.9)
+    assert torch.allclose(m.teacher.vit.blocks[0].mlp.fc1.weight, t0 + 0.1, atol=1e-6)
+    loss, _ = m.loss(_views(), StepInputs(0.04, 2))
+    loss.backward()
+    assert m.student_head.last_layer.weight_v.grad is not None
+    m.cancel_last_layer_gradients()
+    assert m.student_head.last_layer.weight_v.grad is None
+
+
+def test_no_loss_switched_on_is_an_error() -> None:
+    with pytest.raises(ValueError, match="dino_weight"):
+        Distillation(_vit(), DistillationSpec(0.0, 0.0, 0.1, **SMALL))
+
+
+def test_simclr_loss_and_gradients() -> None:
+    torch.manual_seed(0)
+    m = SimCLR(_vit(), hidden_dim=32, projection_dim=16).train()
+    loss, parts = m.loss(_views(), StepInputs(0.04, 2))
+    assert set(parts) == {"ntxent"} and loss > 0
+    loss.backward()
+    assert m.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert m.export_backbone() is m.backbone
