@@ -101,7 +101,11 @@ def load_cluster(name: str, overrides: list[str] | None = None) -> DictConfig:
         known = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"cluster profile {name!r} not found ({path}); known: {known}")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(ClusterConfig), OmegaConf.load(path))
+        raw = OmegaConf.load(path)
+        if isinstance(raw, DictConfig) and "defaults" in raw:
+            # The Hydra defaults list (`- schema`) is for composing with run.py's config.
+            raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "defaults"])
+        cfg = OmegaConf.merge(OmegaConf.structured(ClusterConfig), raw)
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
         for kind, extra in cfg.stages.items():

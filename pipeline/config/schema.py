@@ -95,6 +95,8 @@ class PipelineConfig:
     curate: Any = None
     pretrain: Any = None
     eval: Any = None
+    # Cluster profiles (conf/cluster) are read by `python -m pipeline.cluster.submit`.
+    cluster: Any = None
     seed: int = 0
     progress: bool = True
 
@@ -114,3 +116,6 @@ def register_configs() -> None:
     from pipeline.stages import register_stage_schemas
 
     register_stage_schemas(cs)
+    from pipeline.cluster.config import ClusterConfig
+
+    cs.store(group="cluster", name="schema", node=ClusterConfig)
