@@ -20,6 +20,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("roots", nargs="+")
     p.add_argument("--recipe", default="elpv_demo")
+    p.add_argument("--start-label", default="random init", help="what the step-0 weights are")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "pretrain_elpv_knn"))
     a = p.parse_args()
     runs = []
@@ -28,8 +29,8 @@ def main() -> None:
         cfg = json.loads((Path(r) / a.recipe / "pretrain" / "export" / "config.json").read_text())
         runs.append({"root": r, "seed": cfg.get("seed"), "steps": m.counts["steps"], **m.metrics})
     tasks = sorted({k.split(".", 1)[1] for run in runs for k in run if k.startswith("knn.")})
-    lines = ["# kNN balanced accuracy on ELPV eval (test split vs train split bank), random init vs pretrained", "",
-             "| task | random init (mean ± sd) | pretrained (mean ± sd) | per seed (init -> trained) |", "|---|---|---|---|"]  # fmt: skip
+    lines = [f"# kNN balanced accuracy on ELPV eval (test split vs train split bank), {a.start_label} vs pretrained", "",
+             f"| task | {a.start_label} (mean ± sd) | pretrained (mean ± sd) | per seed (start -> trained) |", "|---|---|---|---|"]  # fmt: skip
     summary = {}
     for t in tasks:
         init = [r[f"knn_start.{t}"] for r in runs]
