@@ -52,7 +52,9 @@ def export_backbone(
     }
     cfg = {
         "architecture": architecture,
-        "model_kwargs": model_kwargs,
+        # num_classes=0: `timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...),
+        # **model_kwargs)` then builds exactly the saved (headless) model and loads it strictly
+        "model_kwargs": {**model_kwargs, "num_classes": 0},
         "weights": WEIGHTS,
         "num_features": int(getattr(model, "num_features", 0)),
         "pretrained_cfg": pretrained_cfg,

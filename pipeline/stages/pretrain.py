@@ -212,8 +212,9 @@ def run(cfg: DictConfig) -> Manifest:
     )  # fmt: skip
     metrics: dict[str, float] = {}
     if knn is not None and knn.history:
-        for task, v in knn.history[0][1].items():
-            metrics[f"knn_start.{task}"] = v
+        if knn.history[0][0] == 0:  # a resumed run has no step-0 (starting weights) evaluation
+            for task, v in knn.history[0][1].items():
+                metrics[f"knn_start.{task}"] = v
         for task, v in knn.history[-1][1].items():
             metrics[f"knn.{task}"] = v
     perf = module.perf

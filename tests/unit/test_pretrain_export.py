@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -27,15 +28,19 @@ def test_export_round_trip(tmp_path: Path) -> None:
     x = torch.randn(2, 3, 32, 32)
     ref = vit.eval()(x)
 
+    exported = json.loads((folder / "config.json").read_text())
+    assert exported["model_kwargs"] == {**kw, "num_classes": 0}
+    # exactly the documented call, with the recorded model_kwargs
     via_timm = timm.create_model(
-        MODEL.name, pretrained=True, pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")),
-        num_classes=0, **kw,
+        exported["architecture"], pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")), **exported["model_kwargs"],
     ).eval()  # fmt: skip
     assert torch.allclose(via_timm(x), ref, atol=1e-6)
     assert via_timm.pretrained_cfg["mean"] == (0.5,) * 3 or list(via_timm.pretrained_cfg["mean"]) == [0.5] * 3
     # asking timm for a classifier keeps our backbone and adds a fresh head
     with_head = timm.create_model(
-        MODEL.name, pretrained=True, pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")), num_classes=3, **kw
+        MODEL.name, pretrained=True, pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")),
+        **{**exported["model_kwargs"], "num_classes": 3},
     )
     assert torch.equal(with_head.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
 
