@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.cluster.requeue import RequeueOnSignal, slurm_plugins
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
@@ -172,6 +173,8 @@ def run(cfg: DictConfig) -> Manifest:
         LoaderProgress(loader),
         NonFiniteWatchdog(p.monitor.watchdog, ckpt_dir / "last.ckpt", p.monitor.max_rollbacks),
         ckpt_cb,
+        # Last: on Slurm's warning signal it checkpoints at a step boundary and requeues the job.
+        RequeueOnSignal(),
     ]
     if knn is not None:
         callbacks.insert(0, knn)
@@ -196,6 +199,7 @@ def run(cfg: DictConfig) -> Manifest:
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         deterministic=False,
+        plugins=slurm_plugins(),
     )
     ckpt_path = _resume_path(ckpt_dir, out, t.resume)
     if ckpt_path:

@@ -40,13 +40,6 @@ def _metrics(root: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="pipeline/stages/pretrain.py relies on Lightning's SLURM auto-requeue, which checkpoints from inside "
-    "the signal handler: after the resume the step counter is one ahead and metrics.jsonl loses the steps before "
-    "the signal. Adding pipeline.cluster.requeue.RequeueOnSignal() to its callbacks and plugins=slurm_plugins() "
-    "to its Trainer fixes both (measured: losses within 1e-6, weights within 1.2e-7 of the reference).",
-    strict=False,
-)
 def test_pretrain_stage_requeued_on_two_nodes(slurm_cluster, tmp_path: Path) -> None:
     a, b = tmp_path / "interrupted", tmp_path / "reference"
     for root in (a, b):
