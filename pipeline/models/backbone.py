@@ -118,14 +118,29 @@ def create_backbone(spec: BackboneSpec, num_classes: int = 0) -> nn.Module:
         sd = full.state_dict()
     else:
         sd = load_state_dict(weights)
-    own = model.state_dict()
-    sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"weights {weights} do not fit {name}: {len(missing)} tensors missing, e.g. {missing[:5]}")
-    model.load_state_dict(sd, strict=False)
+    load_matching(model, sd, f"weights {weights} do not fit {name}")
     log.info("loaded %s weights from %s", name, weights)
     return model
+
+
+def load_matching(
+    model: nn.Module, sd: dict[str, torch.Tensor], what: str, optional: tuple[str, ...] = ("num_batches_tracked",)
+) -> None:
+    """Load the tensors of ``sd`` that fit ``model`` by name and shape.
+
+    Heads of another size are expected to differ (a classifier, a projection); any other
+    missing tensor means the weights belong to another architecture.
+
+    Raises:
+        ValueError: starting with ``what``, listing missing tensors other than those whose
+            name starts or ends with one of ``optional``.
+    """
+    own = model.state_dict()
+    sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in sd and not any(k.startswith(o) or k.endswith(o) for o in optional)]
+    if missing:
+        raise ValueError(f"{what}: {len(missing)} tensors missing, e.g. {missing[:5]}")
+    model.load_state_dict(sd, strict=False)
 
 
 def data_config(model: nn.Module) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
-from pipeline.models.backbone import BackboneSpec, create_backbone, load_state_dict, read_export
+from pipeline.models.backbone import BackboneSpec, create_backbone, load_matching, load_state_dict, read_export
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,7 @@ def load_weights_resampled(model: nn.Module, weights: str) -> None:
     if path.is_dir():
         path = path / read_export(path).get("weights", "model.safetensors")
     sd = checkpoint_filter_fn(load_state_dict(path), model)
-    own = model.state_dict()
-    sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in sd and not k.startswith("head")]
-    if missing:
-        raise ValueError(f"weights {weights} do not fit the model: {len(missing)} tensors missing, e.g. {missing[:5]}")
-    model.load_state_dict(sd, strict=False)
+    load_matching(model, sd, f"weights {weights} do not fit the model", optional=("head",))
     log.info("continued pretraining from %s", weights)
 
 
