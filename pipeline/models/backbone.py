@@ -101,8 +101,10 @@ def create_backbone(spec: BackboneSpec, num_classes: int = 0) -> nn.Module:
         export = read_export(weights)
         name = export["architecture"]
         kwargs = {**export.get("model_kwargs", {}), **kwargs}
-        kwargs.pop("num_classes", None)  # exports record num_classes=0 for timm; the caller's value wins
         weights = str(Path(weights) / export.get("weights", "model.safetensors"))
+    # Exports record num_classes=0 for timm, and callers copy an export's model_kwargs
+    # (random init "of the same architecture"): the num_classes argument always wins.
+    kwargs.pop("num_classes", None)
     if spec.img_size is not None and ("vit" in name or "deit" in name or "eva" in name):
         kwargs.setdefault("img_size", spec.img_size)
     if weights == "hub":

@@ -113,3 +113,11 @@ def test_pypi_efficientnet_lite0_knows_imagenet_cats() -> None:
         assert features(x).shape == (1, 1280)
     with pytest.raises(ValueError, match="fits efficientnet_lite0"):
         create_backbone(BackboneSpec(ARCH, PYPI_LITE0))
+
+
+def test_num_classes_argument_wins_over_copied_export_kwargs() -> None:
+    # Eval builds "random init of the same architecture" from an export's model_kwargs,
+    # which record num_classes=0; that must not clash with the caller's num_classes.
+    spec = BackboneSpec("vit_tiny_patch16_224", None, kwargs=(("img_size", 32), ("num_classes", 0)))
+    assert create_backbone(spec, num_classes=3)(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+    assert create_backbone(spec)(torch.zeros(1, 3, 32, 32)).shape == (1, 192)
