@@ -135,3 +135,17 @@ class RequeueOnSignal(Callback):
         trainer.strategy.barrier("requeue")
         # Leave now: finishing the run would let later code treat a partial model as final.
         sys.exit(EXIT_REQUEUED)
+
+
+def finish_distributed() -> None:
+    """Wait for every rank, then tear the process group down.
+
+    Lightning leaves the group alive after ``fit``; a rank that exits with gloo's threads
+    still running can abort (``terminate called without an active exception``), which
+    Slurm reports as a failed job although training finished.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cluster.requeue import RequeueOnSignal, slurm_plugins
+from pipeline.cluster.requeue import RequeueOnSignal, finish_distributed, slurm_plugins
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
@@ -205,6 +205,7 @@ def run(cfg: DictConfig) -> Manifest:
     if ckpt_path:
         log.info("pretrain: resuming from %s", ckpt_path)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
+    finish_distributed()
 
     # ---- export + manifest --------------------------------------------------------------
     if not trainer.is_global_zero:

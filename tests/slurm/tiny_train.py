@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pipeline.cluster.requeue import RequeueOnSignal, resume_checkpoint, slurm_plugins
+from pipeline.cluster.requeue import RequeueOnSignal, finish_distributed, resume_checkpoint, slurm_plugins
 
 EPOCHS = 10
 STEP_SLEEP_S = 0.15  # long enough for the test to signal mid-run
@@ -81,6 +81,7 @@ def main(out: Path) -> None:
     ckpt = resume_checkpoint(out)
     model = Tiny()
     trainer.fit(model, loader, ckpt_path=ckpt)
+    finish_distributed()
     if trainer.is_global_zero:
         torch.save(model.net.state_dict(), out / "final.pt")
         info = {
