@@ -57,6 +57,9 @@ class PretrainModule(pl.LightningModule):
     # ---- optimisation -------------------------------------------------------------------
     def configure_optimizers(self) -> Optimizer:
         t = self.trainer
+        # With max_steps set, estimated_stepping_batches answers without setting the loader up,
+        # but the per-epoch count and the batch size below need it.
+        t.fit_loop.setup_data()
         total = int(t.estimated_stepping_batches)
         per_epoch = max(1, t.num_training_batches // t.accumulate_grad_batches)
         global_batch = self._batch_size * t.world_size * t.accumulate_grad_batches

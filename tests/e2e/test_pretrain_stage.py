@@ -51,6 +51,17 @@ def test_other_methods_run(tmp_path: Path, method: str) -> None:
     assert len(read_metrics(tmp_path / "elpv_demo" / "pretrain", key)) == 2
 
 
+def test_step_budget_without_epoch_limit(tmp_path: Path) -> None:
+    # The curation ablation fixes compute by steps (max_epochs=-1, max_steps=N); Lightning then
+    # never sets the loader up before configure_optimizers unless the module asks for it.
+    make_output_dir(tmp_path)
+    cfg = compose(
+        tmp_path, "pretrain.trainer.max_epochs=-1", "pretrain.trainer.max_steps=3",
+        "pretrain.monitor.knn_every_n_epochs=-1", "pretrain.method.out_dim=64", "pretrain.method.hidden_dim=32",
+    )  # fmt: skip
+    assert stage.run(cfg).counts["steps"] == 3
+
+
 def test_missing_curated_shards_name_the_fix(tmp_path: Path) -> None:
     make_output_dir(tmp_path)
     with pytest.raises(FileNotFoundError, match="stage=curate"):
