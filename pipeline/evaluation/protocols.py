@@ -41,6 +41,9 @@ def _row(b: EvalBackbone, task: str, protocol: str, frac: float, seed: int, n: i
             "n_labels": n, **m}  # fmt: skip
 
 
+# Hundreds of small fits: multi-threaded BLAS only adds synchronisation (and, on a
+# shared machine, spin-waiting that made this loop ~20x slower).
+@threadpool_limits.wrap(limits=1, user_api="blas")
 def frozen_protocols(
     b: EvalBackbone,
     feats: np.ndarray,
@@ -53,23 +56,6 @@ def frozen_protocols(
     probe: ProbeOptions | None,
 ) -> list[dict[str, Any]]:
     """kNN and linear probe at every label fraction and seed."""
-    # Hundreds of small fits: multi-threaded BLAS only adds synchronisation (and, on a
-    # shared machine, spin-waiting that made this loop ~20x slower).
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _frozen(b, feats, task, is_test, fractions, seeds, min_per_class, knn, probe)
-
-
-def _frozen(
-    b: EvalBackbone,
-    feats: np.ndarray,
-    task: Task,
-    is_test: np.ndarray,
-    fractions: Sequence[float],
-    seeds: Sequence[int],
-    min_per_class: int,
-    knn: dict[str, Any] | None,
-    probe: ProbeOptions | None,
-) -> list[dict[str, Any]]:
     train_idx, test_idx = task_splits(task, is_test)
     y, C = task.y, task.num_classes
     rows = []
