@@ -22,7 +22,7 @@ import argparse
 import time
 from typing import Any
 
-from gpu_common import resolve_device, sync, timed, write_results  # noqa: I001 (puts the repo on sys.path)
+from gpu_common import parse_args, resolve_device, sync, timed, write_results  # noqa: I001 (puts the repo on sys.path)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -93,17 +93,9 @@ def main() -> None:
     ap.add_argument("--pil-workers", type=int, default=0, help="also time PIL in a DataLoader with this many workers")
     ap.add_argument("--grayscale-domain", action="store_true")
     ap.add_argument("--model", default="vit_small_patch16_224", help="'none' to skip the training-step rate")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--small", action="store_true", help="CPU preset: 96 px source, 2x64 + 4x32 crops")
-    ap.add_argument("--out-dir", default=None, help="default benchmarks/results")
-    ap.add_argument("--tag", default=None, help="suffix of the result file names")
-    if ap.parse_known_args()[0].small:  # the preset sets defaults; explicit flags still win
-        ap.set_defaults(src_size=96, global_size=64, local_size=32, n_local=4, batch_size=16, batches=2,
-                        pil_images=16, model="vit_tiny_patch16_224")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(ap, "96 px source, 2x64 + 4x32 crops", dict(
+        src_size=96, global_size=64, local_size=32, n_local=4, batch_size=16, batches=2, pil_images=16,
+        model="vit_tiny_patch16_224"))  # fmt: skip
     dev = resolve_device(args.device)
     cfg = MultiCropConfig(global_size=args.global_size, local_size=args.local_size, n_local=args.n_local,
                           grayscale_domain=args.grayscale_domain)

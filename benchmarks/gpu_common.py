@@ -8,6 +8,7 @@ it, so results from different machines sit side by side in
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -25,6 +26,25 @@ if str(REPO) not in sys.path:  # run as a script: import this checkout's pipelin
 import torch  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
+
+
+def parse_args(ap: argparse.ArgumentParser, small_help: str, small_defaults: dict[str, Any]) -> argparse.Namespace:
+    """Add the options every GPU benchmark shares, apply the ``--small`` CPU preset, parse.
+
+    The preset only changes defaults, so explicit flags still win; ``--threads`` sets torch's
+    CPU threads.
+    """
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads")
+    ap.add_argument("--small", action="store_true", help=f"CPU preset: {small_help}")
+    ap.add_argument("--out-dir", default=None, help="default benchmarks/results")
+    ap.add_argument("--tag", default=None, help="suffix of the result file names")
+    if ap.parse_known_args()[0].small:
+        ap.set_defaults(**small_defaults)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def resolve_device(name: str) -> torch.device:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_common import resolve_device, sync, timed, write_results  # noqa: I001 (puts the repo on sys.path)
+from gpu_common import parse_args, resolve_device, sync, timed, write_results  # noqa: I001 (puts the repo on sys.path)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -155,19 +155,11 @@ def main() -> None:
     ap.add_argument("--synthetic-size", default="500x375", help="WxH of synthetic images (ImageNet-like)")
     ap.add_argument("--cache-dir", default="/tmp/gpu_bench_shards")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--small", action="store_true", help="CPU preset: vit_tiny at 64 px, a few hundred images")
-    ap.add_argument("--out-dir", default=None, help="default benchmarks/results")
-    ap.add_argument("--tag", default=None, help="suffix of the result file names")
-    if ap.parse_known_args()[0].small:  # the preset sets defaults; explicit flags still win
-        ap.set_defaults(model="vit_tiny_patch16_224", img_size=64, batch_size=32, batches=4, warmup=1,
-                        synthetic_n=256, synthetic_size="96x96", workers="1", decode="workers,device")
-    args = ap.parse_args()
+    args = parse_args(ap, "vit_tiny at 64 px, a few hundred images", dict(
+        model="vit_tiny_patch16_224", img_size=64, batch_size=32, batches=4, warmup=1, synthetic_n=256,
+        synthetic_size="96x96", workers="1", decode="workers,device"))  # fmt: skip
     if args.gpu_decode and "device" not in args.decode:
         args.decode += ",device"
-    if args.threads:
-        torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     dtype_name = args.dtype or ("bf16" if dev.type == "cuda" else "fp32")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from gpu_common import resolve_device, sync, write_results  # noqa: I001 (puts the repo on sys.path)
+from gpu_common import parse_args, resolve_device, sync, write_results  # noqa: I001 (puts the repo on sys.path)
 
 import faiss  # noqa: E402
 import torch  # noqa: E402
@@ -219,17 +219,9 @@ def main() -> None:
     ap.add_argument("--dup-threshold", type=float, default=0.95)
     ap.add_argument("--query-chunk", type=int, default=None)
     ap.add_argument("--db-chunk", type=int, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch and faiss")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--small", action="store_true", help="CPU preset: one pool of 20k")
-    ap.add_argument("--out-dir", default=None, help="default benchmarks/results")
-    ap.add_argument("--tag", default=None, help="suffix of the result file names")
-    if ap.parse_known_args()[0].small:  # the preset sets defaults; explicit flags still win
-        ap.set_defaults(sizes="20000", sample=500)
-    args = ap.parse_args()
+    args = parse_args(ap, "one pool of 20k", dict(sizes="20000", sample=500))
     if args.threads:
-        torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
     dev = resolve_device(args.device)
     rows: list[dict[str, Any]] = []
