@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -60,3 +61,15 @@ def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
     return db
+
+
+def parent_and_child_run(client: Any, experiment_id: str) -> tuple[Any, Any]:
+    """The one parent run and its one finished child (a one-stage pipeline call), checked."""
+    runs = client.search_runs([experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 1
+    parent, child = parents[0], children[0]
+    assert parent.info.status == child.info.status == "FINISHED"
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    return parent, child

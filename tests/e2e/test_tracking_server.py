@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import parent_and_child_run
 from tests.slurm.mlflow_server import mlflow_server
 from tests.slurm.tinydata import make_pool
 
@@ -35,13 +36,7 @@ def test_ingest_run_lands_in_tracking_server(tmp_path: Path) -> None:
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name("tiny_server")
         assert exp is not None
-        runs = client.search_runs([exp.experiment_id])
-        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        assert len(parents) == 1 and len(children) == 1
-        parent, child = parents[0], children[0]
-        assert parent.info.status == child.info.status == "FINISHED"
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        parent, child = parent_and_child_run(client, exp.experiment_id)
         assert child.data.tags["stage"] == "ingest"
         assert child.data.metrics["pool.accepted"] == 6
         assert "config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}

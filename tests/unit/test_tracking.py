@@ -15,6 +15,7 @@ from PIL import Image
 from pipeline.app import run_pipeline
 from pipeline.core import tracking
 from tests.bad_inputs import encode, noise
+from tests.conftest import parent_and_child_run
 
 
 def test_normalize_uri_makes_sqlite_paths_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,13 +79,7 @@ def test_runs_written_to_mlflow(tmp_path: Path, compose_cfg: Callable, mlflow_db
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("toy")
     assert exp is not None and exp.artifact_location == (tmp_path / "out" / "mlartifacts").as_uri()
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 1
-    parent, child = parents[0], children[0]
-    assert parent.info.status == child.info.status == "FINISHED"
-    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    parent, child = parent_and_child_run(client, exp.experiment_id)
     assert child.info.run_name == "ingest" and child.data.tags["stage"] == "ingest"
 
     # Parent: the whole resolved config as params, plus the YAML.
