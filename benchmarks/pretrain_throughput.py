@@ -35,16 +35,31 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from pipeline.pretrain.augment import MultiCrop, MultiCropSpec  # noqa: E402
 from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder  # noqa: E402
+from pipeline.pretrain.compile import compile_trunks  # noqa: E402
 from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lightly_reference import ReferenceDINOv2, reference_step  # noqa: E402
 
 PEAK_BF16 = 989e12  # H100 SXM dense bf16 FLOP/s
 
 
-def make_method(name: str, size: int, method: str, out_dim: int, device: torch.device) -> Distillation:
-    vit = timm.create_model(name, img_size=size, num_classes=0, dynamic_img_size=True)
+def make_method(name: str, size: int, method: str, out_dim: int, device: torch.device, **vit_kwargs) -> Distillation:
+    vit = timm.create_model(name, img_size=size, num_classes=0, dynamic_img_size=True, **vit_kwargs)
     w = (1.0, 1.0, 0.1) if method == "dinov2" else (1.0, 0.0, 0.0)
     spec = DistillationSpec(*w, out_dim=out_dim, hidden_dim=2048, bottleneck_dim=256)
     return Distillation(vit, spec).to(device).train()
+
+
+def build(impl: str, name: str, a: argparse.Namespace, device: torch.device) -> tuple:
+    """(model, optimizer, step function) for ``impl``: ``ours`` or lightly's ``reference``."""
+    if impl == "reference":
+        ref = ReferenceDINOv2(name, a.global_size, a.out_dim).to(device).train()
+        return ref, torch.optim.AdamW(ref.trainable_parameters(), lr=1e-3), reference_step
+    # the reference's architecture (layer scale, student drop-path) so that the FLOPs are the same
+    m = make_method(name, a.global_size, a.method, a.out_dim, device, init_values=1e-5, drop_path_rate=a.drop_path)
+    fused = {"fused": True} if device.type == "cuda" and a.fused_adamw else {}
+    return m, torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, **fused), train_step
 
 
 def views(batch: int, a: argparse.Namespace, device: torch.device) -> list[torch.Tensor]:
@@ -66,30 +81,37 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_compute(name: str, a: argparse.Namespace, device: torch.device, batch: int, compile_: bool) -> dict:
+def count_flops(impl: str, m: torch.nn.Module, v: list[torch.Tensor], device: torch.device) -> float:
+    """One step's model FLOPs (forward + backward), counted by torch on the eager model."""
+    with FlopCounterMode(display=False) as fc:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = m.loss(v) if impl == "reference" else m.loss(v, StepInputs(0.04, 2))[0]
+        loss.backward()
+    for p in m.parameters():
+        p.grad = None
+    return fc.get_total_flops()
+
+
+def bench_compute(
+    name: str, a: argparse.Namespace, device: torch.device, batch: int, compile_: bool, impl: str = "ours"
+) -> dict:
     torch.manual_seed(0)
-    m = make_method(name, a.global_size, a.method, a.out_dim, device)
-    if compile_:
-        for blk in m.modules():
-            if blk.__class__.__name__ == "Block":
-                blk.compile()
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+    m, opt, step = build(impl, name, a, device)
     v = views(batch, a, device)
+    flops = count_flops(impl, m, v, device)  # before compiling: the counter wants eager modules
+    if compile_:
+        compile_trunks(m)
     for _ in range(a.warmup):
-        train_step(m, opt, v, device)
+        step(m, opt, v, device)
     sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(a.steps):
-        train_step(m, opt, v, device)
+        step(m, opt, v, device)
     sync(device)
     dt = (time.perf_counter() - t0) / a.steps
-    with FlopCounterMode(display=False) as fc:  # one step's model FLOPs (forward + backward)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss, _ = m.loss(v, StepInputs(0.04, 2))
-        loss.backward()
-    opt.zero_grad(set_to_none=True)
-    flops = fc.get_total_flops()
-    out = {"model": name, "batch": batch, "compile": compile_, "step_s": dt, "images_per_s": batch / dt,
+    out = {"impl": impl, "model": name, "batch": batch, "compile": compile_, "step_s": dt, "images_per_s": batch / dt,
            "gflop_per_image": flops / batch / 1e9, "achieved_tflops": flops / dt / 1e12}  # fmt: skip
     if device.type == "cuda":
         out["mfu"] = flops / dt / PEAK_BF16
@@ -104,12 +126,11 @@ def bench_compute(name: str, a: argparse.Namespace, device: torch.device, batch:
 def largest_batch(name: str, a: argparse.Namespace, device: torch.device) -> int:
     if device.type != "cuda":
         return a.batch
-    best, b = 0, 32
+    best, b = 0, 64
     while b <= 2048:
         try:
-            m = make_method(name, a.global_size, a.method, a.out_dim, device)
-            opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-            train_step(m, opt, views(b, a, device), device)
+            m, opt, step = build("reference", name, a, device)  # the reference is the larger of the two
+            step(m, opt, views(b, a, device), device)
             sync(device)
             best = b
             b *= 2
@@ -148,11 +169,13 @@ def bench_data(a: argparse.Namespace, batch: int) -> dict:
 
 def to_markdown(res: dict) -> str:
     lines = [f"# Pretrain throughput ({res['device']})", "", f"Settings: {res['settings']}", ""]
-    lines += ["| model | batch | compile | step s | images/s (compute) | GFLOP/image | TFLOP/s | MFU |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["| impl | model | batch | compile | step s | images/s (compute) | GFLOP/image | TFLOP/s | MFU | peak GiB |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in res["compute"]:
         mfu = f"{100 * r['mfu']:.1f} %" if "mfu" in r else "n/a (CPU)"
-        lines.append(f"| {r['model']} | {r['batch']} | {r['compile']} | {r['step_s']:.3f} | {r['images_per_s']:.2f} | "
-                     f"{r['gflop_per_image']:.2f} | {r['achieved_tflops']:.3f} | {mfu} |")  # fmt: skip
+        mem = f"{r['max_mem_gib']:.1f}" if "max_mem_gib" in r else "-"
+        lines.append(f"| {r.get('impl', 'ours')} | {r['model']} | {r['batch']} | {r['compile']} | {r['step_s']:.3f} | "
+                     f"{r['images_per_s']:.2f} | {r['gflop_per_image']:.2f} | {r['achieved_tflops']:.3f} | {mfu} | {mem} |")  # fmt: skip
     d = res["data"]
     lines += ["", f"Data loading alone ({d['workers']} workers, preset {d['preset']}): {d['images_per_s']:.1f} images/s.",
               "", f"Machine: {res['machine']}", ""]  # fmt: skip
@@ -172,6 +195,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--compile", default="both", choices=["both", "on", "off"])
+    p.add_argument("--impl", default=None, help="ours,reference (lightly's example step); GPU default both")
+    p.add_argument("--drop-path", type=float, default=0.1, help="student drop-path (the reference uses 0.1)")
+    p.add_argument("--fused-adamw", type=int, default=1, help="fused AdamW on CUDA for ours")
+    p.add_argument("--batch-override", type=int, default=None, help="GPU: skip the search, use this batch")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--data-batches", type=int, default=4)
     p.add_argument("--shards", default=None, help="a shard folder (default: synthetic PNG shards)")
@@ -192,17 +219,19 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
     compiles = {"both": [False, True], "on": [True], "off": [False]}[a.compile]
     compute = []
+    impls = (a.impl or ("ours,reference" if gpu else "ours")).split(",")
     for name in a.models.split(","):
-        batch = largest_batch(name, a, device)
-        for c in compiles:
-            r = bench_compute(name, a, device, batch, c)
-            print(json.dumps(r), flush=True)
-            compute.append(r)
+        batch = a.batch_override or largest_batch(name, a, device)
+        for impl in impls:
+            for c in compiles if impl == "ours" else [False]:
+                r = bench_compute(name, a, device, batch, c, impl)
+                print(json.dumps(r), flush=True)
+                compute.append(r)
     data = bench_data(a, a.batch if not gpu else 64)
     print(json.dumps(data), flush=True)
     res = {
         "device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})",
-        "settings": {k: getattr(a, k) for k in ("method", "global_size", "local_size", "local_crops", "out_dim", "steps", "warmup")},
+        "settings": {k: getattr(a, k) for k in ("method", "global_size", "local_size", "local_crops", "out_dim", "steps", "warmup", "drop_path")},
         "compute": compute,
         "data": data,
         "machine": f"{platform.platform()}, torch {torch.__version__}, load average {os.getloadavg()}",

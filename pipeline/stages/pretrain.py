@@ -29,6 +29,7 @@ from pipeline.core.manifest import Manifest, config_hash, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
 from pipeline.pretrain.augment import MultiCrop, MultiCropSpec, resolve_preset
 from pipeline.pretrain.backbone_init import build_vit
+from pipeline.pretrain.compile import compile_trunks
 from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
 from pipeline.pretrain.export import export_backbone
 from pipeline.pretrain.knn_monitor import KNNMonitor, load_eval_set
@@ -148,9 +149,7 @@ def run(cfg: DictConfig) -> Manifest:
     vit, model_kwargs = build_vit(p.model, aug["global_size"])
     method = build_method(p, vit)
     if p.trainer.compile:
-        for blk in method.modules():
-            if blk.__class__.__name__ == "Block":
-                blk.compile()
+        compile_trunks(method)
     m = p.method
     o = p.optim
     sched = partial(

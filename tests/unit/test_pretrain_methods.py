@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import timm
 import torch
@@ -70,3 +72,18 @@ def test_simclr_loss_and_gradients() -> None:
     loss.backward()
     assert m.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert m.export_backbone() is m.backbone
+
+
+def test_mask_indices_select_the_same_tokens_as_boolean_indexing() -> None:
+    """The sync-free flat indices pick exactly the rows ``tokens[seq_mask]`` picks, in order."""
+    from pipeline.pretrain.methods.distillation import _rows
+
+    random.seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=64, depth=1, num_classes=0, dynamic_img_size=True)
+    m = Distillation(vit, DistillationSpec(out_dim=64, hidden_dim=32, bottleneck_dim=16, mask_probability=1.0))
+    block, seq, idx = m._mask(6, torch.device("cpu"))
+    assert block.shape == (6, 4, 4) and seq.shape == (6, 17)
+    assert not seq[:, 0].any() and torch.equal(seq[:, 1:], block.flatten(1))
+    assert idx.numel() == int(block.sum()) > 0
+    tokens = torch.randn(6, 17, 8)
+    assert torch.equal(_rows(tokens, idx), tokens[seq])

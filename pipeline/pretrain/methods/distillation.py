@@ -45,6 +45,11 @@ def _twin(src: nn.Module, make: "callable") -> nn.Module:
     return dst
 
 
+def _rows(tokens: torch.Tensor, flat_idx: torch.Tensor) -> torch.Tensor:
+    """``tokens[mask]`` for a ``[B, T, D]`` tensor, given the mask's flat indices (no device sync)."""
+    return tokens.flatten(0, 1).index_select(0, flat_idx)
+
+
 def _freeze(module: nn.Module) -> None:
     for p in module.parameters():
         p.requires_grad = False
@@ -96,8 +101,15 @@ class Distillation(SSLMethod):
     def export_backbone(self) -> nn.Module:
         return self.teacher.vit
 
-    def _mask(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """iBOT block masks: ``(n, H, W)`` over patches and ``(n, seq_len)`` with prefix tokens kept."""
+    def _mask(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """iBOT block masks: ``(n, H, W)`` over patches, ``(n, seq_len)`` with prefix tokens kept,
+        and the flat indices of the masked tokens in ``(n * seq_len)``.
+
+        The masks are drawn on the CPU and copied over: lightly's ``random_block_mask`` reads
+        back a count after every block it tries (``.item()``), which on a GPU is a device sync
+        each time, hundreds per step. The flat indices replace boolean indexing of the token
+        tensor, which would need one more sync to learn the number of masked tokens.
+        """
         vit = self.student.vit
         h, w = vit.patch_embed.grid_size
         s = self.spec
@@ -111,11 +123,15 @@ class Distillation(SSLMethod):
             min_image_mask_ratio=lo,
             max_image_mask_ratio=hi,
             min_num_masks_per_block=max(1, min(4, int(h * w * lo))),
-            device=device,
+            device="cpu",
         )
-        seq = torch.zeros((n, vit.num_prefix_tokens + h * w), dtype=torch.bool, device=device)
+        seq = torch.zeros((n, vit.num_prefix_tokens + h * w), dtype=torch.bool)
         seq[:, vit.num_prefix_tokens :] = block.flatten(1)
-        return block, seq
+        idx = seq.flatten().nonzero().squeeze(1)
+        on = device.type == "cuda"
+        if on:
+            block, seq, idx = block.pin_memory(), seq.pin_memory(), idx.pin_memory()
+        return block.to(device, non_blocking=on), seq.to(device, non_blocking=on), idx.to(device, non_blocking=on)
 
     def loss(self, views: list[torch.Tensor], step: StepInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         s = self.spec
@@ -123,8 +139,8 @@ class Distillation(SSLMethod):
         g = torch.cat(views[:ng])
         local = views[ng:]
         use_ibot = s.ibot_weight > 0
-        block, seq_mask = self._mask(g.shape[0], g.device) if use_ibot else (None, None)
-        if use_ibot and not bool(block.any()):
+        block, seq_mask, idx = self._mask(g.shape[0], g.device) if use_ibot else (None, None, None)
+        if use_ibot and idx.numel() == 0:
             use_ibot = False  # e.g. a batch of 1 with mask_probability 0.5: no masked patch this step
         t_ibot_head = self.teacher_ibot_head or self.teacher_head
         s_ibot_head = self.student_ibot_head or self.student_head
@@ -132,7 +148,7 @@ class Distillation(SSLMethod):
         with torch.no_grad():
             t_tokens = self.teacher.encode(g)
             t_cls_out = self.teacher_head(t_tokens[:, 0])
-            t_patch_out = t_ibot_head(t_tokens[seq_mask]) if use_ibot else None
+            t_patch_out = t_ibot_head(_rows(t_tokens, idx)) if use_ibot else None
 
         s_tokens = self.student.encode(g, mask=seq_mask if use_ibot else None)
         s_cls = s_tokens[:, 0]
@@ -154,7 +170,7 @@ class Distillation(SSLMethod):
         if use_ibot:
             i = self.ibot_loss(
                 teacher_out=t_patch_out.float(),
-                student_out=s_ibot_head(s_tokens[seq_mask]).float(),
+                student_out=s_ibot_head(_rows(s_tokens, idx)).float(),
                 mask=block,
                 teacher_temp=step.teacher_temp,
             )

@@ -1,0 +1,39 @@
+"""``torch.compile`` for the ViT trunks of an SSL method.
+
+What is compiled is each ViT's ``blocks`` (the ``nn.Sequential`` of transformer blocks), as one
+graph: patch embedding, masking and position-embedding interpolation stay eager, because their
+shapes change with the crop size and the iBOT mask, while the blocks see only ``[B, T, D]``.
+One graph over all blocks lets the compiler fuse each residual add, layer scale and drop-path
+with the next block's LayerNorm, which is where an eager ViT step spends its memory bandwidth.
+
+Compiling block by block instead makes dynamo specialise on every block's drop-path
+probability (a Python float that differs per block under the linear decay rule), so a 12-block
+student exceeds dynamo's default recompile limit of 8 and silently falls back to eager.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def vit_trunks(model: nn.Module) -> list[nn.Module]:
+    """The ``blocks`` containers of every timm ViT inside ``model`` (student and teacher)."""
+    return [m.blocks for m in model.modules() if hasattr(m, "blocks") and hasattr(m, "patch_embed")]
+
+
+def compile_trunks(model: nn.Module, mode: str | None = None) -> int:
+    """Compile every ViT trunk of ``model`` in place; returns how many were compiled.
+
+    Each trunk meets at most a few input shapes (global and local crops, train and eval), and
+    dynamo's automatic dynamic shapes cover changing batch sizes, so the recompile limit is
+    raised only enough for those variants.
+    """
+    trunks = vit_trunks(model)
+    if not trunks:
+        raise ValueError("compile: no timm ViT (a module with .blocks and .patch_embed) found to compile")
+    cfg = torch._dynamo.config
+    cfg.recompile_limit = max(cfg.recompile_limit, 64)
+    for t in trunks:
+        t.compile(mode=mode)
+    return len(trunks)
