@@ -8,7 +8,8 @@ drains ``--warmup`` untimed batches (worker start-up) and then times ``--batches
 including the host-to-device copy (float views for ``cpu``, uint8 images for ``gpu``) and,
 for ``gpu``, the device multi-crop; the device is synchronised before the clock stops.
 Configurations run interleaved (for each worker count: cpu, then gpu) so both see the same
-machine load. ``device_augment_only`` times ``GPUMultiCrop`` on a batch already on the device.
+machine load. ``decode`` is the ``gpu`` loader without the device crops (the workers' ceiling);
+``device_augment_only`` times ``GPUMultiCrop`` on a batch already on the device.
 
     python benchmarks/pretrain_loader.py --augment cpu,gpu --workers 4,8,15          # H100 node, ImageNet-like JPEGs
     python benchmarks/pretrain_loader.py --shards <out>/<recipe>/ingest/pool --tag pool
@@ -35,7 +36,7 @@ from pipeline.pretrain.augment import MultiCropSpec, resolve_preset  # noqa: E40
 from pipeline.pretrain.data import ImageBatch, ShardLoader, StreamSpec, describe_folder  # noqa: E402
 from pipeline.pretrain.device_augment import device_multicrop, load_size, loader_transform  # noqa: E402
 
-AUGMENTS = {"cpu": "pil", "gpu": "gpu"}  # benchmark name -> pretrain.augment.backend
+AUGMENTS = {"cpu": "pil", "gpu": "gpu", "decode": "gpu"}  # benchmark name -> pretrain.augment.backend
 
 
 def write_synthetic_shards(folder: Path, n: int, size: tuple[int, int], per_shard: int = 512, seed: int = 0) -> Path:
@@ -78,10 +79,11 @@ def drain(
             t0, n_img = time.perf_counter(), 0
         batch = next(it)
         if isinstance(batch, ImageBatch):
-            assert aug is not None
             x = batch.images.to(dev, non_blocking=True)
-            aug.gen.manual_seed(batch.seed)  # as PretrainModule.on_after_batch_transfer
-            views = aug(x).views
+            views = [x]
+            if aug is not None:  # None: `decode`, the gpu backend's loader alone
+                aug.gen.manual_seed(batch.seed)  # as PretrainModule.on_after_batch_transfer
+                views = aug(x).views
             mb = x.numel() * x.element_size() / 2**20
             n_img += x.shape[0]
         else:
@@ -96,7 +98,8 @@ def drain(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--augment", default="cpu,gpu", help="comma list: cpu (PIL in workers), gpu (GPUMultiCrop)")
+    ap.add_argument("--augment", default="cpu,gpu", help="comma list: cpu (PIL multi-crop in the workers), gpu "
+                    "(decode+resize in the workers, GPUMultiCrop on the device), decode (gpu's loader without the crops)")
     ap.add_argument("--workers", default="8", help="comma list of DataLoader worker counts")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--batches", type=int, default=20, help="timed batches per configuration")
@@ -142,7 +145,7 @@ def main() -> None:
     for nw in workers:
         for a in augments:
             spec = specs[a]
-            aug = device_multicrop(spec)
+            aug = device_multicrop(spec) if a == "gpu" else None
             aug = aug.to(dev) if aug is not None else None
             loader = ShardLoader(stream, loader_transform(spec), num_workers=nw, pin_memory=dev.type == "cuda")
             dt, n_img, mb = drain(loader, aug, dev, warmup, batches)
@@ -161,7 +164,7 @@ def main() -> None:
         rates["device_augment_only"] = {"-": bs / s}
     speedup = {w: rates["gpu"][w] / rates["cpu"][w] for w in rates.get("gpu", {}) if w in rates.get("cpu", {})}
     results = {"images_per_s": rates, "speedup_gpu_vs_cpu": speedup, "preset": preset, "images": len(metas),
-               "shards": str(folder), "load_size": load_size(specs["gpu"]) if "gpu" in specs else None}  # fmt: skip
+               "shards": str(folder), "load_size": load_size(MultiCropSpec(**kw))}  # fmt: skip
     notes = "; ".join(f"{w} workers: gpu/cpu = {r:.3g}x" for w, r in speedup.items())
     write_results("pretrain_loader", dev, vars(args), results, rows, args.out_dir, notes, args.tag)
 
