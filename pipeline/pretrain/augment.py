@@ -68,11 +68,10 @@ def resolve_preset(preset: str, gray_fraction: float) -> str:
 
 
 class _ToThreeChannels:
-    """Normalise a 1-channel tensor with the mean of the 3 channel statistics, then repeat it.
+    """Repeat a 1-channel tensor to 3 channels and normalise each with its own statistics.
 
-    Using the mean of the RGB statistics keeps a gray pixel's normalised value equal to what
-    an RGB copy of the same image would get on average, so features match the eval stage's
-    RGB decode closely.
+    The result equals what an RGB copy of the gray image gets, so features match the eval
+    stage's RGB decode (and the ``gpu`` backend, which broadcasts the same way).
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
