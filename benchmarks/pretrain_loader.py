@@ -98,8 +98,9 @@ def drain(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--augment", default="cpu,gpu", help="comma list: cpu (PIL multi-crop in the workers), gpu "
-                    "(decode+resize in the workers, GPUMultiCrop on the device), decode (gpu's loader without the crops)")
+    ap.add_argument("--augment", default="cpu,gpu", help=(
+        "comma list: cpu (PIL multi-crop in the workers), gpu (decode+resize in the workers, GPUMultiCrop on "
+        "the device), decode (gpu's loader without the crops)"))  # fmt: skip
     ap.add_argument("--workers", default="8", help="comma list of DataLoader worker counts")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--batches", type=int, default=20, help="timed batches per configuration")
@@ -133,7 +134,7 @@ def main() -> None:
     stream = StreamSpec(tuple(map(str, shards)), len(metas), bs, seed=0, shuffle_buffer=min(1000, 4 * bs))
     batches = min(args.batches, stream.batches_per_epoch(1) - warmup)
     if batches < 1:
-        raise SystemExit(f"{len(metas)} images give {len(metas) // bs} batches of {bs}: too few for {warmup} warm-up batches")
+        raise SystemExit(f"{len(metas)} images give {len(metas) // bs} batches of {bs}; {warmup} are warm-up")
     gray = float(np.mean([m.get("mode") == "L" for m in metas]))
     preset = resolve_preset(args.preset, gray)
     kw = dict(preset=preset, global_size=args.global_size, local_size=args.local_size, local_crops=args.local_crops,

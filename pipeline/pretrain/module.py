@@ -103,7 +103,7 @@ class PretrainModule(pl.LightningModule):
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, ImageBatch):
             if self.device_augment is None:
-                raise TypeError("the loader yields decoded images (ImageBatch) for device augmentation, but the module has no device_augment")
+                raise TypeError("the loader yields decoded images (ImageBatch) but the module has no device_augment")
             self._aug_seed = int(batch.seed)
             return batch.images  # only the uint8 images travel to the device
         return batch

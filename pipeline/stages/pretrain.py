@@ -139,7 +139,8 @@ def run(cfg: DictConfig) -> Manifest:
     )
     gpu = torch.cuda.is_available() and p.trainer.accelerator in ("auto", "gpu", "cuda")
     loader = ShardLoader(spec, loader_transform(crop_spec), num_workers=p.data.num_workers, pin_memory=gpu)
-    backend = f"on the device from {load_size(crop_spec)} px squares" if crop_spec.backend == "gpu" else "in loader workers (PIL)"
+    gpu_aug = crop_spec.backend == "gpu"
+    backend = f"on the device from {load_size(crop_spec)} px squares" if gpu_aug else "in loader workers (PIL)"
     log.info(
         "pretrain: %d images from %s (%d shards), preset %s (%.0f%% gray), %d views/image made %s",
         len(metas), src, len(shards), aug["preset"], 100 * gray, aug["global_crops"] + aug["local_crops"], backend,
@@ -241,7 +242,9 @@ def run(cfg: DictConfig) -> Manifest:
         artifacts={"export": p.export_dir, "checkpoints": "checkpoints", "metrics": "metrics.jsonl"},
         counts={"images": len(metas), "steps": trainer.global_step, "epochs": trainer.current_epoch},
         metrics=metrics,
-        extra={"augment_preset": aug["preset"], "augment_backend": aug["backend"], "knn_history": knn.history if knn else []},
+        extra={
+            "augment_preset": aug["preset"], "augment_backend": aug["backend"], "knn_history": knn.history if knn else [],
+        },  # fmt: skip
     )
     manifest.write(out)
     tracking.log_artifact(out / p.export_dir / "config.json", artifact_path="export")
