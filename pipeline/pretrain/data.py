@@ -137,12 +137,19 @@ def _rank_items(spec: StreamSpec, epoch: int, rank: int, world: int) -> Iterator
             raise RuntimeError(f"shards {list(spec.shards)[:3]}... yielded no samples")
 
 
-def decode(sample: dict[str, Any]) -> Image.Image:
-    """The image of a raw webdataset sample."""
+def decode(sample: dict[str, Any], draft: tuple[str, int] | None = None) -> Image.Image:
+    """The image of a raw webdataset sample.
+
+    ``draft=(mode, size)`` lets the JPEG decoder scale by 1/2, 1/4 or 1/8 while decoding (DCT
+    scaling) as long as both sides stay >= ``size``: for photos far larger than the size they
+    are resized to anyway, several times less decode work. Other formats ignore it.
+    """
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
     if ext is None:
         raise ValueError(f"sample {sample.get('__key__')} from {sample.get('__url__')} has no image member")
     img = Image.open(io.BytesIO(sample[ext]))
+    if draft is not None and img.format == "JPEG":
+        img.draft(draft[0], (draft[1], draft[1]))
     img.load()
     return img
 
@@ -198,7 +205,8 @@ class EpochBatches(IterableDataset):
             samples = [next(items) for _ in range(bs)]
             pos += bs
             seed_everything_for(self.spec.seed, self.epoch, self.rank, j, 11)
-            views = [self.transform(decode(s)) for s in samples]
+            draft = getattr(self.transform, "draft", None)  # set by transforms that resize to a fixed size
+            views = [self.transform(decode(s, draft)) for s in samples]
             if isinstance(views[0], torch.Tensor):  # decoded images; the module makes the views
                 yield ImageBatch(torch.stack(views), seed_for(self.spec.seed, self.epoch, self.rank, j, 17))
             else:

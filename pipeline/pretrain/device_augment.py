@@ -39,6 +39,7 @@ class DecodeResize:
     def __init__(self, size: int, grayscale: bool) -> None:
         self.size = size
         self.mode = "L" if grayscale else "RGB"
+        self.draft = (self.mode, size)  # lets the loader decode large JPEGs at a reduced scale (see data.decode)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if image.mode != self.mode:

@@ -61,6 +61,23 @@ def test_decode_resize_keeps_aspect_by_centre_cropping() -> None:
     assert gray.shape == (1, 16, 16)
 
 
+def test_large_jpegs_decode_at_reduced_scale_to_the_same_square() -> None:
+    import io
+
+    big = _smooth(1, 512, 3, seed=3)[0].resize((1024, 768), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    big.save(buf, format="JPEG", quality=95)
+    sample = {"__key__": "k", "jpg": buf.getvalue()}
+    t = DecodeResize(64, grayscale=False)
+    assert D.decode(sample, t.draft).size == (128, 96)  # 1/8 scale: both sides still >= 64
+    assert D.decode(sample).size == (1024, 768)
+    fast, full = t(D.decode(sample, t.draft)), t(D.decode(sample))
+    assert fast.shape == full.shape == (3, 64, 64)
+    assert (fast.float() - full.float()).abs().mean() < 2.0  # same picture up to resampling
+    gray = D.decode(sample, DecodeResize(64, grayscale=True).draft)
+    assert gray.mode == "L" and gray.size == (128, 96)  # luma decoded directly
+
+
 def test_config_mapping_and_backend_choice() -> None:
     spec = MultiCropSpec(preset="grayscale", backend="gpu", blur=0.8, solarize=0.3, vflip=0.5, local_crops=5)
     c = multicrop_config(spec)
