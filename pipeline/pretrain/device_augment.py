@@ -3,8 +3,8 @@
 With ``pretrain.augment.backend=gpu`` (``pretrain/augment=gpu``) the loader
 workers only decode each image and fit it to a fixed ``load_size`` square
 (:class:`DecodeResize`, a few ms per image instead of ~40 ms for the PIL
-recipe), and batches travel as ``uint8 [B, C, S, S]`` (pinned on GPU runs: a
-quarter of the bytes of float views). The LightningModule then runs
+recipe), and batches travel as ``uint8 [B, C, S, S]`` (pinned on GPU runs: about a
+tenth of the bytes of the float views of 2x224 + 8x96 crops). The module runs
 :class:`pipeline.augment.GPUMultiCrop` on the device (:func:`device_multicrop`),
 seeded per batch from the loader, so a resumed run makes the same views.
 
