@@ -93,6 +93,11 @@ class AugmentConfig:
         blur / solarize: Gaussian blur probability of the first global crop and solarize
             probability of the second one (DINO's asymmetric recipe).
         mean / std: Normalisation, also written into the export's pretrained_cfg.
+        backend: ``pil`` (the recipe per image in the loader workers, lightly's transforms) or
+            ``gpu`` (workers only decode and resize to ``load_size``; the module makes the crops
+            on the device with :class:`pipeline.augment.GPUMultiCrop`). See docs/pretraining.md.
+        load_size: ``gpu`` backend: side of the square each image is resized to in the workers
+            (0 = 8/7 of ``global_size``, i.e. 256 for 224).
     """
 
     preset: str = "auto"
@@ -114,6 +119,8 @@ class AugmentConfig:
     solarize: float = 0.2
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    backend: str = "pil"
+    load_size: int = 0
 
 
 @dataclass

@@ -1,5 +1,9 @@
 """Multi-crop augmentation presets, built from lightly's DINO view transforms.
 
+This is the ``pil`` backend (crops made per image in the loader workers); the
+``gpu`` backend (:mod:`pipeline.pretrain.device_augment`) makes the same recipe
+on the device from decoded, resized batches.
+
 ``rgb`` is DINO's recipe. ``grayscale`` works on the single-channel image (a
 third of the pixel work) with brightness/contrast jitter only, because
 saturation, hue and random grayscale do nothing on a gray image, and repeats
@@ -16,6 +20,7 @@ from lightly.transforms.dino_transform import DINOViewTransform
 from PIL import Image
 
 PRESETS = ("rgb", "grayscale")
+BACKENDS = ("pil", "gpu")
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,16 @@ class MultiCropSpec:
     solarize: float = 0.2
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    backend: str = "pil"
+    load_size: int = 0
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"pretrain.augment.preset={self.preset!r}; expected one of {PRESETS} (or auto)")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"pretrain.augment.backend={self.backend!r}; expected one of {BACKENDS}")
+        if self.load_size < 0:
+            raise ValueError(f"pretrain.augment.load_size={self.load_size}; expected > 0, or 0 for automatic")
         if self.global_crops < 1:
             raise ValueError("pretrain.augment.global_crops must be >= 1")
 
@@ -57,11 +68,10 @@ def resolve_preset(preset: str, gray_fraction: float) -> str:
 
 
 class _ToThreeChannels:
-    """Normalise a 1-channel tensor with the mean of the 3 channel statistics, then repeat it.
+    """Repeat a 1-channel tensor to 3 channels and normalise each with its own statistics.
 
-    Using the mean of the RGB statistics keeps a gray pixel's normalised value equal to what
-    an RGB copy of the same image would get on average, so features match the eval stage's
-    RGB decode closely.
+    The result equals what an RGB copy of the gray image gets, so features match the eval
+    stage's RGB decode (and the ``gpu`` backend, which broadcasts the same way).
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:

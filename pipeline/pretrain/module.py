@@ -9,9 +9,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightly.models.utils import get_weight_decay_parameters
+from torch import nn
 from torch.optim import Optimizer
 
-from pipeline.pretrain.data import seed_everything_for
+from pipeline.pretrain.data import ImageBatch, seed_everything_for
 from pipeline.pretrain.methods.base import SSLMethod, StepInputs
 from pipeline.pretrain.schedules import Schedules
 
@@ -25,12 +26,20 @@ class PretrainModule(pl.LightningModule):
     (masks, drop-path), so a resumed run draws the same random numbers as an
     uninterrupted one without storing RNG state.
 
+    With ``device_augment`` (the ``gpu`` augmentation backend) the loader yields
+    :class:`ImageBatch` (uint8 images + a per-batch seed) and the views are made on the
+    device after the transfer; the seed comes from the loader's ``(seed, epoch, rank,
+    batch)``, so resumed runs make the same views here too.
+
     Args:
         method: The objective (owns student, teacher, heads, losses).
         optimizer: ``partial`` of an optimizer class, called with parameter groups.
         schedules: Builds the :class:`Schedules` once the run length is known.
         n_global: Global crops per image (the first views of a batch).
         seed: Run seed.
+        device_augment: Makes the list of views from a ``uint8 [B, C, H, W]`` batch on the
+            device (a :class:`pipeline.augment.GPUMultiCrop`); ``None`` when the loader
+            already yields views.
     """
 
     def __init__(
@@ -40,6 +49,7 @@ class PretrainModule(pl.LightningModule):
         schedules: ScheduleFactory,
         n_global: int,
         seed: int = 0,
+        device_augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.method = method
@@ -47,6 +57,9 @@ class PretrainModule(pl.LightningModule):
         self._schedule_factory = schedules
         self.n_global = n_global
         self.seed = seed
+        self.device_augment = device_augment
+        self._aug_seed: int | None = None
+        self._aug_s = 0.0  # host time of the last batch's device augmentation (counted as step time)
         self.schedules: Schedules | None = None
         self._t_end: float | None = None
         self._t_start = 0.0
@@ -87,10 +100,32 @@ class PretrainModule(pl.LightningModule):
                     g["weight_decay"] = wd
 
     # ---- hooks --------------------------------------------------------------------------
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, ImageBatch):
+            if self.device_augment is None:
+                raise TypeError("the loader yields decoded images (ImageBatch) but the module has no device_augment")
+            self._aug_seed = int(batch.seed)
+            return batch.images  # only the uint8 images travel to the device
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._aug_seed is None:
+            return batch
+        assert self.device_augment is not None
+        t0 = time.perf_counter()
+        self.device_augment.gen.manual_seed(self._aug_seed)
+        self._aug_seed = None
+        views = self.device_augment(batch).views
+        if self._trainer is not None:  # true half precision casts inputs before the transfer; views are made after it
+            views = self.trainer.precision_plugin.convert_input(views)
+        self._aug_s = time.perf_counter() - t0
+        return views
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         now = time.perf_counter()
-        self._wait = 0.0 if self._t_end is None else now - self._t_end
-        self._t_start = now
+        aug_s, self._aug_s = self._aug_s, 0.0
+        self._wait = 0.0 if self._t_end is None else max(0.0, now - aug_s - self._t_end)
+        self._t_start = now - aug_s  # the device augmentation is compute, not waiting for the loader
         seed_everything_for(self.seed, self.current_epoch, batch_idx, self.global_rank, 13)
         self._apply_schedules()
 

@@ -27,10 +27,11 @@ from pipeline.cluster.requeue import RequeueOnSignal, finish_distributed, slurm_
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec, resolve_preset
+from pipeline.pretrain.augment import MultiCropSpec, resolve_preset
 from pipeline.pretrain.backbone_init import build_vit
 from pipeline.pretrain.compile import compile_trunks
 from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
+from pipeline.pretrain.device_augment import device_multicrop, load_size, loader_transform
 from pipeline.pretrain.export import export_backbone
 from pipeline.pretrain.knn_monitor import KNNMonitor, load_eval_set
 from pipeline.pretrain.logger import StageLogger
@@ -127,7 +128,7 @@ def run(cfg: DictConfig) -> Manifest:
     aug = OmegaConf.to_container(p.augment, resolve=True)
     aug["preset"] = resolve_preset(aug["preset"], gray)
     aug = {k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}
-    crop = MultiCrop(MultiCropSpec(**aug))
+    crop_spec = MultiCropSpec(**aug)
     spec = StreamSpec(
         shards=tuple(str(s) for s in shards),
         num_samples=len(metas),
@@ -138,10 +139,12 @@ def run(cfg: DictConfig) -> Manifest:
         keep=keep,
     )
     gpu = torch.cuda.is_available() and p.trainer.accelerator in ("auto", "gpu", "cuda")
-    loader = ShardLoader(spec, crop, num_workers=p.data.num_workers, pin_memory=gpu)
+    loader = ShardLoader(spec, loader_transform(crop_spec), num_workers=p.data.num_workers, pin_memory=gpu)
+    gpu_aug = crop_spec.backend == "gpu"
+    backend = f"on the device from {load_size(crop_spec)} px squares" if gpu_aug else "in loader workers (PIL)"
     log.info(
-        "pretrain: %d images from %s (%d shards), preset %s (%.0f%% gray), %d views/image",
-        len(metas), src, len(shards), aug["preset"], 100 * gray, crop.n_views,
+        "pretrain: %d images from %s (%d shards), preset %s (%.0f%% gray), %d views/image made %s",
+        len(metas), src, len(shards), aug["preset"], 100 * gray, aug["global_crops"] + aug["local_crops"], backend,
     )  # fmt: skip
 
     # ---- model --------------------------------------------------------------------------
@@ -155,7 +158,10 @@ def run(cfg: DictConfig) -> Manifest:
     sched = partial(
         _schedules, o=o, m=m, accum=p.trainer.accumulate_grad_batches
     )
-    module = PretrainModule(method, instantiate(o.optimizer), sched, n_global=aug["global_crops"], seed=cfg.seed)
+    module = PretrainModule(
+        method, instantiate(o.optimizer), sched, n_global=aug["global_crops"], seed=cfg.seed,
+        device_augment=device_multicrop(crop_spec),
+    )  # fmt: skip
 
     # ---- trainer ------------------------------------------------------------------------
     knn = None
@@ -235,7 +241,9 @@ def run(cfg: DictConfig) -> Manifest:
         artifacts={"export": p.export_dir, "checkpoints": "checkpoints", "metrics": "metrics.jsonl"},
         counts={"images": len(metas), "steps": trainer.global_step, "epochs": trainer.current_epoch},
         metrics=metrics,
-        extra={"augment_preset": aug["preset"], "knn_history": knn.history if knn else []},
+        extra={
+            "augment_preset": aug["preset"], "augment_backend": aug["backend"], "knn_history": knn.history if knn else [],
+        },  # fmt: skip
     )
     manifest.write(out)
     tracking.log_artifact(out / p.export_dir / "config.json", artifact_path="export")
