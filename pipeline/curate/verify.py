@@ -1,0 +1,260 @@
+"""Verification of candidate copy pairs: aligned, higher-resolution, local comparison.
+
+The copy descriptor (:mod:`pipeline.curate.copy_descriptor`) compares 32 x 32
+thumbnails globally, so two different but featureless cells of one module can
+score as high as a JPEG copy. Candidate pairs from its kNN graph (taken at a
+looser threshold) are therefore confirmed here by a finer test:
+
+1. both images become ``size x size`` grayscale thumbnails (box filter), and
+   the coarse layout is removed with a Gaussian high-pass (``sigma``), leaving
+   texture, grain, cracks and spots;
+2. alignment: one thumbnail, rescaled to ``s * size`` for each scale ``s`` (a
+   copy may be a border crop of the other) with a ``margin`` trimmed off, is
+   slid over the other (normalised cross-correlation, ``match_template``), in
+   both directions; the best position and scale win;
+3. local agreement: at that alignment the overlap is cut into ``grid x grid``
+   patches and the score is the *lowest* patch correlation. A copy agrees
+   everywhere; two different cells that share their layout differ somewhere
+   (a crack, a dark spot, the grain), which one low patch reveals.
+
+The acceptance threshold is calibrated without labels (:func:`calibrate`):
+synthetic copies of a sample of pool images are made with a generic, documented
+transform family (:func:`synthetic_copy`: border crop, rescale, JPEG, blur,
+brightness/contrast, noise) and the threshold is the score quantile that keeps
+``keep`` (e.g. 99%) of them.
+
+Cost: one pair is two directions x ``len(scales)`` FFT correlations of
+``size x size`` images (about 1-3 ms at 96 px); only candidate pairs are
+verified, and their pixels are read once from the shards (:func:`load_thumbnails`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+from scipy.ndimage import gaussian_filter
+from skimage.feature import match_template
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """Verification settings (see the module docstring).
+
+    Attributes:
+        size: Side of the compared thumbnails, in pixels.
+        sigma: Gaussian high-pass scale at ``size`` (pixels); removes the layout every image shares.
+        scales: Relative sizes tried for the smaller field of view (1.0: same framing; 0.88: a 6%-per-side crop).
+        margin: Pixels trimmed from the sliding thumbnail (shift tolerance and off-centre crops).
+        grid: Patches per side for the local agreement.
+        c: SSIM's stabilising constant, grey levels squared ((0.03 * 255) ** 2, SSIM's default ``C2``).
+    """
+
+    size: int = 96
+    sigma: float = 3.0
+    scales: tuple[float, ...] = (1.0, 0.94, 0.88, 0.82)
+    margin: int = 4
+    grid: int = 4
+    c: float = 58.5
+
+
+def thumbnail(img: Image.Image, size: int) -> np.ndarray:
+    """Grayscale ``size x size`` float32 thumbnail (box filter: averages JPEG and resampling noise)."""
+    return np.asarray(img.convert("L").resize((size, size), Image.BOX), dtype=np.float32)
+
+
+def _highpass(t: np.ndarray, sigma: float) -> np.ndarray:
+    return t - gaussian_filter(t, sigma, mode="nearest")
+
+
+def _patch_min(a: np.ndarray, b: np.ndarray, grid: int, c: float) -> float:
+    """Lowest SSIM-style structure term ``(2 cov + C) / (var_a + var_b + C)`` over ``grid x grid`` patches.
+
+    ``C`` (grey levels squared) keeps patches with no texture (noise only) from
+    scoring at random, as in SSIM; ``b`` is first matched to ``a``'s global
+    contrast so that a contrast change alone costs nothing.
+    """
+    sa, sb = float(a.std()), float(b.std())
+    b = b * (sa / sb) if sb > 1e-6 else b
+    h, w = a.shape
+    out = 1.0
+    for gi in range(grid):
+        for gj in range(grid):
+            sl = np.s_[gi * h // grid : (gi + 1) * h // grid, gj * w // grid : (gj + 1) * w // grid]
+            p, q = a[sl].ravel(), b[sl].ravel()
+            p, q = p - p.mean(), q - q.mean()
+            out = min(out, (2 * float(p @ q) / p.size + c) / ((float(p @ p) + float(q @ q)) / p.size + c))
+    return out
+
+
+def _resize(t: np.ndarray, w: int, h: int) -> np.ndarray:
+    if (h, w) == t.shape:
+        return t
+    return np.asarray(Image.fromarray(t, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
+
+
+def _match(x: np.ndarray, y: np.ndarray, sx: float, sy: float, m0: int) -> tuple[float, np.ndarray, tuple[int, int]]:
+    """Best correlation of ``y`` rescaled to ``(sx, sy) * size`` and trimmed by ``m0``, slid over ``x``."""
+    w, h = _dims(x.shape[0], sx, sy, m0)
+    ty = _resize(y, w, h)
+    r = match_template(x, ty[m0 : h - m0, m0 : w - m0])
+    k = np.unravel_index(int(np.argmax(r)), r.shape)
+    return float(r[k]), ty, (int(k[0]), int(k[1]))
+
+
+def pair_score(a: np.ndarray, b: np.ndarray, opts: VerifyOptions = VerifyOptions()) -> float:
+    """Copy score of two thumbnails from :func:`thumbnail` (``opts.size``): in [-1, 1], 1 = identical.
+
+    Alignment, on the *unfiltered* thumbnails (the layout registers reliably):
+    the thumbnail with the smaller field of view is rescaled by each of
+    ``scales``, trimmed by ``margin`` and slid over the other (normalised
+    cross-correlation), in both directions; then its horizontal and vertical
+    scales are refined separately (steps of 0.02, 0.01, 0.005), since a crop
+    need not keep the aspect ratio and a 1% scale error already blurs the
+    fine texture compared next. Score: the lowest patch structure term
+    (:func:`_patch_min`) of the *high-passed* thumbnails at that alignment.
+    """
+    m0 = opts.margin
+    best: tuple[float, np.ndarray, np.ndarray, float, float, tuple[int, int]] | None = None
+    for x, y in ((a, b), (b, a)):
+        for s in opts.scales:
+            r, ty, k = _match(x, y, s, s, m0)
+            if best is None or r > best[0]:
+                best = (r, x, y, s, s, k)
+    assert best is not None
+    r, x, y, sx, sy, k = best
+    ty = _resize(y, *_dims(x.shape[0], sx, sy, m0))
+    for step in (0.02, 0.01, 0.005):
+        for axis in (0, 1):
+            for d in (-step, step):
+                cx, cy = (sx + d, sy) if axis == 0 else (sx, sy + d)
+                if min(cx, cy) <= 0 or max(cx, cy) > 1.0 + 1e-9:
+                    continue
+                r2, ty2, k2 = _match(x, y, cx, cy, m0)
+                if r2 > r:
+                    r, sx, sy, ty, k = r2, cx, cy, ty2, k2
+                    break
+    h, w = ty.shape
+    i, j = k
+    hx = _highpass(x, opts.sigma)[i : i + h - 2 * m0, j : j + w - 2 * m0]
+    hy = (ty - gaussian_filter(ty, (opts.sigma * sy, opts.sigma * sx), mode="nearest"))[m0 : h - m0, m0 : w - m0]
+    return _patch_min(hx, hy, opts.grid, opts.c)
+
+
+def _dims(size: int, sx: float, sy: float, m0: int) -> tuple[int, int]:
+    return max(2 * m0 + 8, round(size * sx)), max(2 * m0 + 8, round(size * sy))
+
+
+def score_pairs(
+    thumbs: dict[str, np.ndarray], pairs: Iterable[tuple[str, str]], opts: VerifyOptions = VerifyOptions()
+) -> np.ndarray:
+    """:func:`pair_score` of every ``(id_a, id_b)`` pair; ``thumbs`` maps ids to thumbnails."""
+    return np.array([pair_score(thumbs[a], thumbs[b], opts) for a, b in pairs], dtype=np.float32)
+
+
+def synthetic_copy(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A random copy of ``img`` from a generic transform family (for label-free calibration).
+
+    One to three of: border crop (2-8% per side, each side drawn separately),
+    rescale (x0.5-1.0), Gaussian blur (radius 0.3-1.0 px), brightness and
+    contrast (x0.8-1.25 each), additive Gaussian noise (sigma 1-4 grey
+    levels); then, with probability 1/2, JPEG re-encoding (quality 50-95).
+    """
+    out = img.convert("L")
+    ops = rng.choice(6, size=int(rng.integers(1, 4)), replace=False)
+    for op in sorted(ops.tolist()):
+        w, h = out.size
+        if op == 0:
+            f = rng.uniform(0.02, 0.08, size=4)
+            out = out.crop((round(w * f[0]), round(h * f[1]), w - round(w * f[2]), h - round(h * f[3])))
+        elif op == 1:
+            s = rng.uniform(0.5, 1.0)
+            out = out.resize((max(8, round(w * s)), max(8, round(h * s))), Image.BILINEAR)
+        elif op == 2:
+            out = out.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
+        elif op == 3:
+            out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.8, 1.25)))
+        elif op == 4:
+            out = ImageEnhance.Contrast(out).enhance(float(rng.uniform(0.8, 1.25)))
+        else:
+            a = np.asarray(out, np.float32) + rng.normal(0, rng.uniform(1, 4), size=(h, w))
+            out = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    if rng.random() < 0.5:
+        buf = io.BytesIO()
+        out.save(buf, format="JPEG", quality=int(rng.integers(50, 96)))
+        out = Image.open(io.BytesIO(buf.getvalue()))
+        out.load()
+    return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The label-free threshold and the synthetic-copy scores it came from."""
+
+    threshold: float
+    keep: float
+    scores: np.ndarray
+
+
+def calibrate(
+    images: Sequence[Image.Image], opts: VerifyOptions = VerifyOptions(), keep: float = 0.99, seed: int = 0
+) -> Calibration:
+    """Threshold that accepts ``keep`` of synthetic copies of ``images``.
+
+    Each image is compared with one :func:`synthetic_copy` of itself; the
+    threshold is the ``1 - keep`` quantile of those scores, so that about
+    ``keep`` of copies made by that transform family pass. No labels are used.
+    """
+    if not images:
+        raise ValueError("calibrate needs at least one image")
+    rng = np.random.default_rng(seed)
+    s = np.array(
+        [pair_score(thumbnail(im, opts.size), thumbnail(synthetic_copy(im, rng), opts.size), opts) for im in images],
+        dtype=np.float32,
+    )
+    return Calibration(float(np.quantile(s, 1 - keep)), keep, s)
+
+
+def iter_images(shard_folder: Path, ids: Iterable[str]) -> Iterator[tuple[str, Image.Image]]:
+    """Decode the samples ``ids`` of an ingest shard folder, opening only the shards that hold them.
+
+    Uses the folder's ``shard-*.records.jsonl`` to find each id's shard, so a
+    pass over a billion-image collection touches only the candidates' shards
+    (tar members are skipped by seeking, only the wanted ones are decoded).
+
+    Raises:
+        FileNotFoundError: Some ids are in no shard of the folder.
+    """
+    want = set(ids)
+    where: dict[str, set[str]] = {}
+    for rec_file in sorted(Path(shard_folder).glob("shard-*.records.jsonl")):
+        for line in rec_file.open():
+            r = json.loads(line)
+            if r.get("status") == "accepted" and r["id"] in want:
+                where.setdefault(r["shard"], set()).add(r["id"])
+    found: set[str] = set()
+    for shard, keys in sorted(where.items()):
+        with tarfile.open(Path(shard_folder) / shard, "r") as tf:
+            for m in tf:
+                key, _, ext = m.name.partition(".")
+                if key in keys and ext in ("png", "jpg", "jpeg", "webp"):
+                    fh = tf.extractfile(m)
+                    assert fh is not None
+                    img = Image.open(io.BytesIO(fh.read()))
+                    img.load()
+                    found.add(key)
+                    yield key, img
+    missing = want - found
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} ids not found in {shard_folder} (e.g. {sorted(missing)[:3]})")
+
+
+def load_thumbnails(shard_folder: Path, ids: Iterable[str], size: int) -> dict[str, np.ndarray]:
+    """:func:`thumbnail` of the samples ``ids`` of an ingest shard folder (see :func:`iter_images`)."""
+    return {k: thumbnail(im, size) for k, im in iter_images(shard_folder, ids)}
