@@ -64,10 +64,11 @@ class CurateVerifyConfig:
             null: calibrated without labels on synthetic copies (``keep``).
         keep: Share of synthetic copies the calibrated threshold accepts.
         calibration_images: Pool images (seeded sample) copied for the calibration.
-        size, sigma, scales, margin, grid: ``VerifyOptions``.
+        calibration_ops: The synthetic-copy transform family (``verify.COPY_OPS``).
+        size, sigma, scales, margin, grid, floor: ``VerifyOptions``.
     """
 
-    enabled: bool = True
+    enabled: bool = False
     candidate_threshold: float = 0.97
     threshold: Optional[float] = None
     keep: float = 0.99
@@ -77,6 +78,8 @@ class CurateVerifyConfig:
     scales: list[float] = field(default_factory=lambda: [1.0, 0.94, 0.88, 0.82])
     margin: int = 4
     grid: int = 4
+    floor: float = 0.05
+    calibration_ops: list[str] = field(default_factory=lambda: ["crop", "resize", "jpeg", "brightness", "contrast", "blur", "noise"])
 
 
 @dataclass

@@ -53,7 +53,8 @@ class VerifyOptions:
         scales: Relative sizes tried for the smaller field of view (1.0: same framing; 0.88: a 6%-per-side crop).
         margin: Pixels trimmed from the sliding thumbnail (shift tolerance and off-centre crops).
         grid: Patches per side for the local agreement.
-        c: SSIM's stabilising constant, grey levels squared ((0.03 * 255) ** 2, SSIM's default ``C2``).
+        floor: Stabilising variance, relative to the pair's mean high-pass variance (SSIM's ``C2``
+            made scale-free): patches with far less texture than the image as a whole agree.
     """
 
     size: int = 96
@@ -61,7 +62,7 @@ class VerifyOptions:
     scales: tuple[float, ...] = (1.0, 0.94, 0.88, 0.82)
     margin: int = 4
     grid: int = 4
-    c: float = 58.5
+    floor: float = 0.05
 
 
 def thumbnail(img: Image.Image, size: int) -> np.ndarray:
@@ -76,8 +77,7 @@ def _highpass(t: np.ndarray, sigma: float) -> np.ndarray:
 def _patch_min(a: np.ndarray, b: np.ndarray, grid: int, c: float) -> float:
     """Lowest SSIM-style structure term ``(2 cov + C) / (var_a + var_b + C)`` over ``grid x grid`` patches.
 
-    ``C`` (grey levels squared) keeps patches with no texture (noise only) from
-    scoring at random, as in SSIM; ``b`` is first matched to ``a``'s global
+    ``c`` (a variance) keeps patches with no texture from scoring at random, as in SSIM; ``b`` is first matched to ``a``'s global
     contrast so that a contrast change alone costs nothing.
     """
     sa, sb = float(a.std()), float(b.std())
@@ -144,7 +144,7 @@ def pair_score(a: np.ndarray, b: np.ndarray, opts: VerifyOptions = VerifyOptions
     i, j = k
     hx = _highpass(x, opts.sigma)[i : i + h - 2 * m0, j : j + w - 2 * m0]
     hy = (ty - gaussian_filter(ty, (opts.sigma * sy, opts.sigma * sx), mode="nearest"))[m0 : h - m0, m0 : w - m0]
-    return _patch_min(hx, hy, opts.grid, opts.c)
+    return _patch_min(hx, hy, opts.grid, opts.floor * 0.5 * float(hx.var() + hy.var()) + 1e-6)
 
 
 def _dims(size: int, sx: float, sy: float, m0: int) -> tuple[int, int]:
@@ -158,38 +158,45 @@ def score_pairs(
     return np.array([pair_score(thumbs[a], thumbs[b], opts) for a, b in pairs], dtype=np.float32)
 
 
-def synthetic_copy(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+COPY_OPS = ("crop", "resize", "jpeg", "brightness", "contrast", "blur", "noise")
+
+
+def synthetic_copy(img: Image.Image, rng: np.random.Generator, ops: Sequence[str] = COPY_OPS) -> Image.Image:
     """A random copy of ``img`` from a generic transform family (for label-free calibration).
 
-    One to three of: border crop (2-8% per side, each side drawn separately),
-    rescale (x0.5-1.0), Gaussian blur (radius 0.3-1.0 px), brightness and
-    contrast (x0.8-1.25 each), additive Gaussian noise (sigma 1-4 grey
-    levels); then, with probability 1/2, JPEG re-encoding (quality 50-95).
+    One to three of ``ops`` (JPEG counts as one), applied in this order:
+    ``crop`` border crop of 1-8% per side (each side drawn separately, so the
+    aspect ratio may change), ``resize`` x0.5-1.0, ``brightness`` and
+    ``contrast`` x0.8-1.25, ``blur`` Gaussian radius 0.3-1.0 px, ``noise``
+    additive Gaussian of sigma 1-4 grey levels, ``jpeg`` re-encoding at quality 50-95.
     """
+    unknown = set(ops) - set(COPY_OPS)
+    if unknown or not ops:
+        raise ValueError(f"synthetic copy ops {sorted(unknown) or '[]'}: choose from {COPY_OPS}")
     out = img.convert("L")
-    ops = rng.choice(6, size=int(rng.integers(1, 4)), replace=False)
-    for op in sorted(ops.tolist()):
+    pick = set(rng.choice(list(ops), size=min(len(ops), int(rng.integers(1, 4))), replace=False).tolist())
+    for op in [o for o in COPY_OPS if o in pick]:
         w, h = out.size
-        if op == 0:
-            f = rng.uniform(0.02, 0.08, size=4)
+        if op == "crop":
+            f = rng.uniform(0.01, 0.08, size=4)
             out = out.crop((round(w * f[0]), round(h * f[1]), w - round(w * f[2]), h - round(h * f[3])))
-        elif op == 1:
+        elif op == "resize":
             s = rng.uniform(0.5, 1.0)
             out = out.resize((max(8, round(w * s)), max(8, round(h * s))), Image.BILINEAR)
-        elif op == 2:
-            out = out.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
-        elif op == 3:
+        elif op == "brightness":
             out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.8, 1.25)))
-        elif op == 4:
+        elif op == "contrast":
             out = ImageEnhance.Contrast(out).enhance(float(rng.uniform(0.8, 1.25)))
-        else:
+        elif op == "blur":
+            out = out.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
+        elif op == "noise":
             a = np.asarray(out, np.float32) + rng.normal(0, rng.uniform(1, 4), size=(h, w))
             out = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
-    if rng.random() < 0.5:
-        buf = io.BytesIO()
-        out.save(buf, format="JPEG", quality=int(rng.integers(50, 96)))
-        out = Image.open(io.BytesIO(buf.getvalue()))
-        out.load()
+        else:  # jpeg
+            buf = io.BytesIO()
+            out.save(buf, format="JPEG", quality=int(rng.integers(50, 96)))
+            out = Image.open(io.BytesIO(buf.getvalue()))
+            out.load()
     return out
 
 
@@ -203,22 +210,26 @@ class Calibration:
 
 
 def calibrate(
-    images: Sequence[Image.Image], opts: VerifyOptions = VerifyOptions(), keep: float = 0.99, seed: int = 0
+    images: Sequence[Image.Image],
+    opts: VerifyOptions = VerifyOptions(),
+    keep: float = 0.99,
+    seed: int = 0,
+    ops: Sequence[str] = COPY_OPS,
 ) -> Calibration:
     """Threshold that accepts ``keep`` of synthetic copies of ``images``.
 
     Each image is compared with one :func:`synthetic_copy` of itself; the
-    threshold is the ``1 - keep`` quantile of those scores, so that about
-    ``keep`` of copies made by that transform family pass. No labels are used.
+    threshold is the ``1 - keep`` quantile of those scores (the sample at or
+    below it, so that at least ``keep`` of them pass). No labels are used.
     """
     if not images:
         raise ValueError("calibrate needs at least one image")
     rng = np.random.default_rng(seed)
     s = np.array(
-        [pair_score(thumbnail(im, opts.size), thumbnail(synthetic_copy(im, rng), opts.size), opts) for im in images],
+        [pair_score(thumbnail(im, opts.size), thumbnail(synthetic_copy(im, rng, ops), opts.size), opts) for im in images],
         dtype=np.float32,
     )
-    return Calibration(float(np.quantile(s, 1 - keep)), keep, s)
+    return Calibration(float(np.quantile(s, 1 - keep, method="lower")), keep, s)
 
 
 def iter_images(shard_folder: Path, ids: Iterable[str]) -> Iterator[tuple[str, Image.Image]]:

@@ -115,6 +115,8 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
     thr = v.candidate_threshold if v.enabled else d.threshold
     i, j, s, nn1 = dd.edges_batched(index.search, queries, d.k + per, thr, per, opts.batch_rows, ctx.cfg.progress)
     extra: dict[str, Any] = {}
+    vcounts: dict[str, int] = {}
+    vmetrics: dict[str, float] = {}
     if v.enabled:  # candidates confirmed by the aligned local comparison
         pool = ctx.ingest / "pool"
         vthr, extra["verification"] = CV.threshold(v, pool, [ids[x] for x in np.concatenate([i, j]).tolist()], ctx.cfg.seed, folder)
@@ -122,6 +124,8 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
         _jsonl(folder / "candidates.jsonl", [{"a": ids[a], "b": ids[b], "similarity": round(float(x), 5), "verify": round(float(y), 5),
                                                "copy": bool(y >= vthr)} for a, b, x, y in zip(i, j, s, vs)])  # fmt: skip
         extra["verification"].update(CV.summary(vs, vthr))
+        vcounts = {f"verify_{k}": n for k, n in CV.summary(vs, vthr).items()}
+        vmetrics = {"dedup.verify_threshold": vthr}
         ok = vs >= vthr
         i, j, s = i[ok], j[ok], s[ok]
     meta = ctx.pool_meta()
@@ -136,7 +140,7 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
     (folder / f".pool_copy_centered.npy").unlink(missing_ok=True)
     return Manifest("curate/dedup", h, artifacts={"removals": "removals.jsonl", "labels": "labels.npy", "nn1": "nn1_similarity.npy"},
                     counts={"pool": len(ids), "byte_duplicates_at_ingest": byte_dups, "near_duplicates_removed": len(removals),
-                            "duplicate_groups": groups, "edges": int(i.size)},
+                            "duplicate_groups": groups, "edges": int(i.size), **vcounts}, metrics=vmetrics,
                     extra={"index": choose_factory(rows.shape[0], rows.shape[1], opts), "features": d.features,
                            "threshold": thr, "keeper_policy": "most pixels, then smallest id", **extra})  # fmt: skip
 
@@ -166,6 +170,8 @@ def decontam_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
         best.append(best_match(sims, nn, per))
     best = np.concatenate(best) if best else np.zeros(0, np.float32)
     extra: dict[str, Any] = {}
+    vcounts: dict[str, int] = {}
+    vmetrics: dict[str, float] = {}
     if v.enabled:
         pool = ctx.ingest / "pool"
         vthr, extra["verification"] = CV.threshold(v, pool, [pool_ids[c.pool] for c in found], ctx.cfg.seed, folder)
@@ -173,6 +179,8 @@ def decontam_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
         _jsonl(folder / "candidates.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval], "similarity": round(c.similarity, 5),
                                                "verify": round(float(y), 5), "copy": bool(y >= vthr)} for c, y in zip(found, vs)])  # fmt: skip
         extra["verification"].update(CV.summary(vs, vthr))
+        vcounts = {f"verify_{k}": n for k, n in CV.summary(vs, vthr).items()}
+        vmetrics = {"decontam.verify_threshold": vthr}
         found = best_per_pool([c for c, y in zip(found, vs) if y >= vthr])
     _save(folder / "best_similarity.npy", best.astype(np.float32))
     _jsonl(folder / "contaminated.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval],
@@ -180,7 +188,7 @@ def decontam_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
     for p in folder.glob(".*_copy_centered.npy"):
         p.unlink()
     return Manifest("curate/decontaminate", h, artifacts={"contaminated": "contaminated.jsonl", "best": "best_similarity.npy"},
-                    counts={"contaminated": len(found), "eval": len(eval_ids)},
+                    counts={"contaminated": len(found), "eval": len(eval_ids), **vcounts}, metrics=vmetrics,
                     extra={"features": d.features, "threshold": thr, **extra})  # fmt: skip
 
 

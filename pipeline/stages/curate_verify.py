@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def options(v: DictConfig) -> vf.VerifyOptions:
     return vf.VerifyOptions(size=int(v.size), sigma=float(v.sigma), scales=tuple(float(s) for s in v.scales),
-                            margin=int(v.margin), grid=int(v.grid))  # fmt: skip
+                            margin=int(v.margin), grid=int(v.grid), floor=float(v.floor))  # fmt: skip
 
 
 def threshold(v: DictConfig, pool: Path, pool_ids: Sequence[str], seed: int, folder: Path) -> tuple[float, dict[str, Any]]:
@@ -46,10 +46,10 @@ def threshold(v: DictConfig, pool: Path, pool_ids: Sequence[str], seed: int, fol
         rng = np.random.default_rng(seed)
         take = rng.choice(len(pool_ids), size=min(int(v.calibration_images), len(pool_ids)), replace=False)
         imgs = [im for _, im in vf.iter_images(pool, [pool_ids[t] for t in take.tolist()])]
-        cal = vf.calibrate(imgs, options(v), keep=float(v.keep), seed=seed)
+        cal = vf.calibrate(imgs, options(v), keep=float(v.keep), seed=seed, ops=list(v.calibration_ops))
         q = np.quantile(cal.scores, [0.0, 0.01, 0.05, 0.5]).round(4).tolist()
         info = {"rule": f"{1 - cal.keep:.3g} quantile of synthetic-copy scores", "threshold": round(cal.threshold, 5),
-                "keep": cal.keep, "images": len(imgs), "synthetic_quantiles_0_1_5_50": q}  # fmt: skip
+                "keep": cal.keep, "images": len(imgs), "ops": list(v.calibration_ops), "synthetic_quantiles_0_1_5_50": q}  # fmt: skip
         log.info("verification threshold %.4f (keeps %.0f%% of %d synthetic copies)", cal.threshold, 100 * cal.keep, len(imgs))
     atomic_write_bytes(folder / "calibration.json", json.dumps(info, indent=1).encode())
     return float(info["threshold"]), info
