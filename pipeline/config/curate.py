@@ -60,8 +60,10 @@ class CurateVerifyConfig:
             On: pairs at or above ``candidate_threshold`` are candidates, confirmed by the
             aligned local comparison.
         candidate_threshold: Descriptor cosine at or above which a pair is verified.
-        threshold: Verification score at or above which a candidate is a copy;
+        threshold: Structure score at or above which a candidate can be a copy;
             null: calibrated without labels on synthetic copies (``keep``).
+        outlier_threshold: Local outlier score at or below which a candidate can be a copy;
+            null: calibrated likewise. A copy passes both.
         keep: Share of synthetic copies the calibrated threshold accepts.
         calibration_images: Pool images (seeded sample) copied for the calibration.
         calibration_ops: The synthetic-copy transform family (``verify.COPY_OPS``).
@@ -69,8 +71,9 @@ class CurateVerifyConfig:
     """
 
     enabled: bool = False
-    candidate_threshold: float = 0.97
+    candidate_threshold: float = 0.99
     threshold: Optional[float] = None
+    outlier_threshold: Optional[float] = None
     keep: float = 0.99
     calibration_images: int = 300
     size: int = 96

@@ -35,11 +35,12 @@ import json
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import binary_dilation, gaussian_filter, sobel, uniform_filter
 from skimage.feature import match_template
 
 
@@ -108,17 +109,28 @@ def _match(x: np.ndarray, y: np.ndarray, sx: float, sy: float, m0: int) -> tuple
     return float(r[k]), ty, (int(k[0]), int(k[1]))
 
 
-def pair_score(a: np.ndarray, b: np.ndarray, opts: VerifyOptions = VerifyOptions()) -> float:
-    """Copy score of two thumbnails from :func:`thumbnail` (``opts.size``): in [-1, 1], 1 = identical.
+class PairScore(NamedTuple):
+    """Verification scores of one pair.
 
-    Alignment, on the *unfiltered* thumbnails (the layout registers reliably):
-    the thumbnail with the smaller field of view is rescaled by each of
+    Attributes:
+        structure: Lowest patch structure term of the high-passed thumbnails (1 = identical; high = copy).
+        outlier: Largest local deviation between the aligned thumbnails, in robust standard
+            deviations of their difference, away from edges and clipped pixels (low = copy).
+    """
+
+    structure: float
+    outlier: float
+
+
+def align(a: np.ndarray, b: np.ndarray, opts: VerifyOptions = VerifyOptions()) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Register two thumbnails; returns the overlapping parts ``x, y`` (same shape) and ``y``'s scales.
+
+    The thumbnail with the smaller field of view is rescaled by each of
     ``scales``, trimmed by ``margin`` and slid over the other (normalised
-    cross-correlation), in both directions; then its horizontal and vertical
-    scales are refined separately (steps of 0.02, 0.01, 0.005), since a crop
-    need not keep the aspect ratio and a 1% scale error already blurs the
-    fine texture compared next. Score: the lowest patch structure term
-    (:func:`_patch_min`) of the *high-passed* thumbnails at that alignment.
+    cross-correlation of the unfiltered thumbnails: the layout registers
+    reliably), in both directions; then its horizontal and vertical scales are
+    refined separately (steps of 0.02, 0.01, 0.005), since a crop need not keep
+    the aspect ratio and a 1% scale error already blurs the fine texture.
     """
     m0 = opts.margin
     best: tuple[float, np.ndarray, np.ndarray, float, float, tuple[int, int]] | None = None
@@ -142,9 +154,43 @@ def pair_score(a: np.ndarray, b: np.ndarray, opts: VerifyOptions = VerifyOptions
                     break
     h, w = ty.shape
     i, j = k
-    hx = _highpass(x, opts.sigma)[i : i + h - 2 * m0, j : j + w - 2 * m0]
-    hy = (ty - gaussian_filter(ty, (opts.sigma * sy, opts.sigma * sx), mode="nearest"))[m0 : h - m0, m0 : w - m0]
-    return _patch_min(hx, hy, opts.grid, opts.floor * 0.5 * float(hx.var() + hy.var()) + 1e-6)
+    return x[i : i + h - 2 * m0, j : j + w - 2 * m0], ty[m0 : h - m0, m0 : w - m0], sx, sy
+
+
+def _outlier(x: np.ndarray, y: np.ndarray) -> float:
+    """Largest local (2 x 2 mean) deviation of ``x`` from a gain/offset fit of ``y``, in robust sigmas.
+
+    A copy differs from its original by noise spread everywhere (JPEG,
+    resampling); a different cell of the same kind differs by a spot or a crack
+    somewhere. Edges (the strongest 15% gradients, dilated) are left out, as
+    sub-pixel misregistration shows there first, and so are clipped pixels
+    (a brightened copy saturates), which follow no linear model.
+    """
+    valid = (x > 5) & (x < 250) & (y > 5) & (y < 250)
+    if valid.sum() < 16:
+        return 0.0
+    g, o = np.polyfit(y[valid], x[valid], 1)
+    d = uniform_filter(x - (g * y + o), 2)
+    dv = d[valid]
+    sig = 1.4826 * float(np.median(np.abs(dv - np.median(dv)))) + 1e-3
+    sm = gaussian_filter(x, 1.0)
+    gm = np.hypot(sobel(sm, 0), sobel(sm, 1))
+    mask = valid & ~binary_dilation(gm > np.quantile(gm, 0.85))
+    mask[:2], mask[-2:], mask[:, :2], mask[:, -2:] = False, False, False, False
+    return float(np.abs(d[mask]).max() / sig) if mask.any() else 0.0
+
+
+def pair_score(a: np.ndarray, b: np.ndarray, opts: VerifyOptions = VerifyOptions()) -> PairScore:
+    """Copy scores of two thumbnails from :func:`thumbnail` (``opts.size``), registered by :func:`align`.
+
+    ``structure``: the lowest patch structure term (:func:`_patch_min`) of the
+    high-passed thumbnails; ``outlier``: :func:`_outlier`.
+    """
+    x, y, sx, sy = align(a, b, opts)
+    hx = _highpass(x, opts.sigma)
+    hy = y - gaussian_filter(y, (opts.sigma * sy, opts.sigma * sx), mode="nearest")
+    st = _patch_min(hx, hy, opts.grid, opts.floor * 0.5 * float(hx.var() + hy.var()) + 1e-6)
+    return PairScore(st, _outlier(x, y))
 
 
 def _dims(size: int, sx: float, sy: float, m0: int) -> tuple[int, int]:
@@ -154,8 +200,8 @@ def _dims(size: int, sx: float, sy: float, m0: int) -> tuple[int, int]:
 def score_pairs(
     thumbs: dict[str, np.ndarray], pairs: Iterable[tuple[str, str]], opts: VerifyOptions = VerifyOptions()
 ) -> np.ndarray:
-    """:func:`pair_score` of every ``(id_a, id_b)`` pair; ``thumbs`` maps ids to thumbnails."""
-    return np.array([pair_score(thumbs[a], thumbs[b], opts) for a, b in pairs], dtype=np.float32)
+    """:func:`pair_score` of every ``(id_a, id_b)`` pair as ``(n, 2)`` rows ``(structure, outlier)``."""
+    return np.array([tuple(pair_score(thumbs[a], thumbs[b], opts)) for a, b in pairs], dtype=np.float32).reshape(-1, 2)
 
 
 COPY_OPS = ("crop", "resize", "jpeg", "brightness", "contrast", "blur", "noise")
@@ -202,11 +248,17 @@ def synthetic_copy(img: Image.Image, rng: np.random.Generator, ops: Sequence[str
 
 @dataclass(frozen=True)
 class Calibration:
-    """The label-free threshold and the synthetic-copy scores it came from."""
+    """Label-free thresholds and the synthetic-copy scores (``(n, 2)``: structure, outlier) they came from."""
 
-    threshold: float
+    structure: float
+    outlier: float
     keep: float
     scores: np.ndarray
+
+    def accepts(self, scores: np.ndarray) -> np.ndarray:
+        """Which ``(n, 2)`` score rows are copies: structure at least, outlier at most its threshold."""
+        scores = np.asarray(scores, np.float32).reshape(-1, 2)
+        return (scores[:, 0] >= self.structure) & (scores[:, 1] <= self.outlier)
 
 
 def calibrate(
@@ -216,20 +268,24 @@ def calibrate(
     seed: int = 0,
     ops: Sequence[str] = COPY_OPS,
 ) -> Calibration:
-    """Threshold that accepts ``keep`` of synthetic copies of ``images``.
+    """Thresholds that each accept ``keep`` of synthetic copies of ``images``.
 
     Each image is compared with one :func:`synthetic_copy` of itself; the
-    threshold is the ``1 - keep`` quantile of those scores (the sample at or
-    below it, so that at least ``keep`` of them pass). No labels are used.
+    structure threshold is the ``1 - keep`` quantile of those scores and the
+    outlier threshold the ``keep`` quantile (sample values, so that at least
+    ``keep`` pass each test and at least ``2 keep - 1`` pass both). No labels are used.
     """
     if not images:
         raise ValueError("calibrate needs at least one image")
     rng = np.random.default_rng(seed)
-    s = np.array(
-        [pair_score(thumbnail(im, opts.size), thumbnail(synthetic_copy(im, rng, ops), opts.size), opts) for im in images],
-        dtype=np.float32,
+    s = score_pairs(
+        {f"{k}{t}": thumbnail(im, opts.size) for k, img in enumerate(images) for t, im in (("a", img), ("b", synthetic_copy(img, rng, ops)))},
+        [(f"{k}a", f"{k}b") for k in range(len(images))],
+        opts,
     )
-    return Calibration(float(np.quantile(s, 1 - keep, method="lower")), keep, s)
+    return Calibration(
+        float(np.quantile(s[:, 0], 1 - keep, method="lower")), float(np.quantile(s[:, 1], keep, method="higher")), keep, s
+    )
 
 
 def iter_images(shard_folder: Path, ids: Iterable[str]) -> Iterator[tuple[str, Image.Image]]:

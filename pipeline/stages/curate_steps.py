@@ -117,16 +117,18 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
     extra: dict[str, Any] = {}
     vcounts: dict[str, int] = {}
     vmetrics: dict[str, float] = {}
+    for stale in ("candidates.jsonl", "calibration.json"):  # from an earlier run with verification on
+        (folder / stale).unlink(missing_ok=True)
     if v.enabled:  # candidates confirmed by the aligned local comparison
         pool = ctx.ingest / "pool"
-        vthr, extra["verification"] = CV.threshold(v, pool, [ids[x] for x in np.concatenate([i, j]).tolist()], ctx.cfg.seed, folder)
+        cal, extra["verification"] = CV.threshold(v, pool, [ids[x] for x in np.concatenate([i, j]).tolist()], ctx.cfg.seed, folder)
         vs = CV.score(v, [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist())], (pool, pool), ctx.cfg.progress)
-        _jsonl(folder / "candidates.jsonl", [{"a": ids[a], "b": ids[b], "similarity": round(float(x), 5), "verify": round(float(y), 5),
-                                               "copy": bool(y >= vthr)} for a, b, x, y in zip(i, j, s, vs)])  # fmt: skip
-        extra["verification"].update(CV.summary(vs, vthr))
-        vcounts = {f"verify_{k}": n for k, n in CV.summary(vs, vthr).items()}
-        vmetrics = {"dedup.verify_threshold": vthr}
-        ok = vs >= vthr
+        _jsonl(folder / "candidates.jsonl", [{"a": ids[a], "b": ids[b], "similarity": round(float(x), 5), **r}
+                                              for a, b, x, r in zip(i, j, s, CV.rows(vs, cal))])  # fmt: skip
+        vcounts = {f"verify_{k}": n for k, n in CV.summary(vs, cal).items()}
+        extra["verification"].update(vcounts)
+        vmetrics = {"dedup.verify_structure_threshold": cal.structure, "dedup.verify_outlier_threshold": cal.outlier}
+        ok = cal.accepts(vs)
         i, j, s = i[ok], j[ok], s[ok]
     meta = ctx.pool_meta()
     pixels = [meta[x]["width"] * meta[x]["height"] for x in ids]
@@ -172,16 +174,18 @@ def decontam_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
     extra: dict[str, Any] = {}
     vcounts: dict[str, int] = {}
     vmetrics: dict[str, float] = {}
+    for stale in ("candidates.jsonl", "calibration.json"):  # from an earlier run with verification on
+        (folder / stale).unlink(missing_ok=True)
     if v.enabled:
         pool = ctx.ingest / "pool"
-        vthr, extra["verification"] = CV.threshold(v, pool, [pool_ids[c.pool] for c in found], ctx.cfg.seed, folder)
+        cal, extra["verification"] = CV.threshold(v, pool, [pool_ids[c.pool] for c in found], ctx.cfg.seed, folder)
         vs = CV.score(v, [(pool_ids[c.pool], eval_ids[c.eval]) for c in found], (pool, ctx.ingest / "eval"), ctx.cfg.progress)
-        _jsonl(folder / "candidates.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval], "similarity": round(c.similarity, 5),
-                                               "verify": round(float(y), 5), "copy": bool(y >= vthr)} for c, y in zip(found, vs)])  # fmt: skip
-        extra["verification"].update(CV.summary(vs, vthr))
-        vcounts = {f"verify_{k}": n for k, n in CV.summary(vs, vthr).items()}
-        vmetrics = {"decontam.verify_threshold": vthr}
-        found = best_per_pool([c for c, y in zip(found, vs) if y >= vthr])
+        _jsonl(folder / "candidates.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval], "similarity": round(c.similarity, 5), **r}
+                                              for c, r in zip(found, CV.rows(vs, cal))])  # fmt: skip
+        vcounts = {f"verify_{k}": n for k, n in CV.summary(vs, cal).items()}
+        extra["verification"].update(vcounts)
+        vmetrics = {"decontam.verify_structure_threshold": cal.structure, "decontam.verify_outlier_threshold": cal.outlier}
+        found = best_per_pool([c for c, ok in zip(found, cal.accepts(vs)) if ok])
     _save(folder / "best_similarity.npy", best.astype(np.float32))
     _jsonl(folder / "contaminated.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval],
                                             "similarity": round(c.similarity, 5)} for c in found])  # fmt: skip

@@ -37,16 +37,21 @@ COPIES = {
 }
 
 
-def _score(a: Image.Image, b: Image.Image) -> float:
+def _scores(a: Image.Image, b: Image.Image) -> vf.PairScore:
     o = vf.VerifyOptions()
     return vf.pair_score(vf.thumbnail(a, o.size), vf.thumbnail(b, o.size), o)
+
+
+def _score(a: Image.Image, b: Image.Image) -> float:
+    return _scores(a, b).structure
 
 
 @pytest.mark.parametrize("kind", sorted(COPIES))
 def test_true_copies_pass(kind):
     img = _cell(0)
-    assert _score(img, COPIES[kind](img)) > 0.9
-    assert _score(COPIES[kind](img), img) > 0.9  # symmetric in which side is cropped
+    for a, b in ((img, COPIES[kind](img)), (COPIES[kind](img), img)):  # either side may be the crop
+        s = _scores(a, b)
+        assert s.structure > 0.9 and s.outlier < 12
 
 
 def test_identical_scores_one_and_different_cells_fail():
@@ -57,11 +62,18 @@ def test_identical_scores_one_and_different_cells_fail():
 
 
 def test_local_difference_fails():
-    """A copy with one local defect added (a dark spot) is a different image."""
+    """The same cell with one local defect added (a dark spot) is a different image."""
     a = _cell(5)
     arr = np.asarray(a).copy()
-    arr[120:140, 40:60] = 30
-    assert _score(a, Image.fromarray(arr)) < 0.8 < 0.9 < _score(a, _jpeg(a, 70))
+    arr[120:132, 40:52] = 30
+    spot, copy = _scores(a, Image.fromarray(arr)), _scores(a, _jpeg(a, 70))
+    assert spot.structure < 0.8 < 0.9 < copy.structure
+    assert spot.outlier > 3 * copy.outlier
+
+
+def test_calibration_accepts():
+    cal = vf.Calibration(structure=0.5, outlier=10.0, keep=0.99, scores=np.zeros((0, 2)))
+    assert cal.accepts(np.array([[0.6, 9.0], [0.4, 9.0], [0.6, 11.0]])).tolist() == [True, False, False]
 
 
 def test_synthetic_copy_ops_and_errors():
@@ -77,13 +89,15 @@ def test_synthetic_copy_ops_and_errors():
 def test_calibration_rule_is_the_keep_quantile_and_separates():
     imgs = [_cell(s) for s in range(10, 22)]
     cal = vf.calibrate(imgs, keep=0.9, seed=0, ops=["crop", "resize", "jpeg", "brightness", "contrast"])
-    assert cal.scores.shape == (12,)
-    assert cal.threshold == pytest.approx(float(np.quantile(cal.scores, 0.1, method="lower")))
-    assert (cal.scores >= cal.threshold).mean() >= 0.9
+    assert cal.scores.shape == (12, 2)
+    assert cal.structure == pytest.approx(float(np.quantile(cal.scores[:, 0], 0.1, method="lower")))
+    assert cal.outlier == pytest.approx(float(np.quantile(cal.scores[:, 1], 0.9, method="higher")))
+    assert (cal.scores[:, 0] >= cal.structure).mean() >= 0.9 and (cal.scores[:, 1] <= cal.outlier).mean() >= 0.9
+    assert cal.accepts(cal.scores).mean() >= 0.8
     again = vf.calibrate(imgs, keep=0.9, seed=0, ops=["crop", "resize", "jpeg", "brightness", "contrast"])
     np.testing.assert_array_equal(cal.scores, again.scores)  # seeded
-    different = [_score(imgs[k], imgs[k + 1]) for k in range(0, 6, 2)]
-    assert max(different) < cal.threshold
+    different = np.array([tuple(_scores(imgs[k], imgs[k + 1])) for k in range(0, 6, 2)])
+    assert not cal.accepts(different).any()
     with pytest.raises(ValueError):
         vf.calibrate([])
 
