@@ -2,30 +2,30 @@
 
 The copy descriptor (:mod:`pipeline.curate.copy_descriptor`) compares 32 x 32
 thumbnails globally, so two different but featureless cells of one module can
-score as high as a JPEG copy. Candidate pairs from its kNN graph (taken at a
-looser threshold) are therefore confirmed here by a finer test:
+score as high as a JPEG copy. Candidate pairs from its kNN graph are confirmed
+here by a finer test (:func:`pair_score`):
 
-1. both images become ``size x size`` grayscale thumbnails (box filter), and
-   the coarse layout is removed with a Gaussian high-pass (``sigma``), leaving
-   texture, grain, cracks and spots;
-2. alignment: one thumbnail, rescaled to ``s * size`` for each scale ``s`` (a
-   copy may be a border crop of the other) with a ``margin`` trimmed off, is
+1. both images become ``size x size`` grayscale thumbnails (box filter);
+2. registration (:func:`align`): one thumbnail, rescaled for each of ``scales``
+   (a copy may be a border crop of the other) with a ``margin`` trimmed off, is
    slid over the other (normalised cross-correlation, ``match_template``), in
-   both directions; the best position and scale win;
-3. local agreement: at that alignment the overlap is cut into ``grid x grid``
-   patches and the score is the *lowest* patch correlation. A copy agrees
-   everywhere; two different cells that share their layout differ somewhere
-   (a crack, a dark spot, the grain), which one low patch reveals.
+   both directions; then its horizontal and vertical scales are refined;
+3. two scores at that alignment: ``structure``, the lowest SSIM-style patch
+   structure term of the Gaussian high-passed thumbnails over a ``grid x grid``
+   split (a copy agrees everywhere; two cells sharing a layout differ
+   somewhere), and ``outlier``, the largest local deviation from a gain/offset
+   fit in robust standard deviations, away from edges and clipped pixels (a
+   spot or crack one image has and the other lacks).
 
-The acceptance threshold is calibrated without labels (:func:`calibrate`):
-synthetic copies of a sample of pool images are made with a generic, documented
-transform family (:func:`synthetic_copy`: border crop, rescale, JPEG, blur,
-brightness/contrast, noise) and the threshold is the score quantile that keeps
-``keep`` (e.g. 99%) of them.
+Thresholds are calibrated without labels (:func:`calibrate`): synthetic copies
+of a sample of images are made with a generic, documented transform family
+(:func:`synthetic_copy`: border crop, rescale, JPEG, blur, brightness/contrast,
+noise) and each threshold keeps ``keep`` (e.g. 99%) of them.
 
-Cost: one pair is two directions x ``len(scales)`` FFT correlations of
-``size x size`` images (about 1-3 ms at 96 px); only candidate pairs are
-verified, and their pixels are read once from the shards (:func:`load_thumbnails`).
+Cost: one pair is 20-40 FFT correlations of ``size x size`` images (~50 ms at
+96 px on one busy core); only candidate pairs are verified, and their pixels
+are read once from the shards (:func:`load_thumbnails`). On the ELPV demo the
+test does not beat the descriptor threshold alone (docs/curation.md).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import json
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
@@ -76,10 +76,11 @@ def _highpass(t: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _patch_min(a: np.ndarray, b: np.ndarray, grid: int, c: float) -> float:
-    """Lowest SSIM-style structure term ``(2 cov + C) / (var_a + var_b + C)`` over ``grid x grid`` patches.
+    """Lowest SSIM-style structure term ``(2 cov + c) / (var_a + var_b + c)`` over ``grid x grid`` patches.
 
-    ``c`` (a variance) keeps patches with no texture from scoring at random, as in SSIM; ``b`` is first matched to ``a``'s global
-    contrast so that a contrast change alone costs nothing.
+    ``c`` (a variance) keeps patches with no texture from scoring at random, as
+    in SSIM; ``b`` is first matched to ``a``'s global contrast so that a
+    contrast change alone costs nothing.
     """
     sa, sb = float(a.std()), float(b.std())
     b = b * (sa / sb) if sb > 1e-6 else b
