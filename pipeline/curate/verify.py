@@ -55,7 +55,8 @@ class VerifyOptions:
         margin: Pixels trimmed from the sliding thumbnail (shift tolerance and off-centre crops).
         grid: Patches per side for the local agreement.
         floor: Stabilising variance, relative to the pair's mean high-pass variance (SSIM's ``C2``
-            made scale-free): patches with far less texture than the image as a whole agree.
+            made scale-free), plus one grey level squared: patches with far less texture than the
+            image as a whole, or none, agree.
     """
 
     size: int = 96
@@ -173,7 +174,9 @@ def _outlier(x: np.ndarray, y: np.ndarray) -> float:
     g, o = np.polyfit(y[valid], x[valid], 1)
     d = uniform_filter(x - (g * y + o), 2)
     dv = d[valid]
-    sig = 1.4826 * float(np.median(np.abs(dv - np.median(dv)))) + 1e-3
+    # At least one grey level: smooth synthetic images have a near-zero MAD, and sub-grey-level
+    # differences (8-bit rounding) are never a spot.
+    sig = max(1.4826 * float(np.median(np.abs(dv - np.median(dv)))), 1.0)
     sm = gaussian_filter(x, 1.0)
     gm = np.hypot(sobel(sm, 0), sobel(sm, 1))
     mask = valid & ~binary_dilation(gm > np.quantile(gm, 0.85))
@@ -190,7 +193,8 @@ def pair_score(a: np.ndarray, b: np.ndarray, opts: VerifyOptions = VerifyOptions
     x, y, sx, sy = align(a, b, opts)
     hx = _highpass(x, opts.sigma)
     hy = y - gaussian_filter(y, (opts.sigma * sy, opts.sigma * sx), mode="nearest")
-    st = _patch_min(hx, hy, opts.grid, opts.floor * 0.5 * float(hx.var() + hy.var()) + 1e-6)
+    # c: relative to the pair's texture, and at least one grey level squared (smooth images agree).
+    st = _patch_min(hx, hy, opts.grid, opts.floor * 0.5 * float(hx.var() + hy.var()) + 1.0)
     return PairScore(st, _outlier(x, y))
 
 
