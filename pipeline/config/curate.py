@@ -52,12 +52,47 @@ class CurateIndexConfig:
 
 
 @dataclass
+class CurateVerifyConfig:
+    """Verification of candidate pairs (``pipeline.curate.verify``).
+
+    Attributes:
+        enabled: Off: pairs at or above the step's ``threshold`` are copies (the old behaviour).
+            On: pairs at or above ``candidate_threshold`` are candidates, confirmed by the
+            aligned local comparison.
+        candidate_threshold: Descriptor cosine at or above which a pair is verified.
+        threshold: Structure score at or above which a candidate can be a copy;
+            null: calibrated without labels on synthetic copies (``keep``).
+        outlier_threshold: Local outlier score at or below which a candidate can be a copy;
+            null: calibrated likewise. A copy passes both.
+        keep: Share of synthetic copies the calibrated threshold accepts.
+        calibration_images: Pool images (seeded sample) copied for the calibration.
+        calibration_ops: The synthetic-copy transform family (``verify.COPY_OPS``).
+        size, sigma, scales, margin, grid, floor: ``VerifyOptions``.
+    """
+
+    enabled: bool = False
+    candidate_threshold: float = 0.99
+    threshold: Optional[float] = None
+    outlier_threshold: Optional[float] = None
+    keep: float = 0.99
+    calibration_images: int = 300
+    size: int = 96
+    sigma: float = 3.0
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.94, 0.88, 0.82])
+    margin: int = 4
+    grid: int = 4
+    floor: float = 0.05
+    calibration_ops: list[str] = field(default_factory=lambda: ["crop", "resize", "jpeg", "brightness", "contrast", "blur", "noise"])
+
+
+@dataclass
 class CurateDedupConfig:
     """Near-duplicate removal. ``features``: ``copy`` (descriptor) or ``emb`` (backbone)."""
 
     features: str = "copy"
     threshold: float = 0.99
     k: int = 16
+    verify: CurateVerifyConfig = field(default_factory=CurateVerifyConfig)
 
 
 @dataclass
@@ -67,6 +102,7 @@ class CurateDecontamConfig:
     features: str = "copy"
     threshold: float = 0.99
     k: int = 4
+    verify: CurateVerifyConfig = field(default_factory=CurateVerifyConfig)
 
 
 @dataclass

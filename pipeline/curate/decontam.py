@@ -53,6 +53,39 @@ def find_contaminated(
     return [Contamination(a, b, float(v)) for a, (v, b) in sorted(best.items())]
 
 
+def candidate_pairs(
+    sims: np.ndarray,
+    ids: np.ndarray,
+    threshold: float,
+    query_rows_per_item: int = 1,
+    index_rows_per_item: int = 1,
+) -> list[Contamination]:
+    """Every distinct ``(pool, eval)`` item pair reaching ``threshold`` (for verification), best similarity each.
+
+    Same arguments as :func:`find_contaminated`, which keeps only each pool item's best match;
+    here a pool item may have several candidates, sorted by pool then eval index.
+    """
+    n_rows, k = ids.shape
+    q = np.repeat(np.arange(n_rows) // query_rows_per_item, k)
+    e = ids.reshape(-1)
+    s = sims.reshape(-1)
+    ok = (e >= 0) & (s >= threshold)
+    best: dict[tuple[int, int], float] = {}
+    for a, b, v in zip(q[ok].tolist(), (e[ok] // index_rows_per_item).tolist(), s[ok].tolist()):
+        if best.get((a, b), -np.inf) < v:
+            best[(a, b)] = v
+    return [Contamination(a, b, float(v)) for (a, b), v in sorted(best.items())]
+
+
+def best_per_pool(found: list[Contamination]) -> list[Contamination]:
+    """The best match of every pool item among ``found``, sorted by pool index."""
+    best: dict[int, Contamination] = {}
+    for c in found:
+        if c.pool not in best or c.similarity > best[c.pool].similarity:
+            best[c.pool] = c
+    return [best[p] for p in sorted(best)]
+
+
 def best_match(sims: np.ndarray, ids: np.ndarray, query_rows_per_item: int = 1) -> np.ndarray:
     """Every query item's best similarity (over its rows and neighbours), for histograms."""
     top = sims[:, 0] if sims.shape[1] else np.full(sims.shape[0], -np.inf, np.float32)

@@ -16,8 +16,8 @@ Definitions (pool keys are the samples' ``meta.source``):
 * **decontamination recall**: planted copies of evaluation images that were
   removed as contaminated, over all planted copies present in the pool.
 * ``unplanted_adjacent_elpv_cells``: "wrong" removals whose two images are ELPV
-  cells with consecutive numbers. The ELPV dataset images many cells twice in a
-  row, so these are very likely real duplicates the recipe did not plant.
+  cells with consecutive numbers: neighbouring cells of one module, often
+  near-identical as images though distinct cells (docs/curation.md measures them).
 * **retrieved in-domain precision**: share of retrieved images whose ground
   truth says ``in_domain``, next to the same share in the pool (base rate).
 """
@@ -74,7 +74,7 @@ def score_dedup(
 
 
 def _adjacent_cells(a: str, b: str) -> bool:
-    """Both ELPV cells with consecutive numbers (the dataset images some cells twice in a row)."""
+    """Both ELPV cells with consecutive numbers (neighbours in a module, often near-identical images)."""
     ma, mb = re.search(r"elpv/cell(\d+)", a), re.search(r"elpv/cell(\d+)", b)
     return bool(ma and mb and abs(int(ma.group(1)) - int(mb.group(1))) == 1)
 

@@ -40,9 +40,15 @@ def report_step(ctx: Any, results: dict[str, Manifest], folder: Path, h: str) ->
     shown_cont = sorted(contaminated, key=lambda r: r["similarity"])[: rc.contaminated_shown]
     want_pool = {k for k, _ in shown_groups} | {r["id"] for _, g in shown_groups for r in g} | {r["id"] for r in shown_cont}
     want_pool |= {n for s in seed_nn for n, _ in s["neighbours"]}
+    # Candidate pairs the verification rejected, the most similar by descriptor first (the ones it overrode).
+    cand_d = _rows(ctx.root / "dedup" / "candidates.jsonl")
+    cand_c = _rows(ctx.root / "decontaminate" / "candidates.jsonl")
+    rej_d = sorted((r for r in cand_d if not r["copy"]), key=lambda r: -r["similarity"])[: rc.contaminated_shown]
+    rej_c = sorted((r for r in cand_c if not r["copy"]), key=lambda r: -r["similarity"])[: rc.contaminated_shown]
+    want_pool |= {x for r in rej_d for x in (r["a"], r["b"])} | {r["id"] for r in rej_c}
     imgs = fetch_images(pool_shards, want_pool)
     seed_imgs = fetch_images(list_shards(ctx.ingest / "seeds"), [s["seed"] for s in seed_nn])
-    eval_imgs = fetch_images(list_shards(ctx.ingest / "eval"), [r["eval_id"] for r in shown_cont])
+    eval_imgs = fetch_images(list_shards(ctx.ingest / "eval"), [r["eval_id"] for r in shown_cont + rej_c])
     chosen = {r["id"] for r in retrieved}
 
     sections: list[tuple[str, str, list[str]]] = []
@@ -63,6 +69,15 @@ def report_step(ctx: Any, results: dict[str, Manifest], folder: Path, h: str) ->
         rp.image_grid(rows, folder / "decontaminated.png", rc.thumb)
         sections.append(("Decontaminated", "Removed pool image beside the evaluation image it copies (least similar first).",
                          ["decontaminated.png"]))  # fmt: skip
+    if rej_d or rej_c:
+        rows = [[(imgs.get(r["a"]), "POOL " + r["a"][:8]), (imgs.get(r["b"]), f"{r['similarity']:.3f} {r['verify']:.2f} {r['outlier']:.0f}")] for r in rej_d]
+        rows += [[(imgs.get(r["id"]), "POOL " + r["id"][:8]), (eval_imgs.get(r["eval_id"]), f"E {r['similarity']:.3f} {r['verify']:.2f} {r['outlier']:.0f}")]
+                 for r in rej_c]  # fmt: skip
+        rp.image_grid(rows, folder / "verification_rejected.png", rc.thumb)
+        sections.append(("Rejected by verification", "Candidate pairs kept apart by the aligned local comparison, highest "
+                         "descriptor similarity first; captions: descriptor cosine, structure score, outlier score (E: the "
+                         "evaluation image). Pool pairs first, then pool/eval pairs.",
+                         ["verification_rejected.png"]))  # fmt: skip
 
     hists: list[str] = []
     nn1 = ctx.root / "dedup" / "nn1_similarity.npy"
@@ -80,6 +95,12 @@ def report_step(ctx: Any, results: dict[str, Manifest], folder: Path, h: str) ->
         rp.histogram({"pool -> nearest eval": np.load(best)}, folder / "hist_decontam_zoom.png", "Zoom: the copy mode near 1",
                      {"threshold": c.decontam.threshold}, bins=50, lo=0.95)  # fmt: skip
         hists += ["hist_decontam.png", "hist_decontam_zoom.png"]
+    if cand_d or cand_c:
+        data = {k: np.array([r["verify"] for r in v]) for k, v in (("dedup", cand_d), ("decontam", cand_c)) if v}
+        thr = {f"{k} threshold": float(json.loads((ctx.root / d / "calibration.json").read_text())["structure_threshold"])
+               for k, d in (("dedup", "dedup"), ("decontam", "decontaminate")) if k in data}  # fmt: skip
+        rp.histogram(data, folder / "hist_verify.png", "Verification structure scores of candidate pairs", thr)
+        hists.append("hist_verify.png")
     if retrieved:
         rp.histogram({"retrieved": np.array([r["similarity"] for r in retrieved])}, folder / "hist_retrieved.png",
                      f"Similarity of retrieved images to their seed or centroid ({c.retrieval.strategy})")  # fmt: skip

@@ -25,12 +25,13 @@ from pipeline.curate import dedup as dd
 from pipeline.curate import kmeans as km
 from pipeline.curate import retrieval as rt
 from pipeline.curate import scoring
-from pipeline.curate.decontam import Contamination, best_match, find_contaminated
+from pipeline.curate.decontam import Contamination, best_match, best_per_pool, candidate_pairs, find_contaminated
 from pipeline.curate.embed import load_embeddings
 from pipeline.curate.knn_index import IndexOptions, RowSubset, build_index, choose_factory, knn
 from pipeline.curate.write import write_curated
 from pipeline.io.shards import list_shards, read_metadata
 from pipeline.models.backbone import BackboneSpec, create_backbone, data_config
+from pipeline.stages import curate_verify as CV
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,25 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
     queries = rows[::per] if per > 1 else rows  # the full-image row queries every crop of the others
     opts = ctx.index_opts()
     index = build_index(rows, opts, ctx.cfg.progress)
-    i, j, s, nn1 = dd.edges_batched(index.search, queries, d.k + per, d.threshold, per, opts.batch_rows, ctx.cfg.progress)
+    v = d.verify
+    thr = v.candidate_threshold if v.enabled else d.threshold
+    i, j, s, nn1 = dd.edges_batched(index.search, queries, d.k + per, thr, per, opts.batch_rows, ctx.cfg.progress)
+    extra: dict[str, Any] = {}
+    vcounts: dict[str, int] = {}
+    vmetrics: dict[str, float] = {}
+    for stale in ("candidates.jsonl", "calibration.json"):  # from an earlier run with verification on
+        (folder / stale).unlink(missing_ok=True)
+    if v.enabled:  # candidates confirmed by the aligned local comparison
+        pool = ctx.ingest / "pool"
+        cal, extra["verification"] = CV.threshold(v, pool, [ids[x] for x in np.concatenate([i, j]).tolist()], ctx.cfg.seed, folder)
+        vs = CV.score(v, [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist())], (pool, pool), ctx.cfg.progress)
+        _jsonl(folder / "candidates.jsonl", [{"a": ids[a], "b": ids[b], "similarity": round(float(x), 5), **r}
+                                              for a, b, x, r in zip(i, j, s, CV.rows(vs, cal))])  # fmt: skip
+        vcounts = {f"verify_{k}": n for k, n in CV.summary(vs, cal).items()}
+        extra["verification"].update(vcounts)
+        vmetrics = {"dedup.verify_structure_threshold": cal.structure, "dedup.verify_outlier_threshold": cal.outlier}
+        ok = cal.accepts(vs)
+        i, j, s = i[ok], j[ok], s[ok]
     meta = ctx.pool_meta()
     pixels = [meta[x]["width"] * meta[x]["height"] for x in ids]
     removals, labels = dd.dedup(len(ids), i, j, s, pixels, ids)
@@ -123,9 +142,9 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
     (folder / f".pool_copy_centered.npy").unlink(missing_ok=True)
     return Manifest("curate/dedup", h, artifacts={"removals": "removals.jsonl", "labels": "labels.npy", "nn1": "nn1_similarity.npy"},
                     counts={"pool": len(ids), "byte_duplicates_at_ingest": byte_dups, "near_duplicates_removed": len(removals),
-                            "duplicate_groups": groups, "edges": int(i.size)},
+                            "duplicate_groups": groups, "edges": int(i.size), **vcounts}, metrics=vmetrics,
                     extra={"index": choose_factory(rows.shape[0], rows.shape[1], opts), "features": d.features,
-                           "threshold": d.threshold, "keeper_policy": "most pixels, then smallest id"})  # fmt: skip
+                           "threshold": thr, "keeper_policy": "most pixels, then smallest id", **extra})  # fmt: skip
 
 
 @_step("curate.decontam", "curate.index", "curate.embed.copy_scales")
@@ -139,22 +158,42 @@ def decontam_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
     eval_rows, _, eval_ids = _features(ctx, "eval", d.features, folder)
     opts = ctx.index_opts()
     index = build_index(eval_rows, opts)
+    v = d.verify
+    thr = v.candidate_threshold if v.enabled else d.threshold
     found, best = [], []
     step = max(1, opts.batch_rows // per) * per  # whole items per batch
     for b in range(0, pool_rows.shape[0], step):
         q = np.ascontiguousarray(pool_rows[b : b + step], dtype=np.float32)
         sims, nn = index.search(q, min(d.k, index.ntotal))
-        found += [Contamination(c.pool + b // per, c.eval, c.similarity) for c in find_contaminated(sims, nn, d.threshold, per, per)]
+        if v.enabled:  # every candidate pair, not just each pool item's best match
+            found += [Contamination(c.pool + b // per, c.eval, c.similarity) for c in candidate_pairs(sims, nn, thr, per, per)]
+        else:
+            found += [Contamination(c.pool + b // per, c.eval, c.similarity) for c in find_contaminated(sims, nn, thr, per, per)]
         best.append(best_match(sims, nn, per))
     best = np.concatenate(best) if best else np.zeros(0, np.float32)
+    extra: dict[str, Any] = {}
+    vcounts: dict[str, int] = {}
+    vmetrics: dict[str, float] = {}
+    for stale in ("candidates.jsonl", "calibration.json"):  # from an earlier run with verification on
+        (folder / stale).unlink(missing_ok=True)
+    if v.enabled:
+        pool = ctx.ingest / "pool"
+        cal, extra["verification"] = CV.threshold(v, pool, [pool_ids[c.pool] for c in found], ctx.cfg.seed, folder)
+        vs = CV.score(v, [(pool_ids[c.pool], eval_ids[c.eval]) for c in found], (pool, ctx.ingest / "eval"), ctx.cfg.progress)
+        _jsonl(folder / "candidates.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval], "similarity": round(c.similarity, 5), **r}
+                                              for c, r in zip(found, CV.rows(vs, cal))])  # fmt: skip
+        vcounts = {f"verify_{k}": n for k, n in CV.summary(vs, cal).items()}
+        extra["verification"].update(vcounts)
+        vmetrics = {"decontam.verify_structure_threshold": cal.structure, "decontam.verify_outlier_threshold": cal.outlier}
+        found = best_per_pool([c for c, ok in zip(found, cal.accepts(vs)) if ok])
     _save(folder / "best_similarity.npy", best.astype(np.float32))
     _jsonl(folder / "contaminated.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval],
                                             "similarity": round(c.similarity, 5)} for c in found])  # fmt: skip
     for p in folder.glob(".*_copy_centered.npy"):
         p.unlink()
     return Manifest("curate/decontaminate", h, artifacts={"contaminated": "contaminated.jsonl", "best": "best_similarity.npy"},
-                    counts={"contaminated": len(found), "eval": len(eval_ids)},
-                    extra={"features": d.features, "threshold": d.threshold})  # fmt: skip
+                    counts={"contaminated": len(found), "eval": len(eval_ids), **vcounts}, metrics=vmetrics,
+                    extra={"features": d.features, "threshold": thr, **extra})  # fmt: skip
 
 
 def _read_ids(path: Path, key: str = "id") -> list[str]:

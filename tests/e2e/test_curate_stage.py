@@ -100,3 +100,20 @@ def test_rerun_skips_and_retrieval_option_redoes_only_later_steps(curated, caplo
     assert after["retrieve"] != before["retrieve"]
     row = json.loads((root / "retrieve" / "retrieved.jsonl").open().readline())
     assert row["strategy"] == "cluster" and "cluster" in row
+
+
+def test_verification_option_confirms_candidates(curated):
+    """Last in this file: it redoes dedup and decontaminate with candidate verification on."""
+    root, _ = curated
+    on = [f"curate.{s}.verify.{k}" for s in ("dedup", "decontam") for k in ("enabled=true", "calibration_images=20")]
+    m = run_pipeline(_cfg(root.parent.parent, *on))["curate"]
+    for step, prefix in (("dedup", "dedup"), ("decontaminate", "decontam")):
+        cal = json.loads((root / step / "calibration.json").read_text())
+        assert cal["images"] > 0 and "structure_threshold" in cal and "outlier_threshold" in cal
+        rows = [json.loads(x) for x in (root / step / "candidates.jsonl").open()]
+        assert len(rows) == m.counts[f"{step}.verify_candidates"] > 0
+        assert sum(r["copy"] for r in rows) == m.counts[f"{step}.verify_verified"]
+        assert all(-1.0 <= r["verify"] <= 1.0 and r["outlier"] >= 0 for r in rows)
+        assert m.metrics[f"{prefix}.verify_outlier_threshold"] == pytest.approx(cal["outlier_threshold"], rel=1e-3)
+    s = m.extra["scores"]
+    assert s["dedup.recall"] >= 0.7 and s["decontam.recall"] >= 0.8

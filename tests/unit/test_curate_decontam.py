@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from PIL import Image, ImageEnhance
 
 from pipeline.curate.copy_descriptor import center_on_pool, copy_descriptor, pool_mean
@@ -42,3 +43,16 @@ def test_copy_descriptor_separates_copies_from_others():
 def test_flat_image_descriptor_is_finite():
     d = copy_descriptor(Image.new("L", (50, 50), 7), 8, (1.0,))
     assert np.isfinite(d).all() and abs(np.linalg.norm(d) - 1) < 1e-5
+
+
+def test_candidate_pairs_keep_every_pair_and_best_per_pool():
+    from pipeline.curate.decontam import best_per_pool, candidate_pairs
+
+    # 2 pool items x 2 crops (query rows 0,1 -> item 0; 2,3 -> item 1); eval items 1 row each
+    sims = np.array([[0.99, 0.98], [0.985, 0.5], [0.97, 0.2], [0.1, 0.0]], np.float32)
+    ids = np.array([[0, 1], [0, 2], [2, -1], [1, 0]])
+    c = candidate_pairs(sims, ids, 0.975, query_rows_per_item=2)
+    assert [(x.pool, x.eval) for x in c] == [(0, 0), (0, 1)]
+    assert c[0].similarity == pytest.approx(0.99)
+    assert [(x.pool, x.eval) for x in best_per_pool(c)] == [(0, 0)]
+    assert candidate_pairs(sims, ids, 0.999) == []
