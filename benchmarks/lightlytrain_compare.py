@@ -164,7 +164,8 @@ def cmd_knn(a: argparse.Namespace) -> None:
             model = timm.create_model("vit_tiny_patch16_224", num_classes=0)
             if kind == "lt":  # LightlyTrain's export is the timm state dict; it trains on ImageNet-normalised RGB
                 missing, unexpected = model.load_state_dict(load_state_dict(weights), strict=False)
-                if unexpected or any(not k.startswith("head") for k in missing):
+                # its export keeps timm's 1000-class head, which num_classes=0 leaves out
+                if missing or any(not k.startswith("head.") for k in unexpected):
                     raise RuntimeError(f"{weights}: missing {missing}, unexpected {unexpected}")
             norm = imagenet
         prep = {"size": 224, "interpolation": "bicubic", **norm}
