@@ -63,9 +63,9 @@ def _precision(t: DictConfig, gpu: bool) -> str:
     """Lightning precision. ``auto``: bf16 autocast on GPU, fp32 on CPU.
 
     ``bf16-mixed`` also works on CPU (autocast; weights, optimizer state, checkpoints and
-    the export stay fp32); it pays off only where oneDNN has native bf16 kernels
-    (AVX512-BF16 or AMX): 1.9x faster DINO steps on the 2-core EPYC dev box
-    (docs/pretraining.md). Elsewhere bf16 is emulated and slower than fp32.
+    the export stay fp32); it can pay off only where oneDNN has native bf16 kernels
+    (AVX512-BF16 or AMX), and even there time it first: on the 2-core EPYC dev box it
+    measured from 1.9x faster to 2x slower than fp32 (docs/pretraining.md).
     """
     p = str(t.precision)
     if p == "auto":
