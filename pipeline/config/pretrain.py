@@ -171,7 +171,8 @@ class TrainerConfig:
         max_epochs: Training length in epochs.
         max_steps: Stop after this many optimizer steps (-1: no limit; for smoke tests).
         accelerator / devices / num_nodes: As in Lightning (``auto`` uses a GPU when there is one).
-        precision: ``auto`` = ``bf16-mixed`` on GPU, ``32-true`` on CPU.
+        precision: ``auto`` = ``bf16-mixed`` on GPU, ``32-true`` on CPU. ``bf16-mixed`` on a CPU with
+            native bf16 (AVX512-BF16/AMX) is bf16 autocast with fp32 weights; time it first (docs/pretraining.md).
         strategy: ``auto``, ``ddp`` or ``fsdp``.
         compile: ``torch.compile`` the student and teacher backbones.
         accumulate_grad_batches: Gradient accumulation.

@@ -19,6 +19,7 @@ from lightly.models.utils import random_block_mask, update_momentum
 from torch import nn
 
 from pipeline.pretrain.methods.base import SSLMethod, StepInputs
+from pipeline.pretrain.methods.cls_encoder import encode_cls
 
 
 @dataclass(frozen=True)
@@ -146,16 +147,21 @@ class Distillation(SSLMethod):
         s_ibot_head = self.student_ibot_head or self.student_head
 
         with torch.no_grad():
-            t_tokens = self.teacher.encode(g)
-            t_cls_out = self.teacher_head(t_tokens[:, 0])
-            t_patch_out = t_ibot_head(_rows(t_tokens, idx)) if use_ibot else None
+            if use_ibot:
+                t_tokens = self.teacher.encode(g)
+                t_cls, t_patch_out = t_tokens[:, 0], t_ibot_head(_rows(t_tokens, idx))
+            else:  # only the [CLS] token is read: skip the patch tokens' last block
+                t_cls, t_patch_out = encode_cls(self.teacher, g), None
+            t_cls_out = self.teacher_head(t_cls)
 
-        s_tokens = self.student.encode(g, mask=seq_mask if use_ibot else None)
-        s_cls = s_tokens[:, 0]
-        s_cls_out = [self.student_head(s_cls)]
-        if local:
-            s_cls_out.append(self.student_head(self.student.encode(torch.cat(local))[:, 0]))
-        s_cls_out_all = torch.cat(s_cls_out)
+        if use_ibot:
+            s_tokens = self.student.encode(g, mask=seq_mask)
+            s_cls = s_tokens[:, 0]
+        else:
+            s_tokens, s_cls = None, encode_cls(self.student, g)
+        # local crops only feed the [CLS] loss; one head call for all views (the head is per-sample)
+        s_cls_all = torch.cat([s_cls, encode_cls(self.student, torch.cat(local))]) if local else s_cls
+        s_cls_out_all = self.student_head(s_cls_all)
 
         parts: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=g.device)

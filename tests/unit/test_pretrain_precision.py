@@ -1,0 +1,32 @@
+"""CPU bf16 autocast: ``precision=bf16-mixed`` trains, and checkpoints and the export stay fp32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from pipeline.models.backbone import load_state_dict
+from pipeline.stages import pretrain as stage
+from tests.unit.pretrain_tiny import compose, make_output_dir
+
+
+def test_precision_auto_is_fp32_on_cpu_and_explicit_values_pass_through() -> None:
+    t = OmegaConf.create({"precision": "auto"})
+    assert stage._precision(t, gpu=False) == "32-true"
+    assert stage._precision(t, gpu=True) == "bf16-mixed"
+    assert stage._precision(OmegaConf.create({"precision": "bf16-mixed"}), gpu=False) == "bf16-mixed"
+
+
+def test_bf16_mixed_on_cpu_trains_and_saves_fp32(tmp_path: Path) -> None:
+    out = make_output_dir(tmp_path, n_pool=16)
+    cfg = compose(tmp_path, "pretrain.trainer.precision=bf16-mixed", "pretrain.trainer.max_steps=2",
+                  "pretrain.monitor.knn_every_n_epochs=-1")  # fmt: skip
+    m = stage.run(cfg)
+    assert m.counts["steps"] == 2 and torch.isfinite(torch.tensor(m.metrics["final_loss"]))
+    weights = load_state_dict(out / "pretrain" / "export" / "model.safetensors")
+    assert weights and all(v.dtype == torch.float32 for v in weights.values())
+    ckpt = torch.load(out / "pretrain" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    floats = [v for v in ckpt["state_dict"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float32 for v in floats)
