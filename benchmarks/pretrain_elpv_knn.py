@@ -28,7 +28,15 @@ def main() -> None:
     for r in a.roots:
         m = read_manifest(Path(r) / a.recipe / "pretrain")
         cfg = json.loads((Path(r) / a.recipe / "pretrain" / "export" / "config.json").read_text())
-        runs.append({"root": r, "seed": cfg.get("seed"), "steps": m.counts["steps"], **m.metrics})
+        run = {"root": r, "seed": cfg.get("seed"), "steps": m.counts["steps"], **m.metrics}
+        # A resumed run's manifest has no step-0 kNN; its metrics.jsonl kept the first attempt's.
+        for line in (Path(r) / a.recipe / "pretrain" / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("step") == 0:
+                for k, v in rec.items():
+                    if k.startswith("knn/"):
+                        run.setdefault("knn_start." + k[4:], v)
+        runs.append(run)
     tasks = sorted({k.split(".", 1)[1] for run in runs for k in run if k.startswith("knn.")})
     deltas = {}
     lines = [f"# kNN balanced accuracy on ELPV eval (test split vs train split bank), {a.start_label} vs pretrained", "",
