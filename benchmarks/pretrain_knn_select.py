@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Score pretrain exports (and the same architecture at random init) with kNN on ELPV, for model selection.
+
+Selection never looks at the test split: ``val`` is the mean balanced accuracy of a repeated,
+stratified 5-fold cross-validation *inside the eval train split* (the kNN bank of every fold is
+the other four folds). ``test`` (train split bank, test split queries, as the stage's monitor) is
+printed too, but only the final comparison should read it.
+
+Features: ``cls`` (the [CLS] token after the final norm: what ``num_classes=0`` gives with
+``global_pool="token"``), ``patch`` (mean of the patch tokens) and ``cls+patch`` (both, each
+L2-normalised, concatenated; DINOv2's linear-probe feature).
+
+    python benchmarks/pretrain_knn_select.py --eval /work/out/x/elpv_demo/ingest/eval \
+        --export run0=/work/out/x/elpv_demo/pretrain/export --random 0 1 2 --size 96
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import RepeatedStratifiedKFold
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.evaluation.knn import knn_classify  # noqa: E402
+from pipeline.models.backbone import BackboneSpec, create_backbone  # noqa: E402
+from pipeline.pretrain.backbone_init import build_vit  # noqa: E402
+from pipeline.pretrain.knn_monitor import load_eval_set  # noqa: E402
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@torch.no_grad()
+def token_features(model: torch.nn.Module, images: torch.Tensor, batch: int = 64) -> dict[str, torch.Tensor]:
+    model.eval()
+    cls, patch = [], []
+    for i in range(0, len(images), batch):
+        t = model.forward_features(images[i : i + batch])
+        cls.append(t[:, 0])
+        patch.append(t[:, model.num_prefix_tokens :].mean(1))
+    c, p = F.normalize(torch.cat(cls), dim=-1), F.normalize(torch.cat(patch), dim=-1)
+    return {"cls": c, "patch": p, "cls+patch": torch.cat([c, p], dim=-1)}
+
+
+def knn_bacc(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, k: int) -> float:
+    pred, _ = knn_classify(xtr, ytr, xte, int(max(ytr.max(), yte.max())) + 1, k=k)
+    return float(balanced_accuracy_score(yte, pred))
+
+
+def scores(feats: torch.Tensor, data, k: int, repeats: int) -> dict[str, dict[str, float]]:
+    x = feats.numpy()
+    out = {}
+    for task, y in data.labels.items():
+        tr = np.where(data.train & (y >= 0))[0]
+        te = np.where(~data.train & (y >= 0))[0]
+        cv = RepeatedStratifiedKFold(n_splits=5, n_repeats=repeats, random_state=0)
+        val = [knn_bacc(x[tr[a]], y[tr[a]], x[tr[b]], y[tr[b]], k) for a, b in cv.split(tr, y[tr])]
+        out[task] = {"val": float(np.mean(val)), "test": knn_bacc(x[tr], y[tr], x[te], y[te], k)}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--eval", required=True, help="ingest/eval folder")
+    p.add_argument("--export", nargs="*", default=[], help="name=export_dir")
+    p.add_argument("--random", nargs="*", type=int, default=[], help="seeds of random-init baselines")
+    p.add_argument("--model", default="conf/pretrain/model/vit_mini.yaml")
+    p.add_argument("--model-set", nargs="*", default=[], help="dotlist overrides of the model config (random init)")
+    p.add_argument("--size", type=int, nargs="+", default=[96])
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default="")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    rows = []
+    for size in a.size:
+        data = load_eval_set(Path(a.eval), size, MEAN, STD)
+        models = []
+        for s in a.random:
+            import lightning.pytorch as pl
+
+            cfg = OmegaConf.merge(OmegaConf.load(a.model), OmegaConf.from_dotlist(a.model_set))
+            cfg.pop("defaults", None)
+            pl.seed_everything(s, workers=False, verbose=False)
+            models.append((f"random_s{s}", build_vit(cfg, size)[0]))
+        for e in a.export:
+            name, d = e.split("=", 1)
+            models.append((name, create_backbone(BackboneSpec(json.loads((Path(d) / "config.json").read_text())["architecture"], weights=d))))
+        for name, m in models:
+            for kind, f in token_features(m, data.images).items():
+                sc = scores(f, data, a.k, a.repeats)
+                row = {"model": name, "size": size, "feature": kind, **{f"{t}.{s}": v[s] for t, v in sc.items() for s in v}}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
