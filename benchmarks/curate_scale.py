@@ -169,7 +169,7 @@ def write_results(results: list[dict]) -> None:
     meta = {"machine": f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}", "threshold": THRESHOLD,
             "dup_rate": DUP_RATE, "seeds": N_SEEDS, "recall_sample": SAMPLE}  # fmt: skip
     (RESULTS / "curate_scale.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    lines = ["# Curate scale benchmark", "", f"Last invocation `{' '.join(sys.argv)}` on {meta['machine']} (see the header for load); rows of other "
+    lines = ["# Curate scale benchmark", "", f"Last invocation `{' '.join(sys.argv)}` on {meta['machine']}, load average {os.getloadavg()[0]:.1f} at the end; rows of other "
              "sizes are kept from earlier invocations.", "",
              "| n | index | pipeline wall s | bare FAISS wall s | wall ratio | CPU s (pipe / bare) | CPU ratio | peak RSS GiB (pipe / bare) | recall@k vs exact | dup recall |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
