@@ -42,6 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lightly_reference import ReferenceDINOv2, reference_step  # noqa: E402
 
 PEAK_BF16 = 989e12  # H100 SXM dense bf16 FLOP/s
+CPU_BF16 = False  # --cpu-bf16: bf16 autocast on CPU too (CPUs with native bf16, e.g. AVX512_BF16/AMX)
+
+
+def bf16(device: torch.device) -> bool:
+    return device.type == "cuda" or CPU_BF16
 
 
 def make_method(name: str, size: int, method: str, out_dim: int, device: torch.device, **vit_kwargs) -> Distillation:
@@ -68,7 +73,7 @@ def views(batch: int, a: argparse.Namespace, device: torch.device) -> list[torch
 
 
 def train_step(m: Distillation, opt: torch.optim.Optimizer, v: list[torch.Tensor], device: torch.device) -> None:
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16(device)):
         loss, _ = m.loss(v, StepInputs(teacher_temp=0.04, n_global=2))
     loss.backward()
     opt.step()
@@ -84,7 +89,7 @@ def sync(device: torch.device) -> None:
 def count_flops(impl: str, m: torch.nn.Module, v: list[torch.Tensor], device: torch.device) -> float:
     """One step's model FLOPs (forward + backward), counted by torch on the eager model."""
     with FlopCounterMode(display=False) as fc:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16(device)):
             loss = m.loss(v) if impl == "reference" else m.loss(v, StepInputs(0.04, 2))[0]
         loss.backward()
     for p in m.parameters():
@@ -198,12 +203,15 @@ def main() -> None:
     p.add_argument("--impl", default=None, help="ours,reference (lightly's example step); GPU default both")
     p.add_argument("--drop-path", type=float, default=0.1, help="student drop-path (the reference uses 0.1)")
     p.add_argument("--fused-adamw", type=int, default=1, help="fused AdamW on CUDA for ours")
+    p.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on CPU (default: fp32 on CPU)")
     p.add_argument("--batch-override", type=int, default=None, help="GPU: skip the search, use this batch")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--data-batches", type=int, default=4)
     p.add_argument("--shards", default=None, help="a shard folder (default: synthetic PNG shards)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "pretrain_throughput"))
     a = p.parse_args()
+    global CPU_BF16
+    CPU_BF16 = a.cpu_bf16
     device = torch.device("cuda" if (a.device == "auto" and torch.cuda.is_available()) or a.device == "cuda" else "cpu")
     gpu = device.type == "cuda"
     # GPU: the DINOv2 recipe. CPU: smoke sizes that finish in about a minute.
@@ -231,7 +239,7 @@ def main() -> None:
     print(json.dumps(data), flush=True)
     res = {
         "device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})",
-        "settings": {k: getattr(a, k) for k in ("method", "global_size", "local_size", "local_crops", "out_dim", "steps", "warmup", "drop_path")},
+        "settings": {k: getattr(a, k) for k in ("method", "global_size", "local_size", "local_crops", "out_dim", "steps", "warmup", "drop_path", "cpu_bf16")},
         "compute": compute,
         "data": data,
         "machine": f"{platform.platform()}, torch {torch.__version__}, load average {os.getloadavg()}",
