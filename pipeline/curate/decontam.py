@@ -8,6 +8,7 @@ costs one training image, a missed copy costs the credibility of the results.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,18 @@ class Contamination:
     pool: int
     eval: int
     similarity: float
+
+
+def _matches(
+    sims: np.ndarray, ids: np.ndarray, threshold: float, query_rows_per_item: int, index_rows_per_item: int
+) -> Iterator[tuple[int, int, float]]:
+    """``(pool item, eval item, similarity)`` of every search hit reaching ``threshold``, in row order."""
+    n_rows, k = ids.shape
+    q = np.repeat(np.arange(n_rows) // query_rows_per_item, k)
+    e = ids.reshape(-1)
+    s = sims.reshape(-1)
+    ok = (e >= 0) & (s >= threshold)
+    return zip(q[ok].tolist(), (e[ok] // index_rows_per_item).tolist(), s[ok].tolist())
 
 
 def find_contaminated(
@@ -40,14 +53,8 @@ def find_contaminated(
     Returns:
         One record per contaminated pool item, with its best evaluation match, sorted by pool index.
     """
-    n_rows, k = ids.shape
-    q = np.repeat(np.arange(n_rows) // query_rows_per_item, k)
-    e = ids.reshape(-1)
-    s = sims.reshape(-1)
-    ok = (e >= 0) & (s >= threshold)
-    q, e, s = q[ok], e[ok] // index_rows_per_item, s[ok]
     best: dict[int, tuple[float, int]] = {}
-    for a, b, v in zip(q.tolist(), e.tolist(), s.tolist()):
+    for a, b, v in _matches(sims, ids, threshold, query_rows_per_item, index_rows_per_item):
         if a not in best or v > best[a][0]:
             best[a] = (v, b)
     return [Contamination(a, b, float(v)) for a, (v, b) in sorted(best.items())]
@@ -65,13 +72,8 @@ def candidate_pairs(
     Same arguments as :func:`find_contaminated`, which keeps only each pool item's best match;
     here a pool item may have several candidates, sorted by pool then eval index.
     """
-    n_rows, k = ids.shape
-    q = np.repeat(np.arange(n_rows) // query_rows_per_item, k)
-    e = ids.reshape(-1)
-    s = sims.reshape(-1)
-    ok = (e >= 0) & (s >= threshold)
     best: dict[tuple[int, int], float] = {}
-    for a, b, v in zip(q[ok].tolist(), (e[ok] // index_rows_per_item).tolist(), s[ok].tolist()):
+    for a, b, v in _matches(sims, ids, threshold, query_rows_per_item, index_rows_per_item):
         if best.get((a, b), -np.inf) < v:
             best[(a, b)] = v
     return [Contamination(a, b, float(v)) for (a, b), v in sorted(best.items())]
