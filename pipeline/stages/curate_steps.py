@@ -103,6 +103,37 @@ def _save(path: Path, arr: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _verify(
+    ctx: Context,
+    v: DictConfig,
+    folder: Path,
+    prefix: str,
+    pairs: list[tuple[str, str]],
+    roots: tuple[Path, Path],
+    calibrate_ids: list[str],
+    records: list[dict[str, Any]],
+) -> tuple[np.ndarray | None, dict[str, Any], dict[str, int], dict[str, float]]:
+    """Confirm candidate pairs by the aligned local comparison, when ``v.enabled``.
+
+    Writes ``calibration.json`` and ``candidates.jsonl`` (``records`` plus the scores) and
+    removes both first, so a run with verification off leaves none from an earlier run.
+
+    Returns:
+        The accepted mask over ``pairs`` (None when off), then the manifest's extra, counts and metrics.
+    """
+    for stale in ("candidates.jsonl", "calibration.json"):
+        (folder / stale).unlink(missing_ok=True)
+    if not v.enabled:
+        return None, {}, {}, {}
+    cal, info = CV.threshold(v, roots[0], calibrate_ids, ctx.cfg.seed, folder)
+    vs = CV.score(v, pairs, roots, ctx.cfg.progress)
+    _jsonl(folder / "candidates.jsonl", [{**r, **x} for r, x in zip(records, CV.rows(vs, cal))])
+    counts = {f"verify_{k}": n for k, n in CV.summary(vs, cal).items()}
+    info.update(counts)
+    metrics = {f"{prefix}.verify_structure_threshold": cal.structure, f"{prefix}.verify_outlier_threshold": cal.outlier}
+    return cal.accepts(vs), {"verification": info}, counts, metrics
+
+
 @_step("curate.dedup", "curate.index", "curate.embed.copy_scales")
 def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Manifest:
     d = ctx.cfg.curate.dedup
@@ -114,21 +145,13 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
     v = d.verify
     thr = v.candidate_threshold if v.enabled else d.threshold
     i, j, s, nn1 = dd.edges_batched(index.search, queries, d.k + per, thr, per, opts.batch_rows, ctx.cfg.progress)
-    extra: dict[str, Any] = {}
-    vcounts: dict[str, int] = {}
-    vmetrics: dict[str, float] = {}
-    for stale in ("candidates.jsonl", "calibration.json"):  # from an earlier run with verification on
-        (folder / stale).unlink(missing_ok=True)
-    if v.enabled:  # candidates confirmed by the aligned local comparison
-        pool = ctx.ingest / "pool"
-        cal, extra["verification"] = CV.threshold(v, pool, [ids[x] for x in np.concatenate([i, j]).tolist()], ctx.cfg.seed, folder)
-        vs = CV.score(v, [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist())], (pool, pool), ctx.cfg.progress)
-        _jsonl(folder / "candidates.jsonl", [{"a": ids[a], "b": ids[b], "similarity": round(float(x), 5), **r}
-                                              for a, b, x, r in zip(i, j, s, CV.rows(vs, cal))])  # fmt: skip
-        vcounts = {f"verify_{k}": n for k, n in CV.summary(vs, cal).items()}
-        extra["verification"].update(vcounts)
-        vmetrics = {"dedup.verify_structure_threshold": cal.structure, "dedup.verify_outlier_threshold": cal.outlier}
-        ok = cal.accepts(vs)
+    pool = ctx.ingest / "pool"
+    ok, extra, vcounts, vmetrics = _verify(
+        ctx, v, folder, "dedup", [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist())], (pool, pool),
+        [ids[x] for x in np.concatenate([i, j]).tolist()],
+        [{"a": ids[a], "b": ids[b], "similarity": round(float(x), 5)} for a, b, x in zip(i, j, s)],
+    )  # fmt: skip
+    if ok is not None:
         i, j, s = i[ok], j[ok], s[ok]
     meta = ctx.pool_meta()
     pixels = [meta[x]["width"] * meta[x]["height"] for x in ids]
@@ -171,21 +194,14 @@ def decontam_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
             found += [Contamination(c.pool + b // per, c.eval, c.similarity) for c in find_contaminated(sims, nn, thr, per, per)]
         best.append(best_match(sims, nn, per))
     best = np.concatenate(best) if best else np.zeros(0, np.float32)
-    extra: dict[str, Any] = {}
-    vcounts: dict[str, int] = {}
-    vmetrics: dict[str, float] = {}
-    for stale in ("candidates.jsonl", "calibration.json"):  # from an earlier run with verification on
-        (folder / stale).unlink(missing_ok=True)
-    if v.enabled:
-        pool = ctx.ingest / "pool"
-        cal, extra["verification"] = CV.threshold(v, pool, [pool_ids[c.pool] for c in found], ctx.cfg.seed, folder)
-        vs = CV.score(v, [(pool_ids[c.pool], eval_ids[c.eval]) for c in found], (pool, ctx.ingest / "eval"), ctx.cfg.progress)
-        _jsonl(folder / "candidates.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval], "similarity": round(c.similarity, 5), **r}
-                                              for c, r in zip(found, CV.rows(vs, cal))])  # fmt: skip
-        vcounts = {f"verify_{k}": n for k, n in CV.summary(vs, cal).items()}
-        extra["verification"].update(vcounts)
-        vmetrics = {"decontam.verify_structure_threshold": cal.structure, "decontam.verify_outlier_threshold": cal.outlier}
-        found = best_per_pool([c for c, ok in zip(found, cal.accepts(vs)) if ok])
+    pool = ctx.ingest / "pool"
+    ok, extra, vcounts, vmetrics = _verify(
+        ctx, v, folder, "decontam", [(pool_ids[c.pool], eval_ids[c.eval]) for c in found], (pool, ctx.ingest / "eval"),
+        [pool_ids[c.pool] for c in found],
+        [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval], "similarity": round(c.similarity, 5)} for c in found],
+    )  # fmt: skip
+    if ok is not None:
+        found = best_per_pool([c for c, keep in zip(found, ok) if keep])
     _save(folder / "best_similarity.npy", best.astype(np.float32))
     _jsonl(folder / "contaminated.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval],
                                             "similarity": round(c.similarity, 5)} for c in found])  # fmt: skip
