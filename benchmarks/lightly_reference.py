@@ -76,10 +76,10 @@ class ReferenceDINOv2(nn.Module):
 
 
 def reference_step(
-    model: ReferenceDINOv2, opt: torch.optim.Optimizer, views: list[torch.Tensor], device: torch.device
+    model: ReferenceDINOv2, opt: torch.optim.Optimizer, views: list[torch.Tensor], device: torch.device, bf16: bool
 ) -> None:
-    """One optimisation step of the example's loop (constant schedules)."""
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    """One optimisation step of the example's loop (constant schedules), under bf16 autocast if ``bf16``."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         loss = model.loss(views)
     loss.backward()
     for group in opt.param_groups:

@@ -25,6 +25,7 @@ import platform
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lightly_reference import ReferenceDINOv2, reference_step  # noqa: E402
 
 PEAK_BF16 = 989e12  # H100 SXM dense bf16 FLOP/s
-CPU_BF16 = False  # --cpu-bf16: bf16 autocast on CPU too (CPUs with native bf16, e.g. AVX512_BF16/AMX)
 
 
-def bf16(device: torch.device) -> bool:
-    return device.type == "cuda" or CPU_BF16
+def use_bf16(a: argparse.Namespace, device: torch.device) -> bool:
+    """bf16 autocast on GPU, and on CPU with ``--cpu-bf16`` (CPUs with native bf16, e.g. AVX512_BF16/AMX)."""
+    return device.type == "cuda" or bool(getattr(a, "cpu_bf16", False))
 
 
 def make_method(name: str, size: int, method: str, out_dim: int, device: torch.device, **vit_kwargs) -> Distillation:
@@ -58,13 +59,15 @@ def make_method(name: str, size: int, method: str, out_dim: int, device: torch.d
 
 def build(impl: str, name: str, a: argparse.Namespace, device: torch.device) -> tuple:
     """(model, optimizer, step function) for ``impl``: ``ours`` or lightly's ``reference``."""
+    bf16 = use_bf16(a, device)
     if impl == "reference":
         ref = ReferenceDINOv2(name, a.global_size, a.out_dim).to(device).train()
-        return ref, torch.optim.AdamW(ref.trainable_parameters(), lr=1e-3), reference_step
+        return ref, torch.optim.AdamW(ref.trainable_parameters(), lr=1e-3), partial(reference_step, bf16=bf16)
     # the reference's architecture (layer scale, student drop-path) so that the FLOPs are the same
     m = make_method(name, a.global_size, a.method, a.out_dim, device, init_values=1e-5, drop_path_rate=a.drop_path)
     fused = {"fused": True} if device.type == "cuda" and a.fused_adamw else {}
-    return m, torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, **fused), train_step
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, **fused)
+    return m, opt, partial(train_step, bf16=bf16)
 
 
 def views(batch: int, a: argparse.Namespace, device: torch.device) -> list[torch.Tensor]:
@@ -72,8 +75,10 @@ def views(batch: int, a: argparse.Namespace, device: torch.device) -> list[torch
     return g + [torch.randn(batch, 3, a.local_size, a.local_size, device=device) for _ in range(a.local_crops)]
 
 
-def train_step(m: Distillation, opt: torch.optim.Optimizer, v: list[torch.Tensor], device: torch.device) -> None:
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16(device)):
+def train_step(
+    m: Distillation, opt: torch.optim.Optimizer, v: list[torch.Tensor], device: torch.device, bf16: bool
+) -> None:
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         loss, _ = m.loss(v, StepInputs(teacher_temp=0.04, n_global=2))
     loss.backward()
     opt.step()
@@ -86,10 +91,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def count_flops(impl: str, m: torch.nn.Module, v: list[torch.Tensor], device: torch.device) -> float:
+def count_flops(impl: str, m: torch.nn.Module, v: list[torch.Tensor], device: torch.device, bf16: bool) -> float:
     """One step's model FLOPs (forward + backward), counted by torch on the eager model."""
     with FlopCounterMode(display=False) as fc:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16(device)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = m.loss(v) if impl == "reference" else m.loss(v, StepInputs(0.04, 2))[0]
         loss.backward()
     for p in m.parameters():
@@ -103,7 +108,7 @@ def bench_compute(
     torch.manual_seed(0)
     m, opt, step = build(impl, name, a, device)
     v = views(batch, a, device)
-    flops = count_flops(impl, m, v, device)  # before compiling: the counter wants eager modules
+    flops = count_flops(impl, m, v, device, use_bf16(a, device))  # before compiling: the counter wants eager modules
     if compile_:
         compile_trunks(m)
     for _ in range(a.warmup):
@@ -210,8 +215,6 @@ def main() -> None:
     p.add_argument("--shards", default=None, help="a shard folder (default: synthetic PNG shards)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "pretrain_throughput"))
     a = p.parse_args()
-    global CPU_BF16
-    CPU_BF16 = a.cpu_bf16
     device = torch.device("cuda" if (a.device == "auto" and torch.cuda.is_available()) or a.device == "cuda" else "cpu")
     gpu = device.type == "cuda"
     # GPU: the DINOv2 recipe. CPU: smoke sizes that finish in about a minute.
