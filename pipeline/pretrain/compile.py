@@ -22,6 +22,11 @@ def vit_trunks(model: nn.Module) -> list[nn.Module]:
     return [m.blocks for m in model.modules() if hasattr(m, "blocks") and hasattr(m, "patch_embed")]
 
 
+def is_compiled(module: nn.Module) -> bool:
+    """Whether ``module.compile()`` was called on ``module`` (its calls go through the compiled graph)."""
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
 def compile_trunks(model: nn.Module, mode: str | None = None) -> int:
     """Compile every ViT trunk of ``model`` in place; returns how many were compiled.
 

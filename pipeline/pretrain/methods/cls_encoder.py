@@ -18,6 +18,8 @@ from timm.layers import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from pipeline.pretrain.compile import is_compiled
+
 
 def supports_cls_only(block: nn.Module) -> bool:
     """Whether :func:`cls_block_forward` reproduces ``block`` exactly.
@@ -69,7 +71,7 @@ def encode_cls(encoder: MaskedVisionTransformerTIMM, images: torch.Tensor) -> to
     vit = encoder.vit
     blocks = vit.blocks
     last = blocks[-1] if len(blocks) else None
-    compiled = getattr(blocks, "_compiled_call_impl", None) is not None
+    compiled = is_compiled(blocks)
     plain = last is not None and supports_cls_only(last) and vit.num_prefix_tokens >= 1
     if not plain or compiled or encoder.grad_checkpointing:
         return encoder.encode(images)[:, 0]
