@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from pipeline.pretrain.augment import MultiCrop, MultiCropSpec  # noqa: E402
 from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder  # noqa: E402
 from pipeline.pretrain.compile import compile_trunks  # noqa: E402
+from pipeline.core.malloc import keep_freed_memory  # noqa: E402
 from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -210,6 +211,7 @@ def main() -> None:
     p.add_argument("--fused-adamw", type=int, default=1, help="fused AdamW on CUDA for ours")
     p.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on CPU (default: fp32 on CPU)")
     p.add_argument("--batch-override", type=int, default=None, help="GPU: skip the search, use this batch")
+    p.add_argument("--system-malloc", action="store_true", help="CPU: glibc's default malloc (the stage reuses freed memory)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--data-batches", type=int, default=4)
     p.add_argument("--shards", default=None, help="a shard folder (default: synthetic PNG shards)")
@@ -217,6 +219,8 @@ def main() -> None:
     a = p.parse_args()
     device = torch.device("cuda" if (a.device == "auto" and torch.cuda.is_available()) or a.device == "cuda" else "cpu")
     gpu = device.type == "cuda"
+    if not a.system_malloc:
+        keep_freed_memory()  # as run.py does (reuse_freed_memory=true)
     # GPU: the DINOv2 recipe. CPU: smoke sizes that finish in about a minute.
     a.models = a.models or ("vit_small_patch16_224,vit_base_patch16_224" if gpu else "vit_tiny_patch16_224")
     a.global_size = a.global_size or (224 if gpu else 64)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.schema import STAGE_ORDER
 from pipeline.core import tracking
+from pipeline.core.malloc import keep_freed_memory
 from pipeline.core.manifest import Manifest
 from pipeline.core.stage import section
 
@@ -35,6 +36,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Manifest]:
     unknown = [s for s in wanted if s not in STAGE_ORDER]
     if unknown:
         raise ValueError(f"stage.stages has unknown stages {unknown}; known: {list(STAGE_ORDER)}")
+    if cfg.get("reuse_freed_memory", True):
+        keep_freed_memory()
     modules = {s: _load_stage(s) for s in wanted}
     missing = [s for s, m in modules.items() if m is None]
     if missing:

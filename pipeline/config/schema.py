@@ -99,6 +99,8 @@ class PipelineConfig:
     cluster: Any = None
     seed: int = 0
     progress: bool = True
+    # glibc keeps freed memory for reuse instead of unmapping it (pipeline/core/malloc.py); CPU steps ~1.3x faster
+    reuse_freed_memory: bool = True
 
 
 def register_configs() -> None:
