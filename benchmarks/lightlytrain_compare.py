@@ -2,7 +2,7 @@
 """Our pretrain stage against LightlyTrain's DINO on CPU: images/s, loader wait, epoch time, kNN.
 
 Same settings on both sides: timm ViT-Tiny/16, DINO, 2x224 + 6x96 crops, batch 64, one
-epoch over the 2,624 ELPV images (the ``elpv-dataset`` package), one loader worker,
+epoch (``--epochs``) over the 2,624 ELPV images (the ``elpv-dataset`` package), one loader worker,
 torch's default threads. LightlyTrain runs in its own venv (it must not touch the
 project's environment); see ``docs/pretraining.md`` for the install line.
 
@@ -12,6 +12,10 @@ project's environment); see ``docs/pretraining.md`` for the install line.
     python benchmarks/lightlytrain_compare.py lt    --out /work/out/cmp --python /work/venv-lt/bin/python
     python benchmarks/lightlytrain_compare.py ours  --out /work/out/cmp --precision 32-true
     python benchmarks/lightlytrain_compare.py ours  --out /work/out/cmp --precision bf16-mixed
+    # optional: our default recipe, more epochs (both tools), or screens of our settings
+    python benchmarks/lightlytrain_compare.py ours  --out /work/out/cmp --method dinov2
+    python benchmarks/lightlytrain_compare.py lt    --out /work/out/cmp --epochs 3
+    python benchmarks/lightlytrain_compare.py ours  --out /work/out/cmp --name ours_lr --set pretrain.optim.lr=5e-4
     # 2. kNN of every exported backbone on the ELPV demo's eval split, then the report
     python benchmarks/lightlytrain_compare.py knn   --out /work/out/cmp --eval /work/demo_out/elpv_demo/ingest/eval
     python benchmarks/lightlytrain_compare.py report --out /work/out/cmp
@@ -27,6 +31,7 @@ the 2,624 training images of both tools (unlabelled SSL on them; the same for bo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -46,12 +51,13 @@ SETTINGS = {"model": "vit_tiny_patch16_224", "method": "dino", "global_crops": "
 # hidden 2048, bottleneck 256). The rest is our recipe (conf/pretrain/default.yaml).
 OURS = [
     "tracking=off", "progress=false", "stage=pretrain", "data_recipe=elpv_demo",
-    "pretrain/model=vit_tiny", "pretrain/method=dino", "pretrain.method.out_dim=1024",
-    "pretrain.method.hidden_dim=2048", "pretrain.method.bottleneck_dim=256", "pretrain.augment.global_size=224",
-    "pretrain.augment.local_size=96", "pretrain.augment.local_crops=6", "pretrain.data.batch_size=64",
-    "pretrain.data.num_workers=1", "pretrain.trainer.max_epochs=1", "pretrain.trainer.checkpoint_every_n_steps=0",
-    "pretrain.monitor.knn_every_n_epochs=-1", "pretrain.trainer.log_every_n_steps=1",
+    "pretrain/model=vit_tiny", "pretrain.augment.global_size=224", "pretrain.augment.local_size=96",
+    "pretrain.augment.local_crops=6", "pretrain.data.batch_size=64", "pretrain.data.num_workers=1",
+    "pretrain.trainer.checkpoint_every_n_steps=0", "pretrain.monitor.knn_every_n_epochs=-1",
+    "pretrain.trainer.log_every_n_steps=1",
 ]  # fmt: skip
+# ``--method dino`` also takes LightlyTrain's DINO head sizes; ``--method dinov2`` is our default recipe.
+DINO_HEAD = ["pretrain.method.out_dim=1024", "pretrain.method.hidden_dim=2048", "pretrain.method.bottleneck_dim=256"]
 
 
 def elpv_images() -> Path:
@@ -82,20 +88,28 @@ def _run(cmd: list[str], log: Path, env: dict | None = None) -> dict:
 
 
 def cmd_lt(a: argparse.Namespace) -> None:
-    out = Path(a.out) / "runs" / "lt_fp32"
+    name = "lt_fp32" if a.epochs == 1 else f"lt_fp32_{a.epochs}ep"
+    out = Path(a.out) / "runs" / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [a.python, str(ROOT / "benchmarks" / "_lt_runner.py"), "--data", str(elpv_images()), "--out", str(out)]
-    info = _run(cmd, out.parent / "lt_fp32.log")
-    (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    cmd = [a.python, str(ROOT / "benchmarks" / "_lt_runner.py"), "--data", str(elpv_images()), "--out", str(out),
+           "--epochs", str(a.epochs)]  # fmt: skip
+    info = _run(cmd, out.parent / f"{name}.log")
+    label = f"lightly-train 0.18.0 (dino, fp32, {a.epochs} ep)"
+    (out / "run.json").write_text(json.dumps({**info, "tool": "lt", "label": label, "epochs": a.epochs}, indent=2) + "\n")
 
 
 def cmd_ours(a: argparse.Namespace) -> None:
-    name = "ours_" + ("bf16" if a.precision.startswith("bf16") else "fp32")
+    prec = "bf16" if a.precision.startswith("bf16") else "fp32"
+    name = a.name or f"ours_{a.method}_{prec}" + ("" if a.epochs == 1 else f"_{a.epochs}ep")
     root = Path(a.out) / "runs" / name
-    cmd = [sys.executable, str(ROOT / "run.py"), *OURS, f"pretrain.data.source={Path(a.out) / 'elpv_all'}",
-           f"pretrain.trainer.precision={a.precision}"]  # fmt: skip
+    method = [f"pretrain/method={a.method}"] + (DINO_HEAD if a.method == "dino" else [])
+    cmd = [sys.executable, str(ROOT / "run.py"), *OURS, *method, f"pretrain.trainer.max_epochs={a.epochs}",
+           f"pretrain.data.source={Path(a.out) / 'elpv_all'}", f"pretrain.trainer.precision={a.precision}",
+           *a.set]  # fmt: skip
     info = _run(cmd, root.parent / f"{name}.log", env={"PIPELINE_OUTPUT_ROOT": str(root)})
-    (root / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    label = f"ours ({a.method}, {prec}, {a.epochs} ep{', ' + ' '.join(a.set) if a.set else ''})"
+    run = {**info, "tool": "ours", "label": label, "epochs": a.epochs, "overrides": [*method, *a.set]}
+    (root / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
 
 def _timing(steps: list[float], waits: list[float], batch: int) -> dict:
@@ -105,37 +119,37 @@ def _timing(steps: list[float], waits: list[float], batch: int) -> dict:
             "train_loop_s": sum(steps) + sum(waits), "median_step_s": sorted(steps[1:])[len(steps[1:]) // 2]}  # fmt: skip
 
 
+def runs(out: Path) -> dict[str, dict]:
+    """``{run folder name: run.json}`` for every finished run under ``out/runs`` (LightlyTrain first)."""
+    found = {}
+    for d in sorted((out / "runs").glob("*/"), key=lambda d: (not d.name.startswith("lt"), d.name)):
+        info = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
+        tool = info.get("tool", "lt" if d.name.startswith("lt") else "ours")
+        weights = d / "exported_models" / "exported_last.pt" if tool == "lt" else d / "elpv_demo" / "pretrain" / "export"
+        if weights.exists():
+            found[d.name] = {"label": d.name, **info, "tool": tool, "weights": str(weights), "dir": str(d)}
+    return found
+
+
 def run_timings(out: Path) -> dict[str, dict]:
     res = {}
-    lt = out / "runs" / "lt_fp32" / "timing.json"
-    if lt.is_file():
-        t = json.loads(lt.read_text())
-        res["lightly-train 0.18.0 (fp32)"] = {**_timing(t["step_times_s"], t["wait_times_s"], 64), "epoch_s": t["epoch_s"],
-                                             "load_after": t["load_avg_end"]}  # fmt: skip
-    for name, label in (("ours_fp32", "ours (fp32)"), ("ours_bf16", "ours (bf16-mixed)")):
-        mfile = out / "runs" / name / "elpv_demo" / "pretrain" / "metrics.jsonl"
-        if not mfile.is_file():
-            continue
-        rows = [json.loads(x) for x in mfile.read_text().splitlines()]
-        rows = [r for r in rows if "perf/step_s" in r]
-        r = _timing([r["perf/step_s"] for r in rows], [r["perf/loader_wait_s"] for r in rows], 64)
-        run = out / "runs" / name / "run.json"
-        if run.is_file():
-            info = json.loads(run.read_text())
-            r.update({"wall_s": info["wall_s"], "load_after": info["load_after"]})
-        res[label] = r
+    for run in runs(out).values():
+        d = Path(run["dir"])
+        if run["tool"] == "lt":
+            t = json.loads((d / "timing.json").read_text())
+            r = {**_timing(t["step_times_s"], t["wait_times_s"], 64), "epoch_s": t["epoch_s"], "load_after": t["load_avg_end"]}
+        else:
+            rows = [json.loads(x) for x in (d / "elpv_demo" / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+            rows = [r for r in rows if "perf/step_s" in r]
+            r = _timing([r["perf/step_s"] for r in rows], [r["perf/loader_wait_s"] for r in rows], 64)
+            r.update({k: run[k] for k in ("wall_s", "load_after") if k in run})
+        res[run["label"]] = r
     return res
 
 
 def backbones(out: Path) -> dict[str, tuple[str, str]]:
-    """``{label: (kind, weights)}`` of the exported backbones found under ``out/runs``."""
-    cands = {
-        "lightly-train 0.18.0 (fp32)": ("lt", out / "runs" / "lt_fp32" / "exported_models" / "exported_last.pt"),
-        "ours (fp32)": ("ours", out / "runs" / "ours_fp32" / "elpv_demo" / "pretrain" / "export"),
-        "ours (bf16-mixed)": ("ours", out / "runs" / "ours_bf16" / "elpv_demo" / "pretrain" / "export"),
-    }
-    found = {k: (kind, str(p)) for k, (kind, p) in cands.items() if p.exists()}
-    return {"random init (reference)": ("random", ""), **found}
+    """``{label: (kind, weights)}`` of the exported backbones found under ``out/runs``, random init first."""
+    return {"random init (reference)": ("random", "")} | {r["label"]: (r["tool"], r["weights"]) for r in runs(out).values()}
 
 
 def cmd_knn(a: argparse.Namespace) -> None:
@@ -169,7 +183,7 @@ def cmd_knn(a: argparse.Namespace) -> None:
                     raise RuntimeError(f"{weights}: missing {missing}, unexpected {unexpected}")
             norm = imagenet
         prep = {"size": 224, "interpolation": "bicubic", **norm}
-        cache = out / "knn_cache" / (label.split(" (")[0].replace(" ", "_") + "_" + label.split("(")[-1].strip(")") + ".npy")
+        cache = out / "knn_cache" / (hashlib.sha1(label.encode()).hexdigest()[:12] + ".npy")
         stamp = f"{weights}:{Path(weights).stat().st_mtime if weights else 0}"
         if cache.is_file() and cache.with_suffix(".txt").read_text() == stamp:
             feats = np.load(cache)
@@ -204,7 +218,7 @@ def cmd_report(a: argparse.Namespace) -> None:
            "notes": a.notes or ""}  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    lines = ["# Ours vs LightlyTrain on CPU (ELPV, ViT-Tiny/16, DINO, 2x224 + 6x96, batch 64, 1 epoch)", "",
+    lines = ["# Ours vs LightlyTrain on CPU (2,624 ELPV images, ViT-Tiny/16, 2x224 + 6x96 crops, batch 64)", "",
              f"Machine: {res['machine']}", "", res["notes"], "",
              "| run | images/s | median step s | loader wait | train loop s | load avg after (1/5/15 min) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
@@ -228,6 +242,10 @@ def main() -> None:
     p.add_argument("--out", required=True, help="work folder (shards, runs, knn.json)")
     p.add_argument("--python", default="/work/venv-lt/bin/python", help="LightlyTrain's venv python")
     p.add_argument("--precision", default="32-true", help="ours: 32-true or bf16-mixed")
+    p.add_argument("--epochs", type=int, default=1, help="lt, ours: epochs over the 2,624 images")
+    p.add_argument("--method", default="dino", choices=["dino", "dinov2"], help="ours: the method config")
+    p.add_argument("--name", default="", help="ours: run folder name (default from method, precision, epochs)")
+    p.add_argument("--set", nargs="*", default=[], help="ours: extra Hydra overrides")
     p.add_argument("--eval", default="/work/demo_out/elpv_demo/ingest/eval", help="ingest/eval folder with labels")
     p.add_argument("--notes", default="", help="report: free text (load, what overlapped)")
     a = p.parse_args()

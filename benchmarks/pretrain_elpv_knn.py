@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
-from pipeline.core.manifest import read_manifest
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.core.manifest import read_manifest  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +54,7 @@ def main() -> None:
     ips = [r["images_per_s"] for r in runs if "images_per_s" in r]
     wait = [r["loader_wait_frac"] for r in runs if "loader_wait_frac" in r]
     lines += ["", f"Runs: {len(runs)} seeds, {runs[0]['steps']} steps each; throughput {statistics.mean(ips):.1f} images/s per run "
-              f"(runs shared the CPU), loader wait {100 * statistics.mean(wait):.1f} % of step time.", ""]  # fmt: skip
+              f"(see the note below for the load), loader wait {100 * statistics.mean(wait):.1f} % of step time.", ""]  # fmt: skip
     for t in tasks:
         d = [r[f"knn.{t}"] - r[f"knn_start.{t}"] for r in runs]
         summary[t]["paired_delta_mean"] = statistics.mean(d)
