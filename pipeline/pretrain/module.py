@@ -136,6 +136,7 @@ class PretrainModule(pl.LightningModule):
         loss, parts = self.method.loss(batch, StepInputs(teacher_temp=temp, n_global=self.n_global))
         bs = batch[0].shape[0]
         logs = {f"train/loss_{k}": v for k, v in parts.items()}
+        logs.update({f"diag/{k}": v for k, v in self.method.diagnostics().items()})
         logs.update({"train/loss": loss.detach(), "sched/lr": self.schedules.learning_rate(step), "sched/wd": self.schedules.wd(step)})
         if self.method.has_teacher:
             logs.update({"sched/teacher_temp": temp, "sched/momentum": self.schedules.momentum(step)})

@@ -38,6 +38,7 @@ from pipeline.pretrain.logger import StageLogger
 from pipeline.pretrain.methods import Distillation, DistillationSpec, SimCLR
 from pipeline.pretrain.module import PretrainModule
 from pipeline.pretrain.schedules import Schedules
+from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.watchdog import NonFiniteWatchdog
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,13 @@ def run(cfg: DictConfig) -> Manifest:
             knn = KNNMonitor(data, p.monitor.knn_every_n_epochs, p.monitor.knn_k)
         else:
             log.warning("pretrain: %s missing; online kNN off", eval_dir)
+    collapse = CollapseMonitor(every=max(1, p.trainer.log_every_n_steps // 2))
     every = p.trainer.checkpoint_every_n_steps
     ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=every or None, save_last=True, save_top_k=0)
     callbacks: list[pl.Callback] = [
         LoaderProgress(loader),
         NonFiniteWatchdog(p.monitor.watchdog, ckpt_dir / "last.ckpt", p.monitor.max_rollbacks),
+        collapse,
         ckpt_cb,
         # Last: on Slurm's warning signal it checkpoints at a step boundary and requeues the job.
         RequeueOnSignal(),
@@ -249,6 +252,9 @@ def run(cfg: DictConfig) -> Manifest:
     if perf["images"]:
         metrics["images_per_s"] = perf["images"] / (perf["step_s"] + perf["wait_s"])
         metrics["loader_wait_frac"] = perf["wait_s"] / (perf["step_s"] + perf["wait_s"])
+    if collapse.last is not None:
+        metrics["teacher_entropy"] = collapse.last
+        metrics["teacher_batch_entropy"] = collapse.last_batch
     final = trainer.callback_metrics.get("train/loss")
     if final is not None:
         metrics["final_loss"] = float(final)
@@ -261,6 +267,7 @@ def run(cfg: DictConfig) -> Manifest:
         metrics=metrics,
         extra={
             "augment_preset": aug["preset"], "augment_backend": aug["backend"], "knn_history": knn.history if knn else [],
+            "collapse": collapse.warned,  # None, "uniform" or "dominant" (pipeline/pretrain/collapse.py)
         },  # fmt: skip
     )
     manifest.write(out)

@@ -26,6 +26,10 @@ def test_stage_trains_monitors_exports_and_skips(tmp_path: Path) -> None:
     metrics = read_metrics(folder, "train/loss_ibot")
     assert len(metrics) == 5
     assert read_metrics(folder, "sched/teacher_temp") and read_metrics(folder, "perf/images_per_s")
+    for name in ("diag/teacher_entropy", "diag/teacher_batch_entropy"):  # the collapse signals
+        values = list(read_metrics(folder, name).values())
+        assert len(values) == 5 and all(0.0 <= v <= 1.0 for v in values), (name, values)
+    assert "collapse" in m.extra
 
     export = folder / "export"
     cfg_json = json.loads((export / "config.json").read_text())

@@ -29,6 +29,10 @@ class SSLMethod(nn.Module):
         """Total loss and its named parts (detached, for logging)."""
         raise NotImplementedError
 
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        """Health signals of the last :meth:`loss` call (detached tensors), logged under ``diag/``."""
+        return {}
+
     def export_backbone(self) -> nn.Module:
         """The timm model to evaluate and export (the teacher when there is one)."""
         raise NotImplementedError

@@ -9,6 +9,7 @@ three DINOv2 losses on and off, as DINOv2's own configs do.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,7 @@ from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
 from lightly.models.modules.heads import DINOProjectionHead
 from lightly.models.modules.masked_vision_transformer_timm import MaskedVisionTransformerTIMM
 from lightly.models.utils import random_block_mask, update_momentum
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.pretrain.methods.base import SSLMethod, StepInputs
@@ -49,6 +51,24 @@ def _twin(src: nn.Module, make: "callable") -> nn.Module:
 def _rows(tokens: torch.Tensor, flat_idx: torch.Tensor) -> torch.Tensor:
     """``tokens[mask]`` for a ``[B, T, D]`` tensor, given the mask's flat indices (no device sync)."""
     return tokens.flatten(0, 1).index_select(0, flat_idx)
+
+
+def target_entropy(teacher_out: torch.Tensor, center: torch.Tensor, temp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropies of the teacher's DINO targets, both as fractions of their maximum.
+
+    Returns ``(per_image, batch)``: the mean entropy of each image's target over ``log K``,
+    and the entropy of the batch's mean target over ``log min(N, K)`` (N images; capped at 1). DINO's two
+    failure modes read off them: ``per_image`` near 1 means uniform targets (the teacher
+    gives every image the same output and centering flattens it); ``batch`` near 0 means one
+    prototype wins for every image. Sharp targets that differ between images (low
+    ``per_image``, high ``batch``) are the healthy state.
+    """
+    logp = F.log_softmax((teacher_out.float() - center.reshape(1, -1)) / temp, dim=-1)
+    n, k = teacher_out.shape
+    per_image = -(logp.exp() * logp).sum(-1).mean() / math.log(k)
+    mean = logp.exp().mean(0)
+    batch = -(mean * mean.clamp_min(1e-12).log()).sum() / math.log(max(2, min(n, k)))
+    return per_image, batch.clamp(max=1.0)
 
 
 def _freeze(module: nn.Module) -> None:
@@ -92,6 +112,7 @@ class Distillation(SSLMethod):
         self.dino_loss = DINOLoss(spec.out_dim, student_temp=spec.student_temp, center_momentum=spec.center_momentum)
         self.ibot_loss = IBOTPatchLoss(spec.out_dim, student_temp=spec.student_temp, center_momentum=spec.center_momentum)
         self.koleo_loss = KoLeoLoss()
+        self._diag: dict[str, torch.Tensor] = {}
 
     def frozen_modules(self) -> list[nn.Module]:
         return [m for m in (self.teacher, self.teacher_head, self.teacher_ibot_head) if m is not None]
@@ -101,6 +122,9 @@ class Distillation(SSLMethod):
 
     def export_backbone(self) -> nn.Module:
         return self.teacher.vit
+
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        return self._diag
 
     def _mask(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """iBOT block masks: ``(n, H, W)`` over patches, ``(n, seq_len)`` with prefix tokens kept,
@@ -166,6 +190,9 @@ class Distillation(SSLMethod):
         parts: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=g.device)
         if s.dino_weight > 0:
+            with torch.no_grad():  # before the loss call, which moves the center
+                h, hb = target_entropy(t_cls_out, self.dino_loss.center, step.teacher_temp)
+                self._diag = {"teacher_entropy": h, "teacher_batch_entropy": hb}
             d = self.dino_loss(
                 teacher_out=list(t_cls_out.float().chunk(ng)),
                 student_out=list(s_cls_out_all.float().chunk(ng + len(local))),
