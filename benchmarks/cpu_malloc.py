@@ -39,25 +39,18 @@ def child(name: str, keep: bool, steps: int) -> dict:
         from pipeline.core.malloc import keep_freed_memory
 
         assert keep_freed_memory(), "mallopt failed"
-    import timm
     import torch
-
-    from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs
+    from pretrain_throughput import make_method, train_step  # the throughput benchmark's model and step
 
     model, kw, method, g, lo, nl, batch, out_dim = SETTINGS[name]
     torch.manual_seed(0)
-    vit = timm.create_model(model, img_size=g, num_classes=0, dynamic_img_size=True, **kw)
-    w = (1.0, 1.0, 0.1) if method == "dinov2" else (1.0, 0.0, 0.0)
-    m = Distillation(vit, DistillationSpec(*w, out_dim=out_dim, hidden_dim=2048, bottleneck_dim=256)).train()
+    cpu = torch.device("cpu")
+    m = make_method(model, g, method, out_dim, cpu, **kw)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
     views = [torch.randn(batch, 3, g, g) for _ in range(2)] + [torch.randn(batch, 3, lo, lo) for _ in range(nl)]
 
     def step() -> None:
-        loss, _ = m.loss(views, StepInputs(teacher_temp=0.04, n_global=2))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        m.update_teacher(0.996)
+        train_step(m, opt, views, cpu, bf16=False)
 
     step()
     times = []

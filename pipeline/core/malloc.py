@@ -26,18 +26,15 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _TRIM_NEVER = 2**31 - 1  # an int: mallopt takes one
-_done = False
 
 
 def keep_freed_memory() -> bool:
     """Tell glibc to reuse freed memory instead of unmapping it; True when it took effect.
 
-    Idempotent, process-wide and inherited by forked data-loader workers. A no-op (False)
-    off Linux or with a C library that is not glibc (musl has no ``mallopt``).
+    Idempotent (setting the same values again changes nothing), process-wide and inherited by
+    forked data-loader workers. A no-op (False) off Linux or with a C library that is not glibc
+    (musl has no ``mallopt``).
     """
-    global _done
-    if _done:
-        return True
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -49,6 +46,5 @@ def keep_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_NEVER) == 1
     if ok:
-        _done = True
         log.debug("glibc malloc: mmap off, trimming off (freed memory is reused)")
     return ok

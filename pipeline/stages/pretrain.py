@@ -29,6 +29,7 @@ from pipeline.core.manifest import Manifest, config_hash, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
 from pipeline.pretrain.augment import MultiCropSpec, resolve_preset
 from pipeline.pretrain.backbone_init import build_vit
+from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.compile import compile_trunks
 from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
 from pipeline.pretrain.device_augment import device_multicrop, load_size, loader_transform
@@ -38,7 +39,6 @@ from pipeline.pretrain.logger import StageLogger
 from pipeline.pretrain.methods import Distillation, DistillationSpec, SimCLR
 from pipeline.pretrain.module import PretrainModule
 from pipeline.pretrain.schedules import Schedules
-from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.watchdog import NonFiniteWatchdog
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
 from lightly.models.modules.heads import DINOProjectionHead
 from lightly.models.modules.masked_vision_transformer_timm import MaskedVisionTransformerTIMM
 from lightly.models.utils import random_block_mask, update_momentum
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.pretrain.methods.base import SSLMethod, StepInputs
