@@ -45,7 +45,9 @@ class MethodConfig:
         ibot_separate_head: Give the iBOT patch loss its own head (DINOv2 default for large models).
         teacher_temp / warmup_teacher_temp / warmup_teacher_temp_epochs: teacher temperature schedule.
         student_temp: Student softmax temperature.
-        center_momentum: EMA momentum of the teacher centre.
+        center_momentum: EMA momentum of the teacher centre (``softmax`` centering).
+        centering: Teacher targets: ``softmax`` (DINO: minus an EMA centre) or ``sinkhorn``
+            (DINOv2: Sinkhorn-Knopp balancing over the batch; no collapse at small batches).
         momentum_start / momentum_end: Teacher EMA momentum, cosine from start to end.
         freeze_last_layer_epochs: Epochs during which the heads' last layer gets no update.
         mask_ratio_min / mask_ratio_max / mask_probability: iBOT block masking of global crops.
@@ -67,6 +69,7 @@ class MethodConfig:
     warmup_teacher_temp_epochs: float = 3.0
     student_temp: float = 0.1
     center_momentum: float = 0.9
+    centering: str = "softmax"
     momentum_start: float = 0.992
     momentum_end: float = 1.0
     freeze_last_layer_epochs: float = 1.0

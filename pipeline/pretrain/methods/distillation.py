@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
 from lightly.models.modules.heads import DINOProjectionHead
 from lightly.models.modules.masked_vision_transformer_timm import MaskedVisionTransformerTIMM
@@ -21,6 +20,7 @@ from lightly.models.utils import random_block_mask, update_momentum
 from torch import nn
 
 from pipeline.pretrain.methods.base import SSLMethod, StepInputs
+from pipeline.pretrain.methods.centering import as_logits, check_centering, sinkhorn_knopp_targets, target_probs
 from pipeline.pretrain.methods.cls_encoder import encode_cls
 
 
@@ -37,6 +37,7 @@ class DistillationSpec:
     ibot_separate_head: bool = False
     student_temp: float = 0.1
     center_momentum: float = 0.9
+    centering: str = "softmax"
     mask_ratio_min: float = 0.1
     mask_ratio_max: float = 0.5
     mask_probability: float = 0.5
@@ -53,7 +54,9 @@ def _rows(tokens: torch.Tensor, flat_idx: torch.Tensor) -> torch.Tensor:
     return tokens.flatten(0, 1).index_select(0, flat_idx)
 
 
-def target_entropy(teacher_out: torch.Tensor, center: torch.Tensor, temp: float) -> tuple[torch.Tensor, torch.Tensor]:
+def target_entropy(
+    teacher_out: torch.Tensor, center: torch.Tensor, temp: float, centering: str = "softmax"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Entropies of the teacher's DINO targets, both as fractions of their maximum.
 
     Returns ``(per_image, batch)``: the mean entropy of each image's target over ``log K``,
@@ -61,12 +64,14 @@ def target_entropy(teacher_out: torch.Tensor, center: torch.Tensor, temp: float)
     failure modes read off them: ``per_image`` near 1 means uniform targets (the teacher
     gives every image the same output and centering flattens it); ``batch`` near 0 means one
     prototype wins for every image. Sharp targets that differ between images (low
-    ``per_image``, high ``batch``) are the healthy state.
+    ``per_image``, high ``batch``) are the healthy state. Sinkhorn targets are balanced over
+    the batch by construction (``batch`` near 1), but identical teacher outputs still give
+    uniform ones.
     """
-    logp = F.log_softmax((teacher_out.float() - center.reshape(1, -1)) / temp, dim=-1)
+    p = target_probs(teacher_out, center, temp, centering)
     n, k = teacher_out.shape
-    per_image = -(logp.exp() * logp).sum(-1).mean() / math.log(k)
-    mean = logp.exp().mean(0)
+    per_image = -(p * p.clamp_min(1e-12).log()).sum(-1).mean() / math.log(k)
+    mean = p.mean(0)
     batch = -(mean * mean.clamp_min(1e-12).log()).sum() / math.log(max(2, min(n, k)))
     return per_image, batch.clamp(max=1.0)
 
@@ -109,8 +114,11 @@ class Distillation(SSLMethod):
         for m in (self.teacher, self.teacher_head, self.teacher_ibot_head):
             if m is not None:
                 _freeze(m)
-        self.dino_loss = DINOLoss(spec.out_dim, student_temp=spec.student_temp, center_momentum=spec.center_momentum)
-        self.ibot_loss = IBOTPatchLoss(spec.out_dim, student_temp=spec.student_temp, center_momentum=spec.center_momentum)
+        check_centering(spec.centering)
+        # Sinkhorn targets reach lightly's losses as logits against a center that stays zero
+        cm = 1.0 if spec.centering == "sinkhorn" else spec.center_momentum
+        self.dino_loss = DINOLoss(spec.out_dim, student_temp=spec.student_temp, center_momentum=cm)
+        self.ibot_loss = IBOTPatchLoss(spec.out_dim, student_temp=spec.student_temp, center_momentum=cm)
         self.koleo_loss = KoLeoLoss()
         self._diag: dict[str, torch.Tensor] = {}
 
@@ -191,21 +199,23 @@ class Distillation(SSLMethod):
         total = torch.zeros((), device=g.device)
         if s.dino_weight > 0:
             with torch.no_grad():  # before the loss call, which moves the center
-                h, hb = target_entropy(t_cls_out, self.dino_loss.center, step.teacher_temp)
+                h, hb = target_entropy(t_cls_out, self.dino_loss.center, step.teacher_temp, s.centering)
                 self._diag = {"teacher_entropy": h, "teacher_batch_entropy": hb}
+            t_in, temp = self._teacher_logits(t_cls_out, step.teacher_temp)
             d = self.dino_loss(
-                teacher_out=list(t_cls_out.float().chunk(ng)),
+                teacher_out=list(t_in.chunk(ng)),
                 student_out=list(s_cls_out_all.float().chunk(ng + len(local))),
-                teacher_temp=step.teacher_temp,
+                teacher_temp=temp,
             )
             parts["dino"] = d.detach()
             total = total + s.dino_weight * d
         if use_ibot:
+            t_in, temp = self._teacher_logits(t_patch_out, step.teacher_temp)
             i = self.ibot_loss(
-                teacher_out=t_patch_out.float(),
+                teacher_out=t_in,
                 student_out=s_ibot_head(_rows(s_tokens, idx)).float(),
                 mask=block,
-                teacher_temp=step.teacher_temp,
+                teacher_temp=temp,
             )
             parts["ibot"] = i.detach()
             total = total + s.ibot_weight * i
@@ -214,6 +224,15 @@ class Distillation(SSLMethod):
             parts["koleo"] = k.detach()
             total = total + s.koleo_weight * k
         return total, parts
+
+    def _teacher_logits(self, teacher_out: torch.Tensor, temp: float) -> tuple[torch.Tensor, float]:
+        """What lightly's loss gets as ``teacher_out`` and ``teacher_temp`` under the chosen centering.
+
+        Sinkhorn runs over all rows at once (both global crops, or all masked patches), as in DINOv2.
+        """
+        if self.spec.centering == "sinkhorn":
+            return as_logits(sinkhorn_knopp_targets(teacher_out, temp)), 1.0
+        return teacher_out.float(), temp
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
