@@ -35,6 +35,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data_recipes.elpv_demo.prepare import elpv_records  # noqa: E402
 from pipeline.evaluation.knn import knn_classify  # noqa: E402
 from pipeline.models.backbone import BackboneSpec, create_backbone  # noqa: E402
 from pipeline.pretrain.augment import eval_transform  # noqa: E402
@@ -58,21 +59,22 @@ def token_features(model: torch.nn.Module, images: torch.Tensor, batch: int = 64
 
 def load_elpv_all(size: int) -> LabelledSet:
     """All ELPV cells as one CV pool (``train`` everywhere), defect = probability >= 0.5 as in the demo."""
-    import elpv_dataset
     from PIL import Image
 
-    root = Path(elpv_dataset.__file__).parent / "data"
+    recs = elpv_records()
     tf = eval_transform(size, MEAN, STD)
-    imgs, defect, kind = [], [], []
-    for line in (root / "labels.csv").read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 3:
-            continue
-        imgs.append(tf(Image.open(root / parts[0]).convert("RGB")))
-        defect.append(int(float(parts[1]) >= 0.5))
-        kind.append(int(parts[2] == "poly"))
-    n = len(imgs)
-    return LabelledSet(torch.stack(imgs), np.ones(n, bool), {"defect": np.array(defect), "type": np.array(kind)})
+    imgs = torch.stack([tf(Image.open(r["path"]).convert("RGB")) for r in recs])
+    return LabelledSet(imgs, np.ones(len(recs), bool), elpv_labels(recs))
+
+
+def elpv_labels(recs: list[dict]) -> dict[str, np.ndarray]:
+    return {"defect": np.array([int(r["prob"] >= 0.5) for r in recs]), "type": np.array([int(r["type"] == "poly") for r in recs])}
+
+
+def cv_bacc(x: np.ndarray, y: np.ndarray, k: int, repeats: int) -> float:
+    """Mean kNN balanced accuracy of a repeated stratified 5-fold CV (each fold's bank: the other four)."""
+    cv = RepeatedStratifiedKFold(n_splits=5, n_repeats=repeats, random_state=0)
+    return float(np.mean([knn_bacc(x[a], y[a], x[b], y[b], k) for a, b in cv.split(x, y)]))
 
 
 def knn_bacc(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, k: int) -> float:
@@ -86,10 +88,8 @@ def scores(feats: torch.Tensor, data, k: int, repeats: int) -> dict[str, dict[st
     for task, y in data.labels.items():
         tr = np.where(data.train & (y >= 0))[0]
         te = np.where(~data.train & (y >= 0))[0]
-        cv = RepeatedStratifiedKFold(n_splits=5, n_repeats=repeats, random_state=0)
-        val = [knn_bacc(x[tr[a]], y[tr[a]], x[tr[b]], y[tr[b]], k) for a, b in cv.split(tr, y[tr])]
         test = knn_bacc(x[tr], y[tr], x[te], y[te], k) if len(te) else float("nan")
-        out[task] = {"val": float(np.mean(val)), "test": test}
+        out[task] = {"val": cv_bacc(x[tr], y[tr], k, repeats), "test": test}
     return out
 
 

@@ -35,7 +35,8 @@ SKIMAGE_PHOTOS = (
 TRANSFORMS = ("jpeg_q70", "resize_0.8", "crop_6pct", "brighten_1.2")
 
 
-def _elpv_records() -> list[dict[str, Any]]:
+def elpv_records() -> list[dict[str, Any]]:
+    """Every cell of the ``elpv-dataset`` package: ``path``, defect ``prob`` (0, 1/3, 2/3, 1) and ``type``."""
     import elpv_dataset
 
     root = Path(elpv_dataset.__file__).parent / "data"
@@ -151,7 +152,7 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
         shutil.rmtree(out_dir / sub, ignore_errors=True)
         (out_dir / sub).mkdir(parents=True)
 
-    elpv = _elpv_records()
+    elpv = elpv_records()
     rng.shuffle(elpv)
     if cfg.elpv_limit is not None:
         elpv = elpv[: cfg.elpv_limit]
