@@ -18,6 +18,8 @@ training images as the bank.
 
     python benchmarks/pretrain_knn_select.py --eval /work/out/x/elpv_demo/ingest/eval \
         --export run0=/work/out/x/elpv_demo/pretrain/export --random 0 1 2 --size 96
+    # all cells, plus a linear probe on cls+patch
+    python benchmarks/pretrain_knn_select.py --elpv-all --linear --export run0=... --random 0 1 2 --size 96
 """
 
 from __future__ import annotations
@@ -93,6 +95,18 @@ def scores(feats: torch.Tensor, data, k: int, repeats: int) -> dict[str, dict[st
     return out
 
 
+def linear_cv_bacc(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
+    """Balanced accuracy of a 5-fold CV linear probe (standardised features, class-balanced logistic regression)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced"))
+    pred = cross_val_predict(clf, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=seed))
+    return float(balanced_accuracy_score(y, pred))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--eval", default="", help="ingest/eval folder")
@@ -106,6 +120,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default="")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--linear", action="store_true", help="also a 5-fold CV linear probe on cls+patch (train split or all cells)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     rows = []
@@ -126,6 +141,10 @@ def main() -> None:
             for kind, f in token_features(m, data.images).items():
                 sc = scores(f, data, a.k, a.repeats)
                 row = {"model": name, "size": size, "feature": kind, **{f"{t}.{s}": v[s] for t, v in sc.items() for s in v}}
+                if a.linear and kind == "cls+patch":
+                    for t, y in data.labels.items():
+                        tr = np.where(data.train & (y >= 0))[0]
+                        row[f"{t}.linear_val"] = linear_cv_bacc(f.numpy()[tr], y[tr])
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if a.json:
