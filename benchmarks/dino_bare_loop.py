@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Does the DINO [CLS] loss learn at all on ELPV? A bare training loop, no Lightning, no schedules.
+
+A constant lr, a constant teacher EMA and temperature, DINO loss only (iBOT and KoLeo off), a
+6-block ViT-Tiny on 64 px global + 2x32 px local crops of every third ELPV cell (grayscale preset).
+It prints the DINO loss and the teacher's target entropies (``diag/teacher_entropy``: per image,
+as a fraction of log K; near 1 = uniform targets) every 20 steps. docs/pretraining.md quotes it.
+
+    python benchmarks/dino_bare_loop.py --lr 1e-4 --momentum 0.996 --teacher-temp 0.04
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data_recipes.elpv_demo.prepare import elpv_records  # noqa: E402
+from pipeline.pretrain.augment import MultiCrop, MultiCropSpec  # noqa: E402
+from pipeline.pretrain.backbone_init import build_vit  # noqa: E402
+from pipeline.pretrain.methods import StepInputs  # noqa: E402
+from pipeline.pretrain.methods.distillation import Distillation, DistillationSpec  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--momentum", type=float, default=0.996)
+    p.add_argument("--teacher-temp", type=float, default=0.04)
+    p.add_argument("--centering", default="softmax", choices=["softmax", "sinkhorn"])
+    p.add_argument("--out-dim", type=int, default=256)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=121)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    pl.seed_everything(a.seed, verbose=False)
+    imgs = [Image.open(r["path"]).convert("L") for r in elpv_records()[::3]]
+    crops = MultiCrop(MultiCropSpec(preset="grayscale", global_size=64, local_size=32, local_crops=2))
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/pretrain/model/vit_mini.yaml")
+    cfg.pop("defaults", None)
+    spec = DistillationSpec(out_dim=a.out_dim, centering=a.centering, ibot_weight=0.0, koleo_weight=0.0)
+    method = Distillation(build_vit(cfg, 64)[0], spec)
+    params = [q for m in method.trainable_modules() for q in m.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.04)
+    for step in range(a.steps):
+        idx = torch.randint(len(imgs), (a.batch,))
+        views = [torch.stack(v) for v in zip(*[crops(imgs[i]) for i in idx], strict=True)]
+        loss, parts = method.loss(views, StepInputs(teacher_temp=a.teacher_temp, n_global=2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        method.update_teacher(a.momentum)
+        if step % 20 == 0:
+            d = method.diagnostics()
+            print(f"step {step:4d}  dino {float(parts['dino']):.3f}  teacher entropy per image "
+                  f"{float(d['teacher_entropy']):.3f}  of the batch mean {float(d['teacher_batch_entropy']):.3f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
