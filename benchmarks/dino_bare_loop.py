@@ -38,10 +38,17 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=121)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--global-scale", type=float, nargs=2, default=[0.32, 1.0])
+    p.add_argument("--local-crops", type=int, default=2)
+    p.add_argument("--jitter-prob", type=float, default=0.8, help="brightness/contrast jitter probability")
+    p.add_argument("--blur", type=float, default=1.0)
+    p.add_argument("--solarize", type=float, default=0.2)
     a = p.parse_args()
     pl.seed_everything(a.seed, verbose=False)
     imgs = [Image.open(r["path"]).convert("L") for r in elpv_records()[::3]]
-    crops = MultiCrop(MultiCropSpec(preset="grayscale", global_size=64, local_size=32, local_crops=2))
+    photometric = {"jitter_prob": a.jitter_prob, "blur": a.blur, "solarize": a.solarize}
+    crops = MultiCrop(MultiCropSpec(preset="grayscale", global_size=64, local_size=32, local_crops=a.local_crops,
+                                    global_scale=tuple(a.global_scale), **photometric))  # fmt: skip
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/pretrain/model/vit_mini.yaml")
     cfg.pop("defaults", None)
     spec = DistillationSpec(out_dim=a.out_dim, centering=a.centering, ibot_weight=0.0, koleo_weight=0.0)
