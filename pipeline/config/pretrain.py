@@ -47,7 +47,7 @@ class MethodConfig:
         student_temp: Student softmax temperature.
         center_momentum: EMA momentum of the teacher centre (``softmax`` centering).
         centering: Teacher targets: ``softmax`` (DINO: minus an EMA centre) or ``sinkhorn``
-            (DINOv2: Sinkhorn-Knopp balancing over the batch; no collapse at small batches).
+            (DINOv2: Sinkhorn-Knopp balancing over the batch; no prototype can take every image).
         momentum_start / momentum_end: Teacher EMA momentum, cosine from start to end.
         freeze_last_layer_epochs: Epochs during which the heads' last layer gets no update.
         mask_ratio_min / mask_ratio_max / mask_probability: iBOT block masking of global crops.

@@ -5,8 +5,9 @@ teacher outputs. At small batches (tens of images, as on a CPU) the center follo
 closely and the targets drift to uniform: the teacher collapses (docs/pretraining.md).
 ``sinkhorn`` is what DINOv2 ships (``centering: sinkhorn_knopp``, after SwAV): three
 Sinkhorn-Knopp iterations rescale ``exp(t / T)`` so that every prototype gets an equal share
-of the batch and every image one unit of mass. Neither uniform nor one-prototype targets
-satisfy that, so neither collapse can happen through the targets.
+of the batch and every image one unit of mass, so one prototype cannot take every image. It
+does not stop uniform targets: when the teacher gives every image the same output, the
+balanced answer is uniform for each (on the ELPV demo both centerings go that way).
 
 Both feed lightly's own ``DINOLoss`` / ``IBOTPatchLoss`` (so the cross-entropy and the iBOT
 per-image weighting stay lightly's): Sinkhorn targets go in as log-probabilities at
@@ -49,7 +50,7 @@ def as_logits(targets: torch.Tensor) -> torch.Tensor:
 
 
 def target_probs(teacher_out: torch.Tensor, center: torch.Tensor, temp: float, centering: str) -> torch.Tensor:
-    """The ``(N, K)`` targets the loss will use, for diagnostics (no center update)."""
+    """The ``(N, K)`` targets of the DINO loss, for the loss and its diagnostics (no center update)."""
     if centering == "sinkhorn":
         return sinkhorn_knopp_targets(teacher_out, temp)
     return F.softmax((teacher_out.float() - center.reshape(1, -1)) / temp, dim=-1)

@@ -68,8 +68,12 @@ def target_entropy(
     the batch by construction (``batch`` near 1), but identical teacher outputs still give
     uniform ones.
     """
-    p = target_probs(teacher_out, center, temp, centering)
-    n, k = teacher_out.shape
+    return probs_entropy(target_probs(teacher_out, center, temp, centering))
+
+
+def probs_entropy(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`target_entropy` of ``(N, K)`` target probabilities already computed."""
+    n, k = p.shape
     per_image = -(p * p.clamp_min(1e-12).log()).sum(-1).mean() / math.log(k)
     mean = p.mean(0)
     batch = -(mean * mean.clamp_min(1e-12).log()).sum() / math.log(max(2, min(n, k)))
@@ -199,9 +203,10 @@ class Distillation(SSLMethod):
         total = torch.zeros((), device=g.device)
         if s.dino_weight > 0:
             with torch.no_grad():  # before the loss call, which moves the center
-                h, hb = target_entropy(t_cls_out, self.dino_loss.center, step.teacher_temp, s.centering)
+                q = target_probs(t_cls_out, self.dino_loss.center, step.teacher_temp, s.centering)
+                h, hb = probs_entropy(q)
                 self._diag = {"teacher_entropy": h, "teacher_batch_entropy": hb}
-            t_in, temp = self._teacher_logits(t_cls_out, step.teacher_temp)
+            t_in, temp = self._teacher_logits(t_cls_out, step.teacher_temp, targets=q)
             d = self.dino_loss(
                 teacher_out=list(t_in.chunk(ng)),
                 student_out=list(s_cls_out_all.float().chunk(ng + len(local))),
@@ -225,13 +230,17 @@ class Distillation(SSLMethod):
             total = total + s.koleo_weight * k
         return total, parts
 
-    def _teacher_logits(self, teacher_out: torch.Tensor, temp: float) -> tuple[torch.Tensor, float]:
+    def _teacher_logits(
+        self, teacher_out: torch.Tensor, temp: float, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, float]:
         """What lightly's loss gets as ``teacher_out`` and ``teacher_temp`` under the chosen centering.
 
-        Sinkhorn runs over all rows at once (both global crops, or all masked patches), as in DINOv2.
+        Sinkhorn runs over all rows at once (both global crops, or all masked patches), as in DINOv2;
+        ``targets``, when the caller already computed them for the diagnostics, are not computed again.
         """
         if self.spec.centering == "sinkhorn":
-            return as_logits(sinkhorn_knopp_targets(teacher_out, temp)), 1.0
+            q = targets if targets is not None else sinkhorn_knopp_targets(teacher_out, temp)
+            return as_logits(q), 1.0
         return teacher_out.float(), temp
 
     @torch.no_grad()
