@@ -103,3 +103,31 @@ def test_lightly_losses_take_sinkhorn_targets_as_logits_at_temperature_one() -> 
 def test_unknown_centering_names_the_key() -> None:
     with pytest.raises(ValueError, match="pretrain.method.centering"):
         check_centering("sinkhorn_knopp")
+
+
+def test_distillation_trains_on_sinkhorn_targets_when_asked() -> None:
+    import timm
+
+    from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs
+    from pipeline.pretrain.methods.cls_encoder import encode_cls
+
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2,
+        num_classes=0, dynamic_img_size=True,
+    )  # fmt: skip
+    spec = DistillationSpec(1.0, 0.0, 0.0, out_dim=64, hidden_dim=32, bottleneck_dim=16, centering="sinkhorn")
+    m = Distillation(vit, spec).train()
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randn(6, 3, 16, 16, generator=g) for _ in range(2)] + [torch.randn(6, 3, 8, 8, generator=g)]
+    _, parts = m.loss(views, StepInputs(teacher_temp=0.05, n_global=2))
+
+    with torch.no_grad():  # DINOv2's targets over both global crops, every cross-view pair
+        q = dinov2_sinkhorn_knopp_teacher(m.teacher_head(encode_cls(m.teacher, torch.cat(views[:2]))), 0.05).chunk(2)
+        s = [m.student_head(encode_cls(m.student, v)) for v in (torch.cat(views[:2]), views[2])]
+        logp = F.log_softmax(torch.cat(s) / spec.student_temp, dim=-1).chunk(3)
+    pairs = [(i, j) for i in range(2) for j in range(3) if i != j]
+    want = sum(-(q[i] * logp[j]).sum(-1).mean() for i, j in pairs) / len(pairs)
+    torch.testing.assert_close(parts["dino"], want, rtol=1e-4, atol=1e-5)
+    assert torch.all(m.dino_loss.center == 0)
+    assert m.diagnostics()["teacher_batch_entropy"] > 0.99  # the diagnostics read the balanced targets
