@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--jitter-prob", type=float, default=0.8, help="brightness/contrast jitter probability")
     p.add_argument("--blur", type=float, default=1.0)
     p.add_argument("--solarize", type=float, default=0.2)
+    p.add_argument("--head-bn", action="store_true", help="BatchNorm in the DINO head's MLP")
     a = p.parse_args()
     pl.seed_everything(a.seed, verbose=False)
     imgs = [Image.open(r["path"]).convert("L") for r in elpv_records()[::3]]
@@ -51,7 +52,7 @@ def main() -> None:
                                     global_scale=tuple(a.global_scale), **photometric))  # fmt: skip
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/pretrain/model/vit_mini.yaml")
     cfg.pop("defaults", None)
-    spec = DistillationSpec(out_dim=a.out_dim, centering=a.centering, ibot_weight=0.0, koleo_weight=0.0)
+    spec = DistillationSpec(out_dim=a.out_dim, centering=a.centering, head_batch_norm=a.head_bn, ibot_weight=0.0, koleo_weight=0.0)
     method = Distillation(build_vit(cfg, 64)[0], spec)
     params = [q for m in method.trainable_modules() for q in m.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.04)

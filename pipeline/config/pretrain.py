@@ -43,6 +43,8 @@ class MethodConfig:
         dino_weight / ibot_weight / koleo_weight: Loss weights (DINOv2 uses 1, 1, 0.1).
         out_dim / hidden_dim / bottleneck_dim: DINO/iBOT head sizes.
         ibot_separate_head: Give the iBOT patch loss its own head (DINOv2 default for large models).
+        head_batch_norm: BatchNorm in the heads' MLP (DINO's ``use_bn_in_head``); the teacher's
+            head normalises over its own batch.
         teacher_temp / warmup_teacher_temp / warmup_teacher_temp_epochs: teacher temperature schedule.
         student_temp: Student softmax temperature.
         center_momentum: EMA momentum of the teacher centre (``softmax`` centering).
@@ -64,6 +66,7 @@ class MethodConfig:
     hidden_dim: int = 1024
     bottleneck_dim: int = 256
     ibot_separate_head: bool = False
+    head_batch_norm: bool = False
     teacher_temp: float = 0.07
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: float = 3.0

@@ -59,6 +59,27 @@ def test_teacher_ema_and_last_layer_freeze() -> None:
     assert m.student_head.last_layer.weight_v.grad is None
 
 
+def test_head_batch_norm_teacher_normalises_over_its_batch() -> None:
+    torch.manual_seed(0)
+    m = Distillation(_vit(), DistillationSpec(**SMALL, head_batch_norm=True, ibot_separate_head=True)).eval()
+    m.train()
+    t_bns = [b for h in (m.teacher_head, m.teacher_ibot_head) for b in h.modules() if isinstance(b, torch.nn.BatchNorm1d)]
+    assert len(t_bns) == 4 and all(b.training for b in t_bns)  # batch statistics, as in DINO's teacher
+    assert not m.teacher.training
+    # Identical images but for a tiny offset: with batch statistics the teacher's targets still differ.
+    x = torch.randn(1, 32).repeat(8, 1) + 1e-3 * torch.randn(8, 32)
+    with torch.no_grad():
+        out = m.teacher_head(x)
+    assert (out - out.mean(0)).abs().max() > 0.1 * out.abs().max()
+    loss, _ = m.loss(_views(), StepInputs(teacher_temp=0.04, n_global=2))
+    loss.backward()
+    assert torch.isfinite(loss) and m.student_head.layers[1].weight.grad is not None
+    m.eval()
+    assert not any(b.training for b in t_bns)
+    plain = Distillation(_vit(), DistillationSpec(**SMALL))
+    assert not any(isinstance(b, torch.nn.BatchNorm1d) for b in plain.teacher_head.modules())
+
+
 def test_no_loss_switched_on_is_an_error() -> None:
     with pytest.raises(ValueError, match="dino_weight"):
         Distillation(_vit(), DistillationSpec(0.0, 0.0, 0.1, **SMALL))

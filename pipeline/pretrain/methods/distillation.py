@@ -35,6 +35,7 @@ class DistillationSpec:
     hidden_dim: int = 1024
     bottleneck_dim: int = 256
     ibot_separate_head: bool = False
+    head_batch_norm: bool = False
     student_temp: float = 0.1
     center_momentum: float = 0.9
     centering: str = "softmax"
@@ -107,7 +108,9 @@ class Distillation(SSLMethod):
         dim = vit.embed_dim
 
         def head() -> DINOProjectionHead:
-            return DINOProjectionHead(dim, spec.hidden_dim, spec.bottleneck_dim, spec.out_dim, batch_norm=False)
+            return DINOProjectionHead(
+                dim, spec.hidden_dim, spec.bottleneck_dim, spec.out_dim, batch_norm=spec.head_batch_norm
+            )
 
         self.student_head = head()
         self.student_ibot_head = head() if (spec.ibot_separate_head and spec.ibot_weight > 0) else None
@@ -125,6 +128,18 @@ class Distillation(SSLMethod):
         self.ibot_loss = IBOTPatchLoss(spec.out_dim, student_temp=spec.student_temp, center_momentum=cm)
         self.koleo_loss = KoLeoLoss()
         self._diag: dict[str, torch.Tensor] = {}
+        self.train()
+
+    def train(self, mode: bool = True) -> "Distillation":
+        super().train(mode)
+        # As in DINO's use_bn_in_head, the teacher's head normalises with the statistics of its own
+        # batch: its running stats are never EMA-updated from the student, so eval-mode BN would
+        # stay at its initial identity and undo the point of the option.
+        for head in (self.teacher_head, self.teacher_ibot_head):
+            for m in head.modules() if head is not None else ():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train(mode)
+        return self
 
     def frozen_modules(self) -> list[nn.Module]:
         return [m for m in (self.teacher, self.teacher_head, self.teacher_ibot_head) if m is not None]
