@@ -156,7 +156,6 @@ def backbones(out: Path) -> dict[str, tuple[str, str]]:
 
 def cmd_knn(a: argparse.Namespace) -> None:
     import numpy as np
-    import timm
     import torch
 
     from pipeline.evaluation.dataset import load_eval_set
@@ -164,7 +163,6 @@ def cmd_knn(a: argparse.Namespace) -> None:
     from pipeline.evaluation.knn import knn_classify
     from pipeline.evaluation.metrics import classification_metrics
     from pipeline.evaluation.protocols import task_splits
-    from pipeline.models.backbone import BackboneSpec, create_backbone, load_state_dict, read_export
 
     out = Path(a.out)
     if a.elpv_all:  # every cell is a query once per repeat, its fold's bank the other four folds
@@ -176,25 +174,29 @@ def cmd_knn(a: argparse.Namespace) -> None:
 
         recs = elpv_records()
         images, labels = [Image.open(r["path"]).convert("RGB") for r in recs], elpv_labels(recs)
+
+        def score(feats: np.ndarray) -> dict[str, dict]:
+            feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+            return {t: {"balanced_accuracy": cv_bacc(feats, y, k=20, repeats=2), "n": len(y)} for t, y in labels.items()}
+
+        result, evaluated = out / "knn_elpv_all.json", "all 2,624 ELPV cells, 5-fold CV x 2"
     else:
         data = load_eval_set(Path(a.eval))
         images = data.images
+
+        def score(feats: np.ndarray) -> dict[str, dict]:
+            rows = {}
+            for tname, task in data.tasks.items():
+                tr, te = task_splits(task, data.is_test)
+                pred, proba = knn_classify(feats[tr], task.y[tr], feats[te], task.num_classes, k=20, temperature=0.07)
+                m = classification_metrics(task.y[te], pred, proba, task.num_classes)
+                rows[tname] = {k: float(v) for k, v in m.items()} | {"n_train": int(len(tr)), "n_test": int(len(te))}
+            return rows
+
+        result, evaluated = out / "knn.json", str(a.eval)
     res = {}
     for label, (kind, weights) in backbones(out).items():
-        imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-        if kind == "ours":
-            model = create_backbone(BackboneSpec("vit_tiny_patch16_224", weights=weights))
-            cfg = read_export(weights).get("pretrained_cfg", {})
-            norm = {"mean": list(cfg.get("mean", imagenet["mean"])), "std": list(cfg.get("std", imagenet["std"]))}
-        else:
-            torch.manual_seed(0)
-            model = timm.create_model("vit_tiny_patch16_224", num_classes=0)
-            if kind == "lt":  # LightlyTrain's export is the timm state dict; it trains on ImageNet-normalised RGB
-                missing, unexpected = model.load_state_dict(load_state_dict(weights), strict=False)
-                # its export keeps timm's 1000-class head, which num_classes=0 leaves out
-                if missing or any(not k.startswith("head.") for k in unexpected):
-                    raise RuntimeError(f"{weights}: missing {missing}, unexpected {unexpected}")
-            norm = imagenet
+        model, norm = _knn_backbone(kind, weights)
         prep = {"size": 224, "interpolation": "bicubic", **norm}
         cache = out / "knn_cache" / (hashlib.sha1((label + ":all" * a.elpv_all).encode()).hexdigest()[:12] + ".npy")
         stamp = f"{weights}:{Path(weights).stat().st_mtime if weights else 0}"
@@ -206,27 +208,33 @@ def cmd_knn(a: argparse.Namespace) -> None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.save(cache, feats)
             cache.with_suffix(".txt").write_text(stamp)
-        row = {"weights": weights, "normalisation": norm}
-        if a.elpv_all:
-            feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
-            for tname, y in labels.items():
-                row[tname] = {"balanced_accuracy": cv_bacc(feats, y, k=20, repeats=2), "n": len(y)}
-            print(label, json.dumps({t: row[t] for t in labels}))
-            res[label] = row
-            continue
-        for tname, task in data.tasks.items():
-            tr, te = task_splits(task, data.is_test)
-            pred, proba = knn_classify(feats[tr], task.y[tr], feats[te], task.num_classes, k=20, temperature=0.07)
-            m = classification_metrics(task.y[te], pred, proba, task.num_classes)
-            row[tname] = {k: float(v) for k, v in m.items()} | {"n_train": int(len(tr)), "n_test": int(len(te))}
-        print(label, json.dumps({t: row[t] for t in data.tasks}))
-        res[label] = row
-    if a.elpv_all:
-        (out / "knn_elpv_all.json").write_text(json.dumps({"eval": "all 2,624 ELPV cells, 5-fold CV x 2", "protocol":
-                                                           "knn k=20 T=0.07, 224 px whole image", "results": res}, indent=2) + "\n")  # fmt: skip
-        return
-    (out / "knn.json").write_text(json.dumps({"eval": str(a.eval), "protocol": "knn k=20 T=0.07, 224 px whole image",
-                                              "results": res}, indent=2) + "\n")  # fmt: skip
+        scores = score(feats)
+        print(label, json.dumps(scores))
+        res[label] = {"weights": weights, "normalisation": norm} | scores
+    result.write_text(json.dumps({"eval": evaluated, "protocol": "knn k=20 T=0.07, 224 px whole image", "results": res},
+                                 indent=2) + "\n")  # fmt: skip
+
+
+def _knn_backbone(kind: str, weights: str | None) -> tuple["torch.nn.Module", dict[str, list[float]]]:
+    """The ViT-Tiny/16 to score and its input normalisation: ours, LightlyTrain's export, or random init."""
+    import timm
+    import torch
+
+    from pipeline.models.backbone import BackboneSpec, create_backbone, load_state_dict, read_export
+
+    imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    if kind == "ours":
+        cfg = read_export(weights).get("pretrained_cfg", {})
+        norm = {"mean": list(cfg.get("mean", imagenet["mean"])), "std": list(cfg.get("std", imagenet["std"]))}
+        return create_backbone(BackboneSpec("vit_tiny_patch16_224", weights=weights)), norm
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=0)
+    if kind == "lt":  # LightlyTrain's export is the timm state dict; it trains on ImageNet-normalised RGB
+        missing, unexpected = model.load_state_dict(load_state_dict(weights), strict=False)
+        # its export keeps timm's 1000-class head, which num_classes=0 leaves out
+        if missing or any(not k.startswith("head.") for k in unexpected):
+            raise RuntimeError(f"{weights}: missing {missing}, unexpected {unexpected}")
+    return model, imagenet
 
 
 def cmd_report(a: argparse.Namespace) -> None:
