@@ -58,7 +58,9 @@ class CollapseMonitor(pl.Callback):
             self.warned = kind
             fix = (
                 "lower pretrain.optim.lr (it is per 256 images and scaled with the batch), lower "
-                "pretrain.method.teacher_temp, or raise pretrain.method.momentum_start"
+                "pretrain.method.teacher_temp, or raise pretrain.method.momentum_start; on look-alike images "
+                "(one cell type, one tissue), pretrain.method.head_batch_norm=true with weaker photometric "
+                "augmentation (pretrain.augment.jitter_prob, blur, solarize)"
                 if kind == "uniform"
                 else "lower pretrain.method.center_momentum (the center then follows faster) or raise pretrain.method.teacher_temp"
             )
