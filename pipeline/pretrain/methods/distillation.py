@@ -135,10 +135,10 @@ class Distillation(SSLMethod):
         # As in DINO's use_bn_in_head, the teacher's head normalises with the statistics of its own
         # batch: its running stats are never EMA-updated from the student, so eval-mode BN would
         # stay at its initial identity and undo the point of the option.
-        for head in (self.teacher_head, self.teacher_ibot_head):
-            for m in head.modules() if head is not None else ():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.train(mode)
+        heads = [h for h in (self.teacher_head, self.teacher_ibot_head) if h is not None]
+        for m in (m for h in heads for m in h.modules()):
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train(mode)
         return self
 
     def frozen_modules(self) -> list[nn.Module]:
@@ -210,7 +210,8 @@ class Distillation(SSLMethod):
             s_cls = s_tokens[:, 0]
         else:
             s_tokens, s_cls = None, encode_cls(self.student, g)
-        # local crops only feed the [CLS] loss; one head call for all views (the head is per-sample)
+        # local crops only feed the [CLS] loss; one head call for all views (per-sample, or with
+        # head_batch_norm statistics over all crops together, as DINO's MultiCropWrapper does)
         s_cls_all = torch.cat([s_cls, encode_cls(self.student, torch.cat(local))]) if local else s_cls
         s_cls_out_all = self.student_head(s_cls_all)
 
