@@ -130,7 +130,7 @@ class Distillation(SSLMethod):
         self._diag: dict[str, torch.Tensor] = {}
         self.train()
 
-    def train(self, mode: bool = True) -> "Distillation":
+    def train(self, mode: bool = True) -> Distillation:
         super().train(mode)
         # As in DINO's use_bn_in_head, the teacher's head normalises with the statistics of its own
         # batch: its running stats are never EMA-updated from the student, so eval-mode BN would
