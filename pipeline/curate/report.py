@@ -37,6 +37,15 @@ def image_grid(rows: Sequence[Sequence[Cell]], path: Path, thumb: int = 96) -> P
     return path
 
 
+def histogram_range(v: np.ndarray, lo: float | None = None) -> tuple[float, float]:
+    """The x range of a similarity histogram: ``[lo, 1]``, or from below the smallest value when ``lo`` is None.
+
+    The end widens past 1 because the cosine of an image with its exact copy rounds to just above 1.
+    """
+    start = lo if lo is not None else min(-0.1, float(v.min()))
+    return start, max(1.0, float(v.max()))
+
+
 def histogram(
     series: Mapping[str, np.ndarray],
     path: Path,
@@ -51,9 +60,9 @@ def histogram(
         v = np.asarray(v, np.float64)
         v = v[np.isfinite(v)]
         if v.size:
-            start = lo if lo is not None else min(-0.1, float(v.min()))
+            start, end = histogram_range(v, lo)
             shown = int((v >= start).sum())
-            ax.hist(v, bins=bins, range=(start, 1.0), alpha=0.6, label=f"{name} ({shown} of {v.size} shown)", log=lo is None)
+            ax.hist(v, bins=bins, range=(start, end), alpha=0.6, label=f"{name} ({shown} of {v.size} shown)", log=lo is None)
     for name, t in (thresholds or {}).items():
         ax.axvline(t, color="red", linestyle="--", linewidth=1)
         ax.text(t, ax.get_ylim()[1], f" {name}={t:g}", color="red", va="top", fontsize=8, rotation=90)
@@ -71,7 +80,7 @@ def histogram(
 def write_index(path: Path, title: str, counts: Mapping[str, float], sections: Sequence[tuple[str, str, Sequence[str]]]) -> Path:
     """``index.html``: a counts table, then per section a heading, a note and images (paths relative to ``path``)."""
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" if isinstance(v, float) else f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" if isinstance(v, (float, np.floating)) else f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
         for k, v in counts.items()
     )
     body = [f"<h1>{html.escape(title)}</h1>", f"<table border=1 cellpadding=3>{rows}</table>"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.curate.report import histogram, image_grid, write_index
+from pipeline.curate.report import histogram, histogram_range, image_grid, write_index
 from tests.bad_inputs import encode
 
 RED = (255, 0, 0)
@@ -41,8 +41,15 @@ def test_histogram_png_has_the_figure_size_in_log_and_zoomed_modes(tmp_path: Pat
     assert log_png.read_bytes() != zoom_png.read_bytes()
 
 
+def test_histogram_range_covers_rounded_self_similarities() -> None:
+    v = np.array([-0.3, 0.5, 1.0000001])
+    assert histogram_range(v) == (-0.3, 1.0000001)  # copies' cosines round past 1 and stay in the plot
+    assert histogram_range(v, lo=0.9) == (0.9, 1.0000001)
+    assert histogram_range(np.array([0.2, 0.8])) == (-0.1, 1.0)
+
+
 def test_index_lists_counts_sections_and_images_escaped(tmp_path: Path) -> None:
-    counts = {"pool": 1200, "kept": 300, "kept_share": 0.25, "sim <p50>": 0.123456}
+    counts = {"pool": 1200, "kept": 300, "kept_share": 0.25, "sim <p50>": 0.123456, "mean_sim": np.float32(0.87654321)}
     sections = [("Near duplicates", "pairs over 0.95 & below 1", ["dup.png", "dup2.png"]), ("Seeds", "", [])]
     path = write_index(tmp_path / "r" / "index.html", "Curation <demo>", counts, sections)
     doc = path.read_text()
@@ -50,6 +57,7 @@ def test_index_lists_counts_sections_and_images_escaped(tmp_path: Path) -> None:
     assert "<tr><td>pool</td><td>1200</td></tr>" in doc and "<tr><td>kept</td><td>300</td></tr>" in doc
     assert "<tr><td>kept_share</td><td>0.25</td></tr>" in doc
     assert "<tr><td>sim &lt;p50&gt;</td><td>0.1235</td></tr>" in doc  # floats to 4 significant digits
+    assert "<tr><td>mean_sim</td><td>0.8765</td></tr>" in doc  # numpy float32 too
     assert "<h2>Near duplicates</h2><p>pairs over 0.95 &amp; below 1</p>" in doc and "<h2>Seeds</h2>" in doc
     assert doc.index('<img src="dup.png"') < doc.index('<img src="dup2.png"') < doc.index("<h2>Seeds</h2>")
     assert doc.index("<h1>") < doc.index("<table") < doc.index("<h2>Near duplicates</h2>")
