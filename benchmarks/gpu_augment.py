@@ -22,9 +22,8 @@ import argparse
 import time
 from typing import Any
 
-from gpu_common import parse_args, resolve_device, sync, timed, write_results  # noqa: I001 (puts the repo on sys.path)
+from gpu_common import parse_args, resolve_device, timed, write_results  # noqa: I001 (puts the repo on sys.path)
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from lightly.transforms.dino_transform import DINOTransform  # noqa: E402
 from PIL import Image  # noqa: E402

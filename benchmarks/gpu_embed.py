@@ -37,7 +37,6 @@ from gpu_common import parse_args, resolve_device, sync, timed, write_results  #
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torchvision  # noqa: E402
 import webdataset as wds  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg  # noqa: E402

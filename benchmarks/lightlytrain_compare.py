@@ -41,6 +41,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -215,7 +219,7 @@ def cmd_knn(a: argparse.Namespace) -> None:
                                  indent=2) + "\n")  # fmt: skip
 
 
-def _knn_backbone(kind: str, weights: str | None) -> tuple["torch.nn.Module", dict[str, list[float]]]:
+def _knn_backbone(kind: str, weights: str | None) -> tuple[torch.nn.Module, dict[str, list[float]]]:
     """The ViT-Tiny/16 to score and its input normalisation: ours, LightlyTrain's export, or random init."""
     import timm
     import torch

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, str] | None:
     print(f"logs: {folder}/<job id>/   queue: squeue -u $USER")
     if not cluster.wait:
         return None
-    result = wait(chain, timeout=float(os.environ.get("PIPELINE_SUBMIT_TIMEOUT", 7 * 24 * 3600)))
+    result = wait(chain, timeout=float(os.environ.get("PIPELINE_SUBMIT_TIMEOUT", str(7 * 24 * 3600))))
     for name, state in result.items():
         print(f"{name}: {state}")
     if any(s != "COMPLETED" for s in result.values()):

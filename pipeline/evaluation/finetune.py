@@ -84,7 +84,7 @@ class FinetuneModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(int(getattr(backbone, "num_features")), num_classes)
+        self.head = nn.Linear(int(backbone.num_features), num_classes)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
         self.opts = opts

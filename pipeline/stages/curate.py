@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 from omegaconf import DictConfig
@@ -115,7 +116,7 @@ def _summary(ctx: S.Context, emb: dict[str, Manifest | None], results: dict[str,
     inputs = [lineage_entry(ctx.ingest / "pool")] + [lineage_entry(ctx.root / "embed" / s) for s in emb]
     summary = Manifest("curate", config_hash([m.config_hash for m in results.values()], ctx.emb_hash), inputs,
                        {n: ("shards" if n == "write" else n) for n in results}, counts,
-                       {k: float(v) for k, v in {**counts, **metrics}.items() if v == v})  # fmt: skip
+                       {k: float(v) for k, v in {**counts, **metrics}.items() if not math.isnan(v)})  # fmt: skip
     summary.extra["scores"] = scores
     summary.write(ctx.root)
     for name in results:

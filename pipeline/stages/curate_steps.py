@@ -162,7 +162,7 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
                                         "similarity": round(r.similarity, 5)} for r in removals])  # fmt: skip
     byte_dups = sum(1 for line in (ctx.ingest / "pool" / "records.jsonl").open() if '"duplicate"' in line)
     groups = int((np.bincount(labels) > 1).sum())
-    (folder / f".pool_copy_centered.npy").unlink(missing_ok=True)
+    (folder / ".pool_copy_centered.npy").unlink(missing_ok=True)
     return Manifest("curate/dedup", h, artifacts={"removals": "removals.jsonl", "labels": "labels.npy", "nn1": "nn1_similarity.npy"},
                     counts={"pool": len(ids), "byte_duplicates_at_ingest": byte_dups, "near_duplicates_removed": len(removals),
                             "duplicate_groups": groups, "edges": int(i.size), **vcounts}, metrics=vmetrics,

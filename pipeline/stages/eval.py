@@ -137,7 +137,7 @@ def run(cfg: DictConfig) -> Manifest:
                         [b.arch, repr(b.spec), b.fingerprint, cfg.seed, data.manifest_hash,
                          *([repr(b.data_cfg)] if b.data_cfg else []),
                          {k: v for k, v in ft.items() if k not in ("tasks", "fractions", "seeds", "enabled")}],
-                        progress=lambda msg: (bar.set_postfix_str(msg), bar.update(1), log.debug(msg)),
+                        progress=lambda msg, bar=bar: (bar.set_postfix_str(msg), bar.update(1), log.debug(msg)),
                     )  # fmt: skip
                 bar.close()
             _log_backbone(b, report.summarize(b_rows))
