@@ -160,7 +160,8 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
     _save(folder / "labels.npy", labels)
     _jsonl(folder / "removals.jsonl", [{"id": ids[r.removed], "kept": ids[r.kept], "linked_to": ids[r.linked_to],
                                         "similarity": round(r.similarity, 5)} for r in removals])  # fmt: skip
-    byte_dups = sum(1 for line in (ctx.ingest / "pool" / "records.jsonl").open() if '"duplicate"' in line)
+    with (ctx.ingest / "pool" / "records.jsonl").open() as fh:
+        byte_dups = sum(1 for line in fh if '"duplicate"' in line)
     groups = int((np.bincount(labels) > 1).sum())
     (folder / ".pool_copy_centered.npy").unlink(missing_ok=True)
     return Manifest("curate/dedup", h, artifacts={"removals": "removals.jsonl", "labels": "labels.npy", "nn1": "nn1_similarity.npy"},

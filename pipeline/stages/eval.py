@@ -144,7 +144,7 @@ def run(cfg: DictConfig) -> Manifest:
         rows += b_rows
     summary = report.summarize(rows)
     roles = {b.name: b.role for b in backbones}
-    metrics, headline, md = _write_report(rep_dir, rows, summary, roles, tasks, metric, notes, data)
+    metrics, headline = _write_report(rep_dir, rows, summary, roles, tasks, metric, notes, data)
     tracking.log_artifact(rep_dir, artifact_path=f"{ec['folder']}/report")
     m = Manifest(
         stage="eval",
@@ -173,7 +173,7 @@ def _write_report(
     metric: str,
     notes: list[str],
     data: EvalSet,
-) -> tuple[dict[str, float], list[str], str]:
+) -> tuple[dict[str, float], list[str]]:
     report.write_csv(rows, rep_dir / "results.csv")
     report.write_csv(summary, rep_dir / "summary.csv")
     metrics: dict[str, float] = {}
@@ -212,4 +212,4 @@ def _write_report(
     head += [f"- {h}" for h in headline] + [""]
     md = "\n".join(head + ["## Results", ""] + body)
     (rep_dir / "report.md").write_text(md)
-    return metrics, headline, md
+    return metrics, headline
