@@ -18,6 +18,10 @@ def write_curated(
 
     Each sample keeps its image bytes and metadata; ``meta["curation"]`` gets its
     lineage (what brought it in, at what similarity). Returns the shards and the count.
+
+    Raises:
+        KeyError: some ids of ``lineage`` are not in ``pool_shards`` (the pool changed after it
+            was embedded), so the curated set would silently come out smaller than retrieved.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("shard-*"):
@@ -41,6 +45,13 @@ def write_curated(
     if writer is not None:
         writer.close(records)
         shards.append(writer.shard)
+    if n < len(lineage):
+        written = {s["__key__"] for s in iter_samples(shards)}
+        missing = sorted(k for k in lineage if k not in written)
+        raise KeyError(
+            f"{len(missing)} of {len(lineage)} curated ids are not in the pool shards (first: {missing[:5]}); "
+            "the pool changed after it was embedded: re-run the curate stage from its embed step"
+        )
     return shards, n
 
 

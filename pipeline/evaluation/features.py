@@ -26,11 +26,16 @@ log = logging.getLogger(__name__)
 _INTERP = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
 
+def resample_filter(interpolation: str) -> Image.Resampling:
+    """PIL's filter for timm's ``interpolation`` name (bicubic for names PIL has no match for)."""
+    return _INTERP.get(interpolation, Image.Resampling.BICUBIC)
+
+
 def to_tensor_batch(
     images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic"
 ) -> torch.Tensor:
     """Resize whole images to ``size`` x ``size`` (no crop: a defect can sit at the border) and normalise."""
-    resample = _INTERP.get(interpolation, Image.Resampling.BICUBIC)
+    resample = resample_filter(interpolation)
     arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), resample), dtype=np.float32) for im in images])
     x = torch.from_numpy(arr).permute(0, 3, 1, 2).div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)

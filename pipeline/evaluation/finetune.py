@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.evaluation.backbones import EvalBackbone
+from pipeline.evaluation.features import resample_filter
 from pipeline.models.backbone import data_config
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,13 @@ class FinetuneModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def images_to_uint8(images: Sequence[Image.Image], size: int) -> torch.Tensor:
-    """Resize once to ``size`` and keep as a uint8 ``(n, 3, size, size)`` tensor (cheap to hold, fast to batch)."""
-    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)) for im in images])
+def images_to_uint8(images: Sequence[Image.Image], size: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """Resize once to ``size`` and keep as a uint8 ``(n, 3, size, size)`` tensor (cheap to hold, fast to batch).
+
+    ``interpolation`` is timm's name for the filter (the backbone's data config), as for frozen features.
+    """
+    resample = resample_filter(interpolation)
+    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), resample)) for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 

@@ -26,6 +26,7 @@ from pipeline.evaluation.fractions import nested_label_subsets
 from pipeline.evaluation.knn import knn_classify
 from pipeline.evaluation.linear_probe import ProbeOptions, fit_linear_probe
 from pipeline.evaluation.metrics import classification_metrics
+from pipeline.models.backbone import data_config
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def frozen_protocols(
 
 def finetune_protocol(
     b: EvalBackbone,
-    images_at: Callable[[int], torch.Tensor],
+    images_at: Callable[[int, str], torch.Tensor],
     task: Task,
     is_test: np.ndarray,
     fractions: Sequence[float],
@@ -89,14 +90,17 @@ def finetune_protocol(
     """Fine-tune at every label fraction and seed; each finished run is cached as JSON, so a killed stage resumes.
 
     Args:
-        images_at: uint8 images of the whole evaluation set at a given size (cached by the caller).
+        images_at: uint8 images of the whole evaluation set at a given size and interpolation
+            (cached by the caller).
         cache_key: Everything besides (task, fraction, seed, subset) that changes a run's result.
     """
     train_idx, test_idx = task_splits(task, is_test)
     y, C = task.y, task.num_classes
     # A ViT fixed to its pretraining size is fine-tuned at that size (its position
     # embedding has no other); other backbones at opts.img_size.
-    size = native_input_size(b.build(0)) or opts.img_size
+    model = b.build(0)
+    size = native_input_size(model) or opts.img_size
+    interpolation = str({**data_config(model), **b.preprocessing_overrides()}.get("interpolation", "bicubic"))
     if size != opts.img_size:
         log.info("finetune %s: fixed input size %d px (not %d)", b.name, size, opts.img_size)
         opts = dataclasses.replace(opts, img_size=size)
@@ -104,13 +108,13 @@ def finetune_protocol(
     rows = []
     for seed in seeds:
         for frac, idx in nested_label_subsets(y, train_idx, fractions, seed, min_per_class).items():
-            key = config_hash(cache_key, size, task.name, frac, seed, idx.tolist(), test_idx.tolist())
+            key = config_hash(cache_key, size, interpolation, task.name, frac, seed, idx.tolist(), test_idx.tolist())
             path = cache_dir / f"{b.name}-{task.name}-f{frac:g}-s{seed}-{key}.json"
             if path.is_file():
                 rows.append(json.loads(path.read_text()))
                 continue
             if x is None:
-                x = images_at(size)
+                x = images_at(size, interpolation)
             progress(f"finetune {b.name} {task.name} {100 * frac:g}% seed {seed} ({len(idx)} labels)")
             pred, proba = finetune_and_predict(b, x[idx], y[idx], x[test_idx], C, opts, seed, optimizer)
             row = _row(b, task.name, "finetune", frac, seed, len(idx), classification_metrics(y[test_idx], pred, proba, C))

@@ -107,12 +107,12 @@ def run(cfg: DictConfig) -> Manifest:
     # Caches live in eval/ whatever eval.folder is: they are keyed by content hashes, so
     # experiments (the curation ablation, say) reuse the baselines' features and runs.
     feat_dir, ft_dir, rep_dir = stage_dir(cfg, "eval", "features"), stage_dir(cfg, "eval", "finetune"), root / "report"
-    resized: dict[int, Any] = {}
+    resized: dict[tuple[int, str], Any] = {}
 
-    def images_at(size: int) -> Any:
-        if size not in resized:
-            resized[size] = images_to_uint8(data.images, size)
-        return resized[size]
+    def images_at(size: int, interpolation: str) -> Any:
+        if (size, interpolation) not in resized:
+            resized[size, interpolation] = images_to_uint8(data.images, size, interpolation)
+        return resized[size, interpolation]
 
     rows: list[dict[str, Any]] = []
     for b in backbones:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pipeline.curate.write import fetch_images, write_curated
 from pipeline.io.shards import iter_samples, list_shards, read_metadata
 from tests.unit.pretrain_tiny import write_shards
@@ -38,10 +40,16 @@ def test_a_rerun_replaces_the_previous_set(tmp_path: Path) -> None:
     shards, pool = _pool(tmp_path / "pool")
     ids = list(pool)
     write_curated(shards, {k: {} for k in ids[:6]}, tmp_path / "out", shard_size=2)
-    out, n = write_curated(shards, {ids[3]: {}, "not-in-pool": {}}, tmp_path / "out", shard_size=2)
+    out, n = write_curated(shards, {ids[3]: {}}, tmp_path / "out", shard_size=2)
     assert n == 1 and list_shards(tmp_path / "out") == out and len(out) == 1
     assert [s["__key__"] for s in iter_samples(out)] == [ids[3]]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shard-000000.records.jsonl", "shard-000000.tar"]
+
+
+def test_an_id_missing_from_the_pool_is_an_error_naming_it(tmp_path: Path) -> None:
+    shards, pool = _pool(tmp_path / "pool")
+    with pytest.raises(KeyError, match="1 of 2 curated ids.*not-in-pool"):
+        write_curated(shards, {next(iter(pool)): {}, "not-in-pool": {}}, tmp_path / "out", shard_size=2)
 
 
 def test_fetch_images_returns_exactly_the_requested_bytes(tmp_path: Path) -> None:

@@ -35,6 +35,13 @@ def test_images_to_uint8_resizes_to_rgb_uint8_nchw() -> None:
     np.testing.assert_array_equal(x[1].permute(1, 2, 0).numpy(), expected)
 
 
+def test_images_to_uint8_uses_the_backbones_interpolation() -> None:
+    im = Image.fromarray(noise(30, 7, seed=1))
+    bilinear = images_to_uint8([im], 16, "bilinear")[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(bilinear, np.asarray(im.resize((16, 16), Image.Resampling.BILINEAR)))
+    assert not np.array_equal(bilinear, images_to_uint8([im], 16, "bicubic")[0].permute(1, 2, 0).numpy())
+
+
 def test_steps_grow_with_the_subset_within_the_bounds() -> None:
     opts = FinetuneOptions(epochs=2, min_steps=10, batch_size=32)
     assert opts.steps_for(5) == 10  # min_steps for a tiny subset
