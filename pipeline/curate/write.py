@@ -24,12 +24,11 @@ def write_curated(
             was embedded), so the curated set would silently come out smaller than retrieved.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("shard-*"):
-        old.unlink()  # a re-run rewrites the whole set; stale shards must not linger
+    _clear(out_dir)  # a re-run rewrites the whole set; stale shards must not linger
     shards: list[Path] = []
     writer: AtomicShardWriter | None = None
     records: list[dict[str, Any]] = []
-    n = 0
+    written: set[str] = set()
     for s in tqdm(_selected(iter_samples(pool_shards), lineage), total=len(lineage), desc="write", disable=not progress):
         if writer is None:
             writer = AtomicShardWriter(shard_path(out_dir, len(shards)))
@@ -37,7 +36,7 @@ def write_curated(
         meta = {**s["meta"], "curation": dict(lineage[s["__key__"]])}
         writer.write(s["__key__"], s["ext"], s["image"], meta)
         records.append({**meta, "status": "accepted", "shard": writer.shard.name})
-        n += 1
+        written.add(s["__key__"])
         if writer.count >= shard_size:
             writer.close(records)
             shards.append(writer.shard)
@@ -45,14 +44,19 @@ def write_curated(
     if writer is not None:
         writer.close(records)
         shards.append(writer.shard)
-    if n < len(lineage):
-        written = {s["__key__"] for s in iter_samples(shards)}
-        missing = sorted(k for k in lineage if k not in written)
+    missing = sorted(lineage.keys() - written)
+    if missing:
+        _clear(out_dir)  # an incomplete set must not pass for the curated one
         raise KeyError(
             f"{len(missing)} of {len(lineage)} curated ids are not in the pool shards (first: {missing[:5]}); "
             "the pool changed after it was embedded: re-run the curate stage from its embed step"
         )
-    return shards, n
+    return shards, len(written)
+
+
+def _clear(out_dir: Path) -> None:
+    for old in out_dir.glob("shard-*"):
+        old.unlink()
 
 
 def _selected(samples: Iterable[dict[str, Any]], keep: Mapping[str, Any]) -> Iterable[dict[str, Any]]:

@@ -50,6 +50,7 @@ def test_an_id_missing_from_the_pool_is_an_error_naming_it(tmp_path: Path) -> No
     shards, pool = _pool(tmp_path / "pool")
     with pytest.raises(KeyError, match="1 of 2 curated ids.*not-in-pool"):
         write_curated(shards, {next(iter(pool)): {}, "not-in-pool": {}}, tmp_path / "out", shard_size=2)
+    assert list((tmp_path / "out").iterdir()) == []  # no partial set left to pass for the curated one
 
 
 def test_fetch_images_returns_exactly_the_requested_bytes(tmp_path: Path) -> None:
