@@ -24,8 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.evaluation.backbones import EvalBackbone
-from pipeline.evaluation.features import resample_filter
-from pipeline.models.backbone import data_config
+from pipeline.evaluation.features import preprocessing, resample_filter
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +160,9 @@ def finetune_and_predict(
         logging.getLogger(name).setLevel(logging.WARNING)
     L.seed_everything(seed, verbose=False)
     model = backbone.build(seed)
-    dc = {**data_config(model), **backbone.preprocessing_overrides()}
+    prep = preprocessing(model, opts.img_size, backbone.preprocessing_overrides())
     steps = opts.steps_for(len(x_train))
-    module = FinetuneModule(model, num_classes, dc["mean"], dc["std"], opts, steps, optimizer)
+    module = FinetuneModule(model, num_classes, prep["mean"], prep["std"], opts, steps, optimizer)
     bs = min(opts.batch_size, len(x_train))
     ds = TensorDataset(x_train, torch.as_tensor(np.asarray(y_train), dtype=torch.long))
     gen = torch.Generator().manual_seed(seed)

@@ -20,13 +20,12 @@ from threadpoolctl import threadpool_limits
 from pipeline.core.manifest import atomic_write_json, config_hash
 from pipeline.evaluation.backbones import EvalBackbone
 from pipeline.evaluation.dataset import Task
-from pipeline.evaluation.features import native_input_size
+from pipeline.evaluation.features import preprocessing
 from pipeline.evaluation.finetune import FinetuneOptions, OptimizerFactory, finetune_and_predict
 from pipeline.evaluation.fractions import nested_label_subsets
 from pipeline.evaluation.knn import knn_classify
 from pipeline.evaluation.linear_probe import ProbeOptions, fit_linear_probe
 from pipeline.evaluation.metrics import classification_metrics
-from pipeline.models.backbone import data_config
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +97,8 @@ def finetune_protocol(
     y, C = task.y, task.num_classes
     # A ViT fixed to its pretraining size is fine-tuned at that size (its position
     # embedding has no other); other backbones at opts.img_size.
-    model = b.build(0)
-    size = native_input_size(model) or opts.img_size
-    interpolation = str({**data_config(model), **b.preprocessing_overrides()}.get("interpolation", "bicubic"))
+    prep = preprocessing(b.build(0), opts.img_size, b.preprocessing_overrides())
+    size, interpolation = prep["size"], prep["interpolation"]
     if size != opts.img_size:
         log.info("finetune %s: fixed input size %d px (not %d)", b.name, size, opts.img_size)
         opts = dataclasses.replace(opts, img_size=size)
