@@ -53,6 +53,11 @@ class MethodConfig:
         momentum_start / momentum_end: Teacher EMA momentum, cosine from start to end.
         freeze_last_layer_epochs: Epochs during which the heads' last layer gets no update.
         mask_ratio_min / mask_ratio_max / mask_probability: iBOT block masking of global crops.
+        param_dtype: Weights the ViT blocks compute with: ``float32`` (the fp32 weights, cast op by op
+            under bf16 autocast) or ``bfloat16`` (one bf16 copy of the fp32 master weights per step, so
+            the residual stream stays bf16, as with DINOv2's FSDP mixed precision; gradients, optimizer,
+            EMA teacher, checkpoints and export stay fp32). Distillation only. On one H200 it did not
+            make the ViT-B/16 step faster (docs/pretraining.md, "GPU throughput").
         temperature: NT-Xent temperature (SimCLR).
         projection_dim: SimCLR projection output size.
     """
@@ -79,6 +84,7 @@ class MethodConfig:
     mask_ratio_min: float = 0.1
     mask_ratio_max: float = 0.5
     mask_probability: float = 0.5
+    param_dtype: str = "float32"
     temperature: float = 0.1
     projection_dim: int = 128
 
@@ -180,7 +186,7 @@ class TrainerConfig:
         precision: ``auto`` = ``bf16-mixed`` on GPU, ``32-true`` on CPU. ``bf16-mixed`` on a CPU with
             native bf16 (AVX512-BF16/AMX) is bf16 autocast with fp32 weights; time it first (docs/pretraining.md).
         strategy: ``auto``, ``ddp`` or ``fsdp``.
-        compile: ``torch.compile`` the student and teacher backbones.
+        compile: ``torch.compile`` the student and teacher backbones and the method's loss terms.
         accumulate_grad_batches: Gradient accumulation.
         checkpoint_every_n_steps: Write ``checkpoints/last.ckpt`` this often (0: only at the end).
         log_every_n_steps: Metric logging interval.

@@ -1,4 +1,4 @@
-"""``torch.compile`` for the ViT trunks of an SSL method.
+"""``torch.compile`` for an SSL method: its ViT trunks and its loss terms.
 
 What is compiled is each ViT's ``blocks`` (the ``nn.Sequential`` of transformer blocks), as one
 graph: patch embedding, masking and position-embedding interpolation stay eager, because their
@@ -12,6 +12,11 @@ student exceeds dynamo's default recompile limit of 8 and silently falls back to
 """
 
 from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,3 +47,34 @@ def compile_trunks(model: nn.Module, mode: str | None = None) -> int:
     for t in trunks:
         t.compile(mode=mode)
     return len(trunks)
+
+
+def compile_method(method: nn.Module, mode: str | None = None) -> int:
+    """Compile the ViT trunks (:func:`compile_trunks`) and the method's loss terms; returns the trunk count.
+
+    The loss terms matter on a GPU: DINOv2's heads score every crop and every masked patch
+    against 65,536 prototypes, and the eager losses make several float32 passes over those
+    scores (``Distillation.compile_losses``).
+    """
+    n = compile_trunks(method, mode)
+    compile_losses = getattr(method, "compile_losses", None)
+    if compile_losses is not None:
+        compile_losses(mode)
+    return n
+
+
+def quiet_tensor_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` without torch's "To copy construct from a tensor" warning.
+
+    lightly's losses call ``torch.tensor(teacher_temp)``; compiled loss terms pass the temperature
+    as a tensor (a Python float would be baked into the graph and recompiled at every new value of
+    the warm-up schedule), which torch warns about at every trace.
+    """
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="To copy construct from a tensor")
+            return fn(*args, **kwargs)
+
+    return call

@@ -30,7 +30,7 @@ from pipeline.core.stage import completed, section, stage_dir
 from pipeline.pretrain.augment import MultiCropSpec, resolve_preset
 from pipeline.pretrain.backbone_init import build_vit
 from pipeline.pretrain.collapse import CollapseMonitor
-from pipeline.pretrain.compile import compile_trunks
+from pipeline.pretrain.compile import compile_method
 from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
 from pipeline.pretrain.device_augment import device_multicrop, load_size, loader_transform
 from pipeline.pretrain.export import export_backbone
@@ -112,6 +112,9 @@ def build_method(p: DictConfig, vit: torch.nn.Module) -> Any:
         fields = DistillationSpec.__dataclass_fields__
         return Distillation(vit, DistillationSpec(**{k: m[k] for k in fields}))
     if m.kind == "simclr":
+        if m.param_dtype != "float32":
+            raise ValueError(f"pretrain.method.param_dtype={m.param_dtype!r} applies to distillation only; "
+                             "SimCLR computes with its fp32 weights under autocast")  # fmt: skip
         return SimCLR(vit, hidden_dim=m.hidden_dim, projection_dim=m.projection_dim, temperature=m.temperature)
     raise ValueError(f"pretrain.method.kind={m.kind!r}; expected distillation or simclr")
 
@@ -171,7 +174,7 @@ def run(cfg: DictConfig) -> Manifest:
     vit, model_kwargs = build_vit(p.model, aug["global_size"])
     method = build_method(p, vit)
     if p.trainer.compile:
-        compile_trunks(method)
+        compile_method(method)
     m = p.method
     o = p.optim
     sched = partial(

@@ -92,7 +92,7 @@ def test_distillation_loss_and_grads_unchanged(weights: tuple, monkeypatch: pyte
         return loss, parts
 
     loss_fast, parts_fast = run(fast)
-    monkeypatch.setattr(distillation_mod, "encode_cls", lambda enc, x: enc.encode(x)[:, 0])
+    monkeypatch.setattr(distillation_mod, "encode_cls", lambda enc, x, dtype=None: enc.encode(x)[:, 0])
     loss_ref, parts_ref = run(ref)
     torch.testing.assert_close(loss_fast, loss_ref, rtol=1e-5, atol=1e-6)
     assert parts_fast.keys() == parts_ref.keys()

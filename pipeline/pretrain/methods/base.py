@@ -47,6 +47,9 @@ class SSLMethod(nn.Module):
     def cancel_last_layer_gradients(self) -> None:  # noqa: B027 - optional hook
         """Drop the gradients of the heads' last layer (frozen early in training)."""
 
+    def compile_losses(self, mode: str | None = None) -> None:  # noqa: B027 - optional hook
+        """``torch.compile`` the loss computations (beyond the backbones, which ``compile_method`` does)."""
+
     def train(self, mode: bool = True) -> "SSLMethod":
         super().train(mode)
         for m in self.frozen_modules():

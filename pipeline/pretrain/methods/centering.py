@@ -25,7 +25,7 @@ CENTERINGS = ("softmax", "sinkhorn")
 
 
 @torch.no_grad()
-def sinkhorn_knopp_targets(teacher_out: torch.Tensor, temp: float, iterations: int = 3) -> torch.Tensor:
+def sinkhorn_knopp_targets(teacher_out: torch.Tensor, temp: float | torch.Tensor, iterations: int = 3) -> torch.Tensor:
     """DINOv2's ``sinkhorn_knopp_teacher``: balanced soft assignments of ``(N, K)`` logits.
 
     Rows of the result sum to 1. Under DDP the normalising sums are all-reduced, as in DINOv2,
@@ -49,7 +49,9 @@ def as_logits(targets: torch.Tensor) -> torch.Tensor:
     return targets.clamp_min(torch.finfo(targets.dtype).tiny).log()
 
 
-def target_probs(teacher_out: torch.Tensor, center: torch.Tensor, temp: float, centering: str) -> torch.Tensor:
+def target_probs(
+    teacher_out: torch.Tensor, center: torch.Tensor, temp: float | torch.Tensor, centering: str
+) -> torch.Tensor:
     """The ``(N, K)`` targets of the DINO loss, for the loss and its diagnostics (no center update)."""
     if centering == "sinkhorn":
         return sinkhorn_knopp_targets(teacher_out, temp)

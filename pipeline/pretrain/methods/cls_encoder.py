@@ -19,6 +19,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from pipeline.pretrain.compile import is_compiled
+from pipeline.pretrain.methods.trunk import encode_tokens
 
 
 def supports_cls_only(block: nn.Module) -> bool:
@@ -60,21 +61,24 @@ def cls_block_forward(block: Block, x: torch.Tensor) -> torch.Tensor:
     return cls + block.drop_path2(block.ls2(block.mlp(block.norm2(cls))))
 
 
-def encode_cls(encoder: MaskedVisionTransformerTIMM, images: torch.Tensor) -> torch.Tensor:
+def encode_cls(
+    encoder: MaskedVisionTransformerTIMM, images: torch.Tensor, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """The normed [CLS] features ``encoder.encode(images)[:, 0]``, skipping the unused patch outputs.
 
     Falls back to the full forward pass when the last block is not a plain timm ``Block``,
-    gradient checkpointing is on, or the trunk is compiled (``pipeline.pretrain.compile``):
-    a compiled trunk fuses across blocks, which is worth more than skipping the patch tokens'
-    last block, and iterating its blocks here would bypass the compiled graph.
+    gradient checkpointing is on, the trunk is compiled (``pipeline.pretrain.compile``) or it
+    computes with cast weights (``dtype``, :mod:`pipeline.pretrain.methods.trunk`): a compiled
+    trunk fuses across blocks, which is worth more than skipping the patch tokens' last block,
+    and iterating its blocks here would bypass the compiled graph.
     """
     vit = encoder.vit
     blocks = vit.blocks
     last = blocks[-1] if len(blocks) else None
     compiled = is_compiled(blocks)
     plain = last is not None and supports_cls_only(last) and vit.num_prefix_tokens >= 1
-    if not plain or compiled or encoder.grad_checkpointing:
-        return encoder.encode(images)[:, 0]
+    if not plain or compiled or encoder.grad_checkpointing or dtype is not None:
+        return encode_tokens(encoder, images, dtype=dtype)[:, 0]
     tokens = vit.norm_pre(encoder.preprocess(images))
     for blk in blocks[:-1]:
         tokens = blk(tokens)
