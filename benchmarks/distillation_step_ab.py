@@ -31,7 +31,7 @@ from pretrain_throughput import make_method, views  # noqa: E402
 FULL = dist.encode_cls
 
 
-def full_encode(enc, x):  # noqa: ANN001, ANN201 - the pre-change path
+def full_encode(enc, x, dtype=None):  # noqa: ANN001, ANN201 - the pre-change path (fp32 weights only)
     return enc.encode(x)[:, 0]
 
 

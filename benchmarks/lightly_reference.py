@@ -77,8 +77,8 @@ class ReferenceDINOv2(nn.Module):
 
 def reference_step(
     model: ReferenceDINOv2, opt: torch.optim.Optimizer, views: list[torch.Tensor], device: torch.device, bf16: bool
-) -> None:
-    """One optimisation step of the example's loop (constant schedules), under bf16 autocast if ``bf16``."""
+) -> torch.Tensor:
+    """One optimisation step of the example's loop (constant schedules), under bf16 autocast if ``bf16``; its loss."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         loss = model.loss(views)
     loss.backward()
@@ -88,3 +88,4 @@ def reference_step(
     opt.step()
     opt.zero_grad()
     model.update_teacher(0.996)
+    return loss.detach()

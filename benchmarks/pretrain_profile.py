@@ -2,7 +2,8 @@
 """Where a pretraining step's time goes: device kernels by category, and the top kernels.
 
     python benchmarks/pretrain_profile.py --model vit_base_patch16_224 --batch 128 --compile off
-    python benchmarks/pretrain_profile.py --model vit_base_patch16_224 --batch 128 --compile on --tag compiled
+    python benchmarks/pretrain_profile.py --model vit_base_patch16_224 --batch 128 --compile full --tag compiled
+    python benchmarks/pretrain_profile.py --model vit_base_patch16_224 --batch 128 --compile full --param-dtype bfloat16
 
 Same step, views and settings as ``pretrain_throughput.py`` (DINOv2 recipe on GPU). Kernels are
 grouped into matrix products, attention, optimizer and "other" (element-wise and reductions:
@@ -22,7 +23,7 @@ import pretrain_throughput as pt  # noqa: I001 (puts the repo on sys.path)
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from pipeline.pretrain.compile import compile_trunks  # noqa: E402
+from pipeline.pretrain.compile import compile_method, compile_trunks  # noqa: E402
 
 CATEGORIES = (
     ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "wgmma", "cublas", "aten::mm", "addmm", "bmm")),
@@ -40,7 +41,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="vit_base_patch16_224")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--compile", default="off", choices=["on", "off"])
+    p.add_argument("--compile", default="off", choices=pt.COMPILE_MODES)
+    p.add_argument("--param-dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--impl", default="ours", choices=["ours", "reference"])
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--tag", default=None)
@@ -54,10 +56,12 @@ def main() -> None:
     )  # fmt: skip
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
-    m, opt, step = pt.build(a.impl, a.model, s, device)
+    m, opt, step = pt.build(a.impl, a.model, s, device, a.param_dtype)
     v = pt.views(a.batch, s, device)
-    if a.compile == "on":
+    if a.compile == "trunks":
         compile_trunks(m)
+    elif a.compile == "full":
+        compile_method(m)
     for _ in range(3):
         step(m, opt, v, device)
     pt.sync(device)
@@ -80,15 +84,16 @@ def main() -> None:
     top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:20]
     res = {
         "device": torch.cuda.get_device_name() if gpu else "cpu",
-        "model": a.model, "batch": a.batch, "compile": a.compile, "impl": a.impl,
+        "model": a.model, "batch": a.batch, "compile": a.compile, "param_dtype": a.param_dtype, "impl": a.impl,
         "step_wall_s": wall, "kernel_busy_s": busy,
         "categories_s": dict(by_cat), "top_kernels_s": top,
     }  # fmt: skip
-    tag = a.tag or f"{a.model}_{a.impl}_compile-{a.compile}"
+    tag = a.tag or f"{a.model}_{a.impl}_compile-{a.compile}_{a.param_dtype}"
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"pretrain_profile_{tag}.json").write_text(json.dumps(res, indent=2) + "\n")
-    lines = [f"# Step profile: {a.impl}, {a.model}, batch {a.batch}, compile {a.compile} ({res['device']})", "",
+    lines = [f"# Step profile: {a.impl}, {a.model}, batch {a.batch}, compile {a.compile}, params {a.param_dtype} "
+             f"({res['device']})", "",
              f"Step wall {wall * 1e3:.1f} ms; kernels busy {busy * 1e3:.1f} ms ({100 * busy / wall:.0f} % of wall).", "",
              "| category | ms/step | share of kernel time |", "|---|---|---|"]  # fmt: skip
     lines += [f"| {c} | {t * 1e3:.1f} | {100 * t / busy:.1f} % |" for c, t in sorted(by_cat.items(), key=lambda kv: -kv[1])]

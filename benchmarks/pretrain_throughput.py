@@ -2,8 +2,11 @@
 """Pretraining throughput: images/s of the DINOv2 step (and MFU on GPU), separated from data loading.
 
 GPU (the real benchmark): ViT-S/16 and ViT-B/16 with the DINOv2 crop recipe (2x224 + 8x96),
-bf16 autocast, the largest power-of-two batch that fits, with and without ``torch.compile``;
-MFU = counted model FLOPs per second / 989 TFLOP/s (H100 dense bf16).
+bf16 autocast, the largest power-of-two batch that fits, without ``torch.compile``, with the
+trunks compiled (``--compile trunks``) and with trunks and loss terms compiled (``full``, what
+``pretrain.trainer.compile=true`` does); ``--param-dtype bfloat16`` runs the trunks with bf16
+compute weights over fp32 master weights (``pretrain.trainer.param_dtype``);
+MFU = counted model FLOPs per second / 989 TFLOP/s (H100/H200 dense bf16).
 
 CPU (so CI-like checks run it): a tiny ViT with small crops, fp32, a few steps.
 
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -32,18 +36,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import timm  # noqa: E402
 import torch  # noqa: E402
+from torch._dynamo.utils import counters  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from pipeline.pretrain.augment import MultiCrop, MultiCropSpec  # noqa: E402
 from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder  # noqa: E402
-from pipeline.pretrain.compile import compile_trunks  # noqa: E402
+from pipeline.pretrain.compile import compile_method, compile_trunks  # noqa: E402
 from pipeline.core.malloc import keep_freed_memory  # noqa: E402
 from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lightly_reference import ReferenceDINOv2, reference_step  # noqa: E402
 
-PEAK_BF16 = 989e12  # H100 SXM dense bf16 FLOP/s
+PEAK_BF16 = 989e12  # H100 / H200 SXM dense bf16 FLOP/s
+COMPILE_MODES = ("off", "trunks", "full")
 
 
 def use_bf16(a: argparse.Namespace, device: torch.device) -> bool:
@@ -51,21 +57,25 @@ def use_bf16(a: argparse.Namespace, device: torch.device) -> bool:
     return device.type == "cuda" or bool(getattr(a, "cpu_bf16", False))
 
 
-def make_method(name: str, size: int, method: str, out_dim: int, device: torch.device, **vit_kwargs) -> Distillation:
+def make_method(
+    name: str, size: int, method: str, out_dim: int, device: torch.device, param_dtype: str = "float32", **vit_kwargs
+) -> Distillation:
     vit = timm.create_model(name, img_size=size, num_classes=0, dynamic_img_size=True, **vit_kwargs)
     w = (1.0, 1.0, 0.1) if method == "dinov2" else (1.0, 0.0, 0.0)
-    spec = DistillationSpec(*w, out_dim=out_dim, hidden_dim=2048, bottleneck_dim=256)
+    spec = DistillationSpec(*w, out_dim=out_dim, hidden_dim=2048, bottleneck_dim=256, param_dtype=param_dtype)
     return Distillation(vit, spec).to(device).train()
 
 
-def build(impl: str, name: str, a: argparse.Namespace, device: torch.device) -> tuple:
+def build(impl: str, name: str, a: argparse.Namespace, device: torch.device, param_dtype: str = "float32") -> tuple:
     """(model, optimizer, step function) for ``impl``: ``ours`` or lightly's ``reference``."""
     bf16 = use_bf16(a, device)
     if impl == "reference":
         ref = ReferenceDINOv2(name, a.global_size, a.out_dim).to(device).train()
         return ref, torch.optim.AdamW(ref.trainable_parameters(), lr=1e-3), partial(reference_step, bf16=bf16)
     # the reference's architecture (layer scale, student drop-path) so that the FLOPs are the same
-    m = make_method(name, a.global_size, a.method, a.out_dim, device, init_values=1e-5, drop_path_rate=a.drop_path)
+    m = make_method(
+        name, a.global_size, a.method, a.out_dim, device, param_dtype, init_values=1e-5, drop_path_rate=a.drop_path
+    )
     fused = {"fused": True} if device.type == "cuda" and a.fused_adamw else {}
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, **fused)
     return m, opt, partial(train_step, bf16=bf16)
@@ -78,13 +88,14 @@ def views(batch: int, a: argparse.Namespace, device: torch.device) -> list[torch
 
 def train_step(
     m: Distillation, opt: torch.optim.Optimizer, v: list[torch.Tensor], device: torch.device, bf16: bool
-) -> None:
+) -> torch.Tensor:
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         loss, _ = m.loss(v, StepInputs(teacher_temp=0.04, n_global=2))
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
     m.update_teacher(0.996)
+    return loss.detach()
 
 
 def sync(device: torch.device) -> None:
@@ -104,15 +115,28 @@ def count_flops(impl: str, m: torch.nn.Module, v: list[torch.Tensor], device: to
 
 
 def bench_compute(
-    name: str, a: argparse.Namespace, device: torch.device, batch: int, compile_: bool, impl: str = "ours"
+    name: str,
+    a: argparse.Namespace,
+    device: torch.device,
+    batch: int,
+    compile_: str,
+    impl: str = "ours",
+    param_dtype: str = "float32",
 ) -> dict:
     torch.manual_seed(0)
-    m, opt, step = build(impl, name, a, device)
+    m, opt, step = build(impl, name, a, device, param_dtype)
     v = views(batch, a, device)
+    random.seed(0)  # the iBOT masks: every variant counts the FLOPs of the same masked-token counts
     flops = count_flops(impl, m, v, device, use_bf16(a, device))  # before compiling: the counter wants eager modules
-    if compile_:
+    if compile_ == "trunks":
         compile_trunks(m)
-    for _ in range(a.warmup):
+    elif compile_ == "full":
+        compile_method(m)
+    random.seed(0)  # the iBOT masks: the first step's loss is comparable between variants
+    t0 = time.perf_counter()
+    first_loss = float(step(m, opt, v, device))  # same weights and views in every variant of one model
+    first_s = time.perf_counter() - t0  # compilation, for compiled variants
+    for _ in range(a.warmup - 1):  # the first step is never timed, so --warmup 0 and 1 both mean one
         step(m, opt, v, device)
     sync(device)
     if device.type == "cuda":
@@ -122,8 +146,10 @@ def bench_compute(
         step(m, opt, v, device)
     sync(device)
     dt = (time.perf_counter() - t0) / a.steps
-    out = {"impl": impl, "model": name, "batch": batch, "compile": compile_, "step_s": dt, "images_per_s": batch / dt,
-           "gflop_per_image": flops / batch / 1e9, "achieved_tflops": flops / dt / 1e12}  # fmt: skip
+    out = {"impl": impl, "model": name, "batch": batch, "compile": compile_, "param_dtype": param_dtype,
+           "step_s": dt, "images_per_s": batch / dt, "gflop_per_image": flops / batch / 1e9,
+           "achieved_tflops": flops / dt / 1e12, "first_step_loss": first_loss, "first_step_s": first_s,
+           "dynamo_graphs_so_far": int(counters["stats"]["unique_graphs"])}  # fmt: skip
     if device.type == "cuda":
         out["mfu"] = flops / dt / PEAK_BF16
         out["max_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -135,12 +161,17 @@ def bench_compute(
 
 
 def largest_batch(name: str, a: argparse.Namespace, device: torch.device) -> int:
+    """The largest power-of-two batch at which our eager step fits (compiled steps take less memory).
+
+    lightly's reference step takes more memory (ViT-B/16: 43 GiB at 128 against our 37); it runs
+    at the same batch, and where it does not fit, its row says so.
+    """
     if device.type != "cuda":
         return a.batch
     best, b = 0, 64
     while b <= 2048:
         try:
-            m, opt, step = build("reference", name, a, device)  # the reference is the larger of the two
+            m, opt, step = build("ours", name, a, device)
             step(m, opt, views(b, a, device), device)
             sync(device)
             best = b
@@ -180,16 +211,23 @@ def bench_data(a: argparse.Namespace, batch: int) -> dict:
 
 def to_markdown(res: dict) -> str:
     lines = [f"# Pretrain throughput ({res['device']})", "", f"Settings: {res['settings']}", ""]
-    lines += ["| impl | model | batch | compile | step s | images/s (compute) | GFLOP/image | TFLOP/s | MFU | peak GiB |",
-              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["| impl | model | batch | compile | param dtype | step s | images/s (compute) | GFLOP/image | TFLOP/s | MFU "
+              "| peak GiB | first-step loss |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in res["compute"]:
+        if "error" in r:
+            lines.append(f"| {r['impl']} | {r['model']} | {r['batch']} | {r['compile']} | {r['param_dtype']} | "
+                         f"{r['error']} |||||||")  # fmt: skip
+            continue
         mfu = f"{100 * r['mfu']:.1f} %" if "mfu" in r else "n/a (CPU)"
         mem = f"{r['max_mem_gib']:.1f}" if "max_mem_gib" in r else "-"
-        lines.append(f"| {r.get('impl', 'ours')} | {r['model']} | {r['batch']} | {r['compile']} | {r['step_s']:.3f} | "
-                     f"{r['images_per_s']:.2f} | {r['gflop_per_image']:.2f} | {r['achieved_tflops']:.3f} | {mfu} | {mem} |")  # fmt: skip
+        lines.append(f"| {r.get('impl', 'ours')} | {r['model']} | {r['batch']} | {r['compile']} | "
+                     f"{r.get('param_dtype', 'float32')} | {r['step_s']:.3f} | {r['images_per_s']:.2f} | "
+                     f"{r['gflop_per_image']:.2f} | {r['achieved_tflops']:.3f} | {mfu} | {mem} | "
+                     f"{r.get('first_step_loss', float('nan')):.4f} |")  # fmt: skip
     d = res["data"]
-    lines += ["", f"Data loading alone ({d['workers']} workers, preset {d['preset']}): {d['images_per_s']:.1f} images/s.",
-              "", f"Machine: {res['machine']}", ""]  # fmt: skip
+    if d:
+        lines += ["", f"Data loading alone ({d['workers']} workers, preset {d['preset']}): {d['images_per_s']:.1f} images/s."]
+    lines += ["", f"Machine: {res['machine']}", ""]
     return "\n".join(lines)
 
 
@@ -205,7 +243,8 @@ def main() -> None:
     p.add_argument("--out-dim", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--compile", default="both", choices=["both", "on", "off"])
+    p.add_argument("--compile", default="off,full", help=f"comma-separated, of {COMPILE_MODES}")
+    p.add_argument("--param-dtype", default="float32", help="comma-separated: float32 (autocast only), bfloat16")
     p.add_argument("--impl", default=None, help="ours,reference (lightly's example step); GPU default both")
     p.add_argument("--drop-path", type=float, default=0.1, help="student drop-path (the reference uses 0.1)")
     p.add_argument("--fused-adamw", type=int, default=1, help="fused AdamW on CUDA for ours")
@@ -213,7 +252,7 @@ def main() -> None:
     p.add_argument("--batch-override", type=int, default=None, help="GPU: skip the search, use this batch")
     p.add_argument("--system-malloc", action="store_true", help="CPU: glibc's default malloc (the stage reuses freed memory)")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--data-batches", type=int, default=4)
+    p.add_argument("--data-batches", type=int, default=4, help="batches of the data-loading measurement (0: skip it)")
     p.add_argument("--shards", default=None, help="a shard folder (default: synthetic PNG shards)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "pretrain_throughput"))
     a = p.parse_args()
@@ -232,31 +271,46 @@ def main() -> None:
     a.warmup = a.warmup if a.warmup is not None else (5 if gpu else 1)
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
-    compiles = {"both": [False, True], "on": [True], "off": [False]}[a.compile]
+    compiles = a.compile.split(",")
+    if bad := set(compiles) - set(COMPILE_MODES):
+        p.error(f"--compile: {sorted(bad)} not in {COMPILE_MODES}")
     compute = []
     impls = (a.impl or ("ours,reference" if gpu else "ours")).split(",")
     for name in a.models.split(","):
         batch = a.batch_override or largest_batch(name, a, device)
         for impl in impls:
-            for c in compiles if impl == "ours" else [False]:
-                r = bench_compute(name, a, device, batch, c, impl)
-                print(json.dumps(r), flush=True)
-                compute.append(r)
-    data = bench_data(a, a.batch if not gpu else 64)
+            for c in compiles if impl == "ours" else ["off"]:
+                for dt in a.param_dtype.split(",") if impl == "ours" else ["float32"]:
+                    try:
+                        r = bench_compute(name, a, device, batch, c, impl, dt)
+                    except torch.cuda.OutOfMemoryError:
+                        r = {"impl": impl, "model": name, "batch": batch, "compile": c, "param_dtype": dt,
+                             "error": "out of memory"}  # fmt: skip
+                        torch.cuda.empty_cache()
+                    print(json.dumps(r), flush=True)
+                    compute.append(r)
+                    write(a, device, compute, None)
+    data = bench_data(a, a.batch if not gpu else 64) if a.data_batches > 1 else None
     print(json.dumps(data), flush=True)
+    print(write(a, device, compute, data))
+
+
+def write(a: argparse.Namespace, device: torch.device, compute: list[dict], data: dict | None) -> str:
+    """Write ``<out>.json`` and ``<out>.md`` (after every variant, so a run cut short keeps what it measured)."""
+    gpu = device.type == "cuda"
     res = {
         "device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})",
         "settings": {k: getattr(a, k) for k in ("method", "global_size", "local_size", "local_crops", "out_dim", "steps", "warmup", "drop_path", "cpu_bf16")},
         "compute": compute,
         "data": data,
         "machine": f"{platform.platform()}, torch {torch.__version__}, load average {os.getloadavg()}",
-    }
+    }  # fmt: skip
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(res))
-    print(to_markdown(res))
-
+    md = to_markdown(res)
+    out.with_suffix(".md").write_text(md)
+    return md
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +20,14 @@ def test_pretrain_throughput_runs_ours_and_lightly_reference(tmp_path: Path) -> 
     _run("benchmarks/pretrain_throughput.py", "--device", "cpu", "--models", "vit_tiny_patch16_224",
          "--global-size", "64", "--local-size", "32", "--local-crops", "1", "--batch", "4", "--out-dim", "64",
          "--steps", "1", "--warmup", "0", "--compile", "off", "--impl", "ours,reference", "--data-batches", "2",
-         "--out", str(out))  # fmt: skip
+         "--param-dtype", "float32,bfloat16", "--out", str(out))  # fmt: skip
     res = json.loads(out.with_suffix(".json").read_text())
-    rows = {r["impl"]: r for r in res["compute"]}
-    assert set(rows) == {"ours", "reference"}
+    rows = {(r["impl"], r["param_dtype"]): r for r in res["compute"]}
+    assert set(rows) == {("ours", "float32"), ("ours", "bfloat16"), ("reference", "float32")}
     for r in rows.values():
         assert r["images_per_s"] > 0 and r["gflop_per_image"] > 0 and "mfu" not in r  # no MFU on CPU
+        assert math.isfinite(r["first_step_loss"])
+    rows = {impl: r for (impl, dt), r in rows.items() if dt == "float32"}
     # same architecture and views, so the counted FLOPs agree (iBOT masks differ in size per step)
     assert abs(rows["ours"]["gflop_per_image"] / rows["reference"]["gflop_per_image"] - 1) < 0.2
     assert "| reference |" in out.with_suffix(".md").read_text()
