@@ -1,5 +1,5 @@
 """Exact resume: a run stopped mid-epoch and resumed from its last checkpoint repeats the
-per-step losses of an uninterrupted run (tiny ViT, CPU, seconds)."""
+per-step losses of an uninterrupted run (tiny ViT, CPU, seconds; compiled, under a minute)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,17 @@ class Killed(RuntimeError):
     pass
 
 
-def test_killed_run_resumes_with_identical_losses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("compiled", [False, True])
+def test_killed_run_resumes_with_identical_losses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool
+) -> None:
+    """``compiled``: trunks and loss terms under ``torch.compile`` (``pretrain.trainer.compile=true``)."""
     full_root, cut_root = tmp_path / "full", tmp_path / "cut"
     make_output_dir(full_root)
     make_output_dir(cut_root)
+    over = ["pretrain.monitor.knn_every_n_epochs=-1", f"pretrain.trainer.compile={str(compiled).lower()}"]
     # 40 images / batch 8 = 5 steps per epoch, 2 epochs; checkpoints at steps 3, 6, 9.
-    m = stage.run(compose(full_root, "pretrain.monitor.knn_every_n_epochs=-1"))
+    m = stage.run(compose(full_root, *over))
     assert m.counts["steps"] == 10
     full = read_metrics(full_root / "elpv_demo" / "pretrain", "train/loss")
     assert len(full) == 10
@@ -35,7 +40,7 @@ def test_killed_run_resumes_with_identical_losses(tmp_path: Path, monkeypatch: p
             raise Killed("simulated crash")
 
     monkeypatch.setattr(PretrainModule, "on_train_batch_end", dying)
-    cfg = compose(cut_root, "pretrain.monitor.knn_every_n_epochs=-1")
+    cfg = compose(cut_root, *over)
     with pytest.raises(Killed):
         stage.run(cfg)
     out = cut_root / "elpv_demo" / "pretrain"
