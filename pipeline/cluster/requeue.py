@@ -127,11 +127,12 @@ class RequeueOnSignal(Callback):
         log.warning("saved %s at global step %d", self.saved, trainer.global_step)
         job = slurm_job_id()
         if trainer.is_global_zero and self.requeue and job is not None:
+            # Said before the call: Slurm kills the job's processes as it requeues it, often before
+            # `scontrol` returns, so a line written after it can be lost.
+            log.warning("requeueing Slurm job %s; it resumes from %s", job, self.saved)
             r = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
             if r.returncode != 0:
                 log.error("scontrol requeue %s failed: %s", job, r.stderr.strip())
-            else:
-                log.warning("requeued Slurm job %s; it resumes from %s", job, self.saved)
         trainer.strategy.barrier("requeue")
         # Leave now: finishing the run would let later code treat a partial model as final.
         sys.exit(EXIT_REQUEUED)

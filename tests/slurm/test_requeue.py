@@ -81,7 +81,7 @@ def test_requeued_ddp_training_resumes_exactly(slurm_cluster, tmp_path: Path) ->
     assert info_job["NumNodes"] == "2" and info_job["NodeList"] == "n[1-2]", info_job
 
     log = _log(interrupted)
-    assert "requeued Slurm job" in log and "hpc_ckpt_1.ckpt" in log, log
+    assert "requeueing Slurm job" in log and "hpc_ckpt_1.ckpt" in log, log
     info = json.loads((interrupted / "final.json").read_text())
     ref_info = json.loads((reference / "final.json").read_text())
     assert info["restart_count"] == 1 and info["resumed_from"].endswith("hpc_ckpt_1.ckpt")
