@@ -75,3 +75,10 @@ def test_a_compiled_trunk_compiles_once_for_the_cast_weights() -> None:
     for _ in range(3):  # fresh cast copies every call: graph inputs, not new graphs
         run_blocks(blocks, torch.randn(2, 17, 32), torch.bfloat16).float().sum().backward()
     assert counters["stats"]["unique_graphs"] - before == 1
+
+
+def test_cast_weights_refuse_gradient_checkpointing() -> None:
+    enc = MaskedVisionTransformerTIMM(_vit())
+    enc.set_grad_checkpointing(True)
+    with pytest.raises(ValueError, match="does not combine with gradient checkpointing"):
+        encode_tokens(enc, torch.randn(2, 3, 16, 16), dtype=torch.bfloat16)

@@ -23,11 +23,11 @@ from lightly.models.modules.masked_vision_transformer_timm import MaskedVisionTr
 from torch import nn
 from torch.func import functional_call
 
-PARAM_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PARAM_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def param_dtype(name: str) -> torch.dtype | None:
-    """``"float32"`` (the parameters as they are) -> ``None``; ``"bfloat16"`` / ``"float16"`` -> the dtype."""
+    """``"float32"`` (the parameters as they are) -> ``None``; ``"bfloat16"`` -> ``torch.bfloat16``."""
     if name not in PARAM_DTYPES:
         raise ValueError(f"pretrain.method.param_dtype={name!r}; expected one of {tuple(PARAM_DTYPES)}")
     return PARAM_DTYPES[name]
@@ -55,9 +55,13 @@ def encode_tokens(
 
     Patch embedding, masking, position embeddings and the final norm keep the parameters' own
     dtype (they are a small part of the work); the normed tokens come back in that dtype too.
+    Cast weights and lightly's gradient checkpointing do not combine: that is an error, not a
+    silent fall-back to either.
     """
-    if dtype is None or encoder.grad_checkpointing:
+    if dtype is None:
         return encoder.encode(images, mask=mask)
+    if encoder.grad_checkpointing:
+        raise ValueError("pretrain.method.param_dtype=bfloat16 does not combine with gradient checkpointing")
     vit = encoder.vit
     tokens = vit.norm_pre(encoder.preprocess(images, mask=mask))
     out = run_blocks(vit.blocks, tokens, dtype)
