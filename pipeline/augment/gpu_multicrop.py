@@ -51,6 +51,7 @@ class MultiCropConfig:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip_p: float = 0.5
     vflip_p: float = 0.0  # 0.5 suits domains without an "up" (EL cells, X-ray, micrographs)
+    rot90_p: float = 0.0  # counter-clockwise quarter turn after the flips, as lightly's RandomRotate
     jitter_p: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
@@ -80,6 +81,7 @@ class ViewParams(NamedTuple):
     blur: Tensor  # [B] bool
     sigma: Tensor  # [B]
     solarize: Tensor  # [B] bool
+    rot90: Tensor  # [B] bool
 
 
 class MultiCrops(NamedTuple):
@@ -188,7 +190,9 @@ class GPUMultiCrop(nn.Module):
         blur = torch.rand(n, generator=g) < blur_p
         sigma = torch.empty(n).uniform_(c.blur_sigma[0], c.blur_sigma[1], generator=g)
         sol = torch.rand(n, generator=g) < solarize_p
-        return ViewParams(boxes, flip, vflip, jitter, factors, order, gray, blur, sigma, sol)
+        # drawn only when used, so recipes without it keep their random stream
+        rot = torch.rand(n, generator=g) < c.rot90_p if c.rot90_p > 0 else torch.zeros(n, dtype=torch.bool)
+        return ViewParams(boxes, flip, vflip, jitter, factors, order, gray, blur, sigma, sol, rot)
 
     def apply(self, x: Tensor, p: ViewParams, size: int) -> Tensor:
         """One view of a float ``[0, 1]`` batch ``x`` with parameters ``p``; returns normalised crops."""
@@ -200,6 +204,9 @@ class GPUMultiCrop(nn.Module):
         if c.vflip_p > 0:
             vflip = p.vflip.to(dev, non_blocking=True).view(-1, 1, 1, 1)
             y = torch.where(vflip, y.flip(-2), y)
+        if c.rot90_p > 0:  # views are square, so a quarter turn keeps the shape
+            rot = p.rot90.to(dev, non_blocking=True).view(-1, 1, 1, 1)
+            y = torch.where(rot, y.rot90(1, dims=(-2, -1)), y)
         if y.shape[1] == 1 and not c.grayscale_domain:
             y = y.expand(-1, 3, -1, -1).contiguous()
         ops = [color.adjust_brightness, color.adjust_contrast]

@@ -100,6 +100,7 @@ class AugmentConfig:
         global_size / local_size: Crop sizes in pixels.
         global_scale / local_scale: RandomResizedCrop area ranges.
         hflip / vflip: Flip probabilities (vertical flips suit e.g. solar cells, not street scenes).
+        rotate90: Probability of a 90 degree rotation (with both flips: all 8 symmetries of a square).
         jitter_prob / brightness / contrast / saturation / hue: Colour jitter (presets zero the colour part).
         grayscale_prob: Random grayscale (rgb only).
         blur / solarize: Gaussian blur probability of the first global crop and solarize
@@ -121,6 +122,7 @@ class AugmentConfig:
     local_scale: tuple[float, float] = (0.05, 0.32)
     hflip: float = 0.5
     vflip: float = 0.0
+    rotate90: float = 0.0
     jitter_prob: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4

@@ -36,6 +36,7 @@ class MultiCropSpec:
     local_scale: tuple[float, float] = (0.05, 0.32)
     hflip: float = 0.5
     vflip: float = 0.0
+    rotate90: float = 0.0
     jitter_prob: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
@@ -100,6 +101,7 @@ class MultiCrop:
                 crop_scale=tuple(scale),
                 hf_prob=spec.hflip,
                 vf_prob=spec.vflip,
+                rr_prob=spec.rotate90,  # rr_degrees=None: lightly rotates by exactly 90 degrees
                 cj_prob=spec.jitter_prob,
                 cj_strength=1.0,
                 cj_bright=spec.brightness,

@@ -69,6 +69,7 @@ def multicrop_config(spec: MultiCropSpec) -> MultiCropConfig:
         local_scale=tuple(spec.local_scale),
         hflip_p=spec.hflip,
         vflip_p=spec.vflip,
+        rot90_p=spec.rotate90,
         jitter_p=spec.jitter_prob,
         brightness=spec.brightness,
         contrast=spec.contrast,

@@ -98,6 +98,25 @@ def test_vertical_flip() -> None:
     torch.testing.assert_close(out[~p.vflip], direct[~p.vflip])
 
 
+def test_quarter_turn_is_counter_clockwise_and_keeps_the_random_stream_when_off() -> None:
+    x = _gradient().expand(8, -1, -1, -1).contiguous()
+    m = GPUMultiCrop(dataclasses.replace(GEOM, hflip_p=0.0, rot90_p=0.5), seed=2)
+    p = m.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
+    out = m.apply(x.float() / 255, p, 32)
+    direct = crop_resize(x.float() / 255, p.boxes, 32)
+    assert 0 < int(p.rot90.sum()) < 8
+    # torchvision's rotate(90), what lightly's RandomRotate calls on the PIL path
+    torch.testing.assert_close(out[p.rot90], TF.rotate(direct[p.rot90], 90))
+    torch.testing.assert_close(out[~p.rot90], direct[~p.rot90])
+    off = GPUMultiCrop(dataclasses.replace(GEOM, hflip_p=0.0), seed=2)
+    q = off.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
+    assert not q.rot90.any() and torch.equal(q.boxes, p.boxes)
+    # with the rotation off no draw is spent on it: the next view's parameters are as before
+    nxt_on = m.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
+    nxt_off = off.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
+    assert not torch.equal(nxt_on.boxes, nxt_off.boxes)
+
+
 @pytest.mark.parametrize("scale", [(0.32, 1.0), (0.05, 0.32)])
 def test_box_parameters_in_range(scale: tuple[float, float]) -> None:
     g = torch.Generator().manual_seed(0)

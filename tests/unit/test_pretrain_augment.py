@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -34,3 +36,24 @@ def test_auto_preset_and_bad_preset() -> None:
     assert resolve_preset("rgb", 1.0) == "rgb"
     with pytest.raises(ValueError, match="preset"):
         MultiCropSpec(preset="sepia")
+
+
+def test_rotate90_turns_every_view_a_quarter_counter_clockwise() -> None:
+    # Whole-image crops, no flips, jitter, blur or solarize: only the rotation changes a view.
+    spec = MultiCropSpec(
+        preset="grayscale",
+        global_size=16,
+        local_crops=0,
+        global_scale=(1.0, 1.0),
+        hflip=0.0,
+        vflip=0.0,
+        rotate90=1.0,
+        jitter_prob=0.0,
+        blur=0.0,
+        solarize=0.0,
+    )
+    img = Image.fromarray(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1)))  # brighter to the right
+    still = MultiCrop(dataclasses.replace(spec, rotate90=0.0))(img)[0]
+    turned = MultiCrop(spec)(img)[0]
+    torch.testing.assert_close(turned, still.rot90(1, dims=(-2, -1)))
+    assert bool((turned[0, 0] > turned[0, -1]).all())  # right edge now on top: brighter at the top

@@ -79,11 +79,14 @@ def test_large_jpegs_decode_at_reduced_scale_to_the_same_square() -> None:
 
 
 def test_config_mapping_and_backend_choice() -> None:
-    spec = MultiCropSpec(preset="grayscale", backend="gpu", blur=0.8, solarize=0.3, vflip=0.5, local_crops=5)
+    spec = MultiCropSpec(
+        preset="grayscale", backend="gpu", blur=0.8, solarize=0.3, vflip=0.5, rotate90=0.25, local_crops=5
+    )
     c = multicrop_config(spec)
     assert c.grayscale_domain and c.saturation == 0 and c.hue == 0 and c.gray_p == 0
     assert c.brightness == 0.4 and c.contrast == 0.4 and c.jitter_p == 0.8  # gray jitter: brightness/contrast only
     assert c.blur_p == pytest.approx((0.8, 0.08, 0.4)) and c.solarize_p == 0.3 and c.vflip_p == 0.5
+    assert c.rot90_p == 0.25
     assert (c.n_global, c.n_local, c.global_size) == (2, 5, 224)
     rgb = multicrop_config(MultiCropSpec(preset="rgb"))
     assert not rgb.grayscale_domain and rgb.saturation == 0.2 and rgb.hue == 0.1 and rgb.gray_p == 0.2
