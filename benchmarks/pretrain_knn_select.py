@@ -20,6 +20,8 @@ training images as the bank.
         --export run0=/work/out/x/elpv_demo/pretrain/export --random 0 1 2 --size 96
     # all cells, plus a linear probe on cls+patch
     python benchmarks/pretrain_knn_select.py --elpv-all --linear --export run0=... --random 0 1 2 --size 96
+    # defect kNN inside each cell type (the type decides most neighbours)
+    python benchmarks/pretrain_knn_select.py --elpv-all --by-type --export run0=... --random 0 --size 128
 """
 
 from __future__ import annotations
@@ -70,7 +72,10 @@ def load_elpv_all(size: int) -> LabelledSet:
 
 
 def elpv_labels(recs: list[dict]) -> dict[str, np.ndarray]:
-    return {"defect": np.array([int(r["prob"] >= 0.5) for r in recs]), "type": np.array([int(r["type"] == "poly") for r in recs])}
+    return {
+        "defect": np.array([int(r["prob"] >= 0.5) for r in recs]),
+        "type": np.array([int(r["type"] == "poly") for r in recs]),
+    }
 
 
 def cv_bacc(x: np.ndarray, y: np.ndarray, k: int, repeats: int) -> float:
@@ -92,6 +97,17 @@ def scores(feats: torch.Tensor, data, k: int, repeats: int) -> dict[str, dict[st
         te = np.where(~data.train & (y >= 0))[0]
         test = knn_bacc(x[tr], y[tr], x[te], y[te], k) if len(te) else float("nan")
         out[task] = {"val": cv_bacc(x[tr], y[tr], k, repeats), "test": test}
+    return out
+
+
+def defect_by_type(x: np.ndarray, data: LabelledSet, k: int, repeats: int) -> dict[str, float]:
+    """Defect kNN CV with bank and queries from one cell type: how well a backbone ranks defects
+    once the type, which decides most neighbours, is held fixed."""
+    y, kind = data.labels["defect"], data.labels["type"]
+    out = {}
+    for name, t in (("mono", 0), ("poly", 1)):
+        sel = np.where(data.train & (y >= 0) & (kind == t))[0]
+        out[f"defect.val_{name}"] = cv_bacc(x[sel], y[sel], k, repeats)
     return out
 
 
@@ -120,8 +136,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default="")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--linear", action="store_true", help="also a 5-fold CV linear probe on cls+patch (train split or all cells)")
+    p.add_argument(
+        "--linear", action="store_true", help="also a 5-fold CV linear probe on cls+patch (train split or all cells)"
+    )
+    p.add_argument("--by-type", action="store_true", help="also the defect kNN CV inside each cell type (mono, poly)")
     a = p.parse_args()
+    if a.by_type and not a.elpv_all:
+        p.error("--by-type needs --elpv-all (it reads the package's mono/poly labels)")
     torch.set_num_threads(a.threads)
     rows = []
     for size in a.size:
@@ -136,11 +157,25 @@ def main() -> None:
             models.append((f"random_s{s}", build_vit(cfg, size)[0]))
         for e in a.export:
             name, d = e.split("=", 1)
-            models.append((name, create_backbone(BackboneSpec(json.loads((Path(d) / "config.json").read_text())["architecture"], weights=d))))
+            models.append(
+                (
+                    name,
+                    create_backbone(
+                        BackboneSpec(json.loads((Path(d) / "config.json").read_text())["architecture"], weights=d)
+                    ),
+                )
+            )
         for name, m in models:
             for kind, f in token_features(m, data.images).items():
                 sc = scores(f, data, a.k, a.repeats)
-                row = {"model": name, "size": size, "feature": kind, **{f"{t}.{s}": v[s] for t, v in sc.items() for s in v}}
+                row = {
+                    "model": name,
+                    "size": size,
+                    "feature": kind,
+                    **{f"{t}.{s}": v[s] for t, v in sc.items() for s in v},
+                }
+                if a.by_type and kind == "cls":
+                    row.update(defect_by_type(f.numpy(), data, a.k, a.repeats))
                 if a.linear and kind == "cls+patch":
                     for t, y in data.labels.items():
                         tr = np.where(data.train & (y >= 0))[0]
