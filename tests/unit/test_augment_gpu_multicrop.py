@@ -87,34 +87,26 @@ def test_geometry_only_views_are_crops_with_flips() -> None:
     assert bool((dx[flipped] < 0).all()) and bool((dx[~flipped] > 0).all())
 
 
-def test_vertical_flip() -> None:
+@pytest.mark.parametrize(
+    ("option", "field", "expected"),
+    [
+        ("vflip_p", "vflip", lambda v: v.flip(-2)),
+        # counter-clockwise, as torchvision's rotate(90) that lightly's RandomRotate calls on the PIL path
+        ("rot90_p", "rot90", lambda v: TF.rotate(v, 90)),
+    ],
+)
+def test_vertical_flip_and_quarter_turn(option: str, field: str, expected) -> None:  # noqa: ANN001
     x = _gradient().expand(8, -1, -1, -1).contiguous()
-    m = GPUMultiCrop(dataclasses.replace(GEOM, hflip_p=0.0, vflip_p=0.5), seed=2)
+    m = GPUMultiCrop(dataclasses.replace(GEOM, hflip_p=0.0, **{option: 0.5}), seed=2)
     p = m.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
     out = m.apply(x.float() / 255, p, 32)
     direct = crop_resize(x.float() / 255, p.boxes, 32)
-    assert 0 < int(p.vflip.sum()) < 8 and not p.flip.any()
-    torch.testing.assert_close(out[p.vflip], direct[p.vflip].flip(-2))
-    torch.testing.assert_close(out[~p.vflip], direct[~p.vflip])
-
-
-def test_quarter_turn_is_counter_clockwise_and_keeps_the_random_stream_when_off() -> None:
-    x = _gradient().expand(8, -1, -1, -1).contiguous()
-    m = GPUMultiCrop(dataclasses.replace(GEOM, hflip_p=0.0, rot90_p=0.5), seed=2)
-    p = m.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
-    out = m.apply(x.float() / 255, p, 32)
-    direct = crop_resize(x.float() / 255, p.boxes, 32)
-    assert 0 < int(p.rot90.sum()) < 8
-    # torchvision's rotate(90), what lightly's RandomRotate calls on the PIL path
-    torch.testing.assert_close(out[p.rot90], TF.rotate(direct[p.rot90], 90))
-    torch.testing.assert_close(out[~p.rot90], direct[~p.rot90])
-    off = GPUMultiCrop(dataclasses.replace(GEOM, hflip_p=0.0), seed=2)
-    q = off.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
-    assert not q.rot90.any() and torch.equal(q.boxes, p.boxes)
-    # with the rotation off no draw is spent on it: the next view's parameters are as before
-    nxt_on = m.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
-    nxt_off = off.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
-    assert not torch.equal(nxt_on.boxes, nxt_off.boxes)
+    hit = getattr(p, field)
+    assert 0 < int(hit.sum()) < 8 and not p.flip.any()
+    torch.testing.assert_close(out[hit], expected(direct[hit]))
+    torch.testing.assert_close(out[~hit], direct[~hit])
+    off = GPUMultiCrop(dataclasses.replace(GEOM, hflip_p=0.0), seed=2).sample_params(8, 64, 64, False, 0.0, 0.0)
+    assert not getattr(off, field).any()
 
 
 @pytest.mark.parametrize("scale", [(0.32, 1.0), (0.05, 0.32)])
