@@ -16,10 +16,13 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from pipeline.pretrain.methods.base import SSLMethod
 
 
 def vit_trunks(model: nn.Module) -> list[nn.Module]:
@@ -49,7 +52,7 @@ def compile_trunks(model: nn.Module, mode: str | None = None) -> int:
     return len(trunks)
 
 
-def compile_method(method: nn.Module, mode: str | None = None) -> int:
+def compile_method(method: SSLMethod, mode: str | None = None) -> int:
     """Compile the ViT trunks (:func:`compile_trunks`) and the method's loss terms; returns the trunk count.
 
     The loss terms matter on a GPU: DINOv2's heads score every crop and every masked patch
@@ -57,9 +60,7 @@ def compile_method(method: nn.Module, mode: str | None = None) -> int:
     scores (``Distillation.compile_losses``).
     """
     n = compile_trunks(method, mode)
-    compile_losses = getattr(method, "compile_losses", None)
-    if compile_losses is not None:
-        compile_losses(mode)
+    method.compile_losses(mode)  # a no-op hook on SSLMethod; Distillation compiles its DINO and iBOT terms
     return n
 
 
