@@ -23,7 +23,6 @@ import pretrain_throughput as pt  # noqa: I001 (puts the repo on sys.path)
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from pipeline.pretrain.compile import compile_method, compile_trunks  # noqa: E402
 
 CATEGORIES = (
     ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "wgmma", "cublas", "aten::mm", "addmm", "bmm")),
@@ -58,10 +57,7 @@ def main() -> None:
     torch.manual_seed(0)
     m, opt, step = pt.build(a.impl, a.model, s, device, a.param_dtype)
     v = pt.views(a.batch, s, device)
-    if a.compile == "trunks":
-        compile_trunks(m)
-    elif a.compile == "full":
-        compile_method(m)
+    pt.apply_compile(m, a.compile)
     for _ in range(3):
         step(m, opt, v, device)
     pt.sync(device)

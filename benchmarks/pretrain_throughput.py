@@ -98,6 +98,14 @@ def train_step(
     return loss.detach()
 
 
+def apply_compile(m: torch.nn.Module, mode: str) -> None:
+    """``off``: eager; ``trunks``: the ViT block stacks; ``full``: trunks and loss terms (``trainer.compile=true``)."""
+    if mode == "trunks":
+        compile_trunks(m)
+    elif mode == "full":
+        compile_method(m)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -128,10 +136,7 @@ def bench_compute(
     v = views(batch, a, device)
     random.seed(0)  # the iBOT masks: every variant counts the FLOPs of the same masked-token counts
     flops = count_flops(impl, m, v, device, use_bf16(a, device))  # before compiling: the counter wants eager modules
-    if compile_ == "trunks":
-        compile_trunks(m)
-    elif compile_ == "full":
-        compile_method(m)
+    apply_compile(m, compile_)
     random.seed(0)  # the iBOT masks: the first step's loss is comparable between variants
     t0 = time.perf_counter()
     first_loss = float(step(m, opt, v, device))  # same weights and views in every variant of one model
