@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 DUP_RATE, THRESHOLD, N_SEEDS, SAMPLE = 0.01, 0.95, 1000, 1000
 

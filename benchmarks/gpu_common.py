@@ -13,18 +13,14 @@ import json
 import os
 import platform
 import re
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: import this checkout's pipeline, not an installed one
-    sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
 RESULTS = REPO / "benchmarks" / "results"
 
 

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from gpu_common import parse_args, resolve_device, sync, write_results  # noqa: I001 (puts the repo on sys.path)
+from gpu_common import parse_args, resolve_device, sync, write_results
 
-import faiss  # noqa: E402
-import torch  # noqa: E402
+import faiss
+import torch
 
-from pipeline.curate.knn_torch import knn  # noqa: E402
+from pipeline.curate.knn_torch import knn
 
 
 def make_embeddings(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call: MFU of the DINOv2 pretraining step on one GPU (issue #4's target: >= 40 % for ViT-B/16).
+# One device call: MFU of the DINOv2 pretraining step on one GPU (the target: >= 40 % for ViT-B/16).
 #   bash benchmarks/gpu_pretrain_mfu.sh <out dir> <tag>
 # ViT-B/16 at batch 128 in four variants (trunks or trunks + loss terms compiled; fp32 or bf16 compute
 # weights), a kernel profile of the fastest configuration, then ViT-S/16 and lightly's reference step.

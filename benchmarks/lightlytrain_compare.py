@@ -4,7 +4,7 @@
 Same settings on both sides: timm ViT-Tiny/16, DINO, 2x224 + 6x96 crops, batch 64, one
 epoch (``--epochs``) over the 2,624 ELPV images (the ``elpv-dataset`` package), one loader worker,
 torch's default threads. LightlyTrain runs in its own venv (it must not touch the
-project's environment); see ``docs/pretraining.md`` for the install line.
+project's environment); see ``docs/results.md`` for the install line.
 
     # 0. the images, as shards for us (LightlyTrain reads the package's PNG folder)
     python benchmarks/lightlytrain_compare.py shards --out /work/out/cmp
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "benchmarks" / "results" / "lightlytrain_compare"
 SETTINGS = {"model": "vit_tiny_patch16_224", "method": "dino", "global_crops": "2x224", "local_crops": "6x96",

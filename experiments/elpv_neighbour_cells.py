@@ -1,4 +1,4 @@
-"""Are consecutive ELPV cells near-duplicates? Pixel-level evidence for docs/curation.md.
+"""Are consecutive ELPV cells near-duplicates? Pixel-level evidence for the dedup precision on the demo.
 
 Compares, with the verification scores of ``pipeline/curate/verify.py`` and a
 global high-pass correlation (same alignment):
@@ -9,9 +9,9 @@ global high-pass correlation (same alignment):
 * random pairs of ELPV cells,
 * the "wrong" dedup removals of a curate run (``removals.jsonl``), if given.
 
-    python benchmarks/elpv_neighbour_cells.py --recipe /work/out/dedup/elpv_demo [--pairs 150]
+    python experiments/elpv_neighbour_cells.py --recipe /work/out/dedup/elpv_demo [--pairs 150]
 
-Writes ``benchmarks/results/elpv_neighbour_cells.md``.
+Writes ``experiments/results/elpv_neighbour_cells.md`` (``--out``).
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ import argparse
 import json
 import random
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo's pipeline package
-from pipeline.curate import verify as vf  # noqa: E402
+from pipeline.curate import verify as vf
 
 
 def _scores(a: Image.Image, b: Image.Image, o: vf.VerifyOptions) -> tuple[float, float, float]:
@@ -79,7 +77,7 @@ def main() -> None:
         nums = sorted(int(m.group(1)) for a, b in wrong for m in [re.search(r"cell(\d+)", gt[a]["origin"])] if m)
     qs = (0.05, 0.25, 0.5, 0.75, 0.95)
     lines = ["# Consecutive ELPV cells vs planted copies (pixel level)", "",
-             f"`python benchmarks/elpv_neighbour_cells.py --recipe {args.recipe} --pairs {args.pairs}`; "
+             f"`python experiments/elpv_neighbour_cells.py --recipe {args.recipe} --pairs {args.pairs}`; "
              "96 px thumbnails, registration and scores of `pipeline/curate/verify.py` (defaults).", "",
              "| pairs | n | high-pass NCC q05 / q25 / median / q75 / q95 | structure median (q05) | outlier median (q95) |",
              "|---|---|---|---|---|"]  # fmt: skip

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run the pretrain stage for several override sets in parallel processes (hyper-parameter sweeps).
 
-    python benchmarks/pretrain_sweep_driver.py --root /tmp/sweep --jobs 4 \
+    python experiments/pretrain_sweep_driver.py --root /tmp/sweep --jobs 4 \
         --run 'a:seed=0 pretrain.trainer.max_epochs=2' --run 'b:seed=0 pretrain.optim.lr=1e-2'
 
 Each run gets its own output root ``<root>/<name>`` holding a copy (symlinks) of ``--data``
@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def child(root: str, overrides: list[str]) -> None:

@@ -4,15 +4,14 @@
 A constant lr, a constant teacher EMA and temperature, DINO loss only (iBOT and KoLeo off), a
 6-block ViT-Tiny on 64 px global + 2x32 px local crops of every third ELPV cell (grayscale preset).
 It prints the DINO loss and the teacher's target entropies (``diag/teacher_entropy``: per image,
-as a fraction of log K; near 1 = uniform targets) every 20 steps. docs/pretraining.md quotes it.
+as a fraction of log K; near 1 = uniform targets) every 20 steps. experiments/README.md gives its conclusion.
 
-    python benchmarks/dino_bare_loop.py --lr 1e-4 --momentum 0.996 --teacher-temp 0.04
+    python experiments/dino_bare_loop.py --lr 1e-4 --momentum 0.996 --teacher-temp 0.04
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -20,12 +19,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data_recipes.elpv_demo.prepare import elpv_records  # noqa: E402
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec  # noqa: E402
-from pipeline.pretrain.backbone_init import build_vit  # noqa: E402
-from pipeline.pretrain.methods import StepInputs  # noqa: E402
-from pipeline.pretrain.methods.distillation import Distillation, DistillationSpec  # noqa: E402
+from data_recipes.elpv_demo.prepare import elpv_records
+from pipeline.pretrain.augment import MultiCrop, MultiCropSpec
+from pipeline.pretrain.backbone_init import build_vit
+from pipeline.pretrain.methods import StepInputs
+from pipeline.pretrain.methods.distillation import Distillation, DistillationSpec
 
 
 def main() -> None:
