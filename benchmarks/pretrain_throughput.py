@@ -16,7 +16,8 @@ CPU (so CI-like checks run it): a tiny ViT with small crops, fp32, a few steps.
 
 Compute is timed on batches already on the device; data loading is timed separately by
 draining our ``ShardLoader`` (decode + multi-crop in workers) over real shards (``--shards``)
-or synthetic PNG shards. Results go to ``benchmarks/results/pretrain_throughput.{json,md}``.
+or synthetic PNG shards. Results go to ``<--out>.{json,md}``; in ``benchmarks/results/`` keep one set per
+device and model, named like ``pretrain_throughput_h200_vitb``.
 """
 
 from __future__ import annotations
