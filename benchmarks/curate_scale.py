@@ -136,8 +136,7 @@ def exact_neighbours(data: Path, k: int) -> np.ndarray:
 
 
 def _sub(*args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
