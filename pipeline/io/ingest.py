@@ -22,14 +22,18 @@ another set of inputs are never mixed with new ones.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
+import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,8 @@ class IngestOptions:
         workers: Processes for hashing and decoding; 0 or 1 runs in-process.
         max_pixels: Larger images are refused as decompression bombs.
         min_side: Smaller images are refused.
+        file_timeout_s: Reading and decoding one file longer than this rejects it
+            as ``timeout``, so a hostile file cannot hang a shard.
         progress: Show progress bars.
     """
 
@@ -62,10 +68,11 @@ class IngestOptions:
     workers: int = 1
     max_pixels: int = 89_478_485
     min_side: int = 8
+    file_timeout_s: float = 60.0
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name, low in (("shard_size", 1), ("workers", 0), ("max_pixels", 1), ("min_side", 1)):
+        for name, low in (("shard_size", 1), ("workers", 0), ("max_pixels", 1), ("min_side", 1), ("file_timeout_s", 0.001)):
             if getattr(self, name) < low:
                 raise ValueError(f"ingest.{name} must be >= {low}, got {getattr(self, name)}")
 
@@ -179,6 +186,7 @@ class _ShardTask:
     labels: list[dict[str, Any] | None]
     max_pixels: int
     min_side: int
+    file_timeout_s: float = 60.0
 
 
 def _write_shard(task: _ShardTask) -> list[dict[str, Any]]:
@@ -187,12 +195,15 @@ def _write_shard(task: _ShardTask) -> list[dict[str, Any]]:
         for ref, sha, labels in zip(task.refs, task.hashes, task.labels):
             rec: dict[str, Any] = {"key": ref.key, "sha256": sha}
             try:
-                data = read_bytes(ref)
-                if hashlib.sha256(data).hexdigest() != sha:
-                    raise ImageRejected("changed_during_ingest", "bytes differ from the index pass")
-                img = normalize_image(data, max_pixels=task.max_pixels, min_side=task.min_side)
+                with time_limit(task.file_timeout_s, ref.key):
+                    data = read_bytes(ref)
+                    if hashlib.sha256(data).hexdigest() != sha:
+                        raise ImageRejected("changed_during_ingest", "bytes differ from the index pass")
+                    img = normalize_image(data, max_pixels=task.max_pixels, min_side=task.min_side)
             except ImageRejected as e:
                 rec.update(status="rejected", reason=e.reason, detail=e.detail)
+            except FileTimeout as e:
+                rec.update(status="rejected", reason="timeout", detail=str(e))
             except OSError as e:
                 rec.update(status="rejected", reason="unreadable", detail=f"{type(e).__name__}: {e}")
             except Exception as e:  # noqa: BLE001 - one bad file must never stop a shard
@@ -267,6 +278,7 @@ def _ingest(
             labels=[(labels or {}).get(r["key"]) for r in g],
             max_pixels=opts.max_pixels,
             min_side=opts.min_side,
+            file_timeout_s=opts.file_timeout_s,
         )
         for i, g in enumerate(groups)
     ]
@@ -275,19 +287,82 @@ def _ingest(
         log.info("resuming: %d of %d shards already written", len(tasks) - len(todo), len(tasks))
     bar = tqdm(total=len(cands), desc=f"ingest {out_dir.name}", unit="img", disable=not opts.progress)
     bar.update(sum(len(t.refs) for t in tasks if shard_done(t.shard)))
-    if opts.workers <= 1:
-        for t in todo:
-            _write_shard(t)
-            bar.update(len(t.refs))
-    else:
-        with ProcessPoolExecutor(max_workers=opts.workers) as ex:
-            for t, _ in zip(todo, ex.map(_write_shard, todo)):
+    try:
+        if opts.workers <= 1:
+            for t in todo:
+                _write_shard(t)
                 bar.update(len(t.refs))
-    bar.close()
+        else:
+            with ProcessPoolExecutor(max_workers=opts.workers) as ex:
+                for t, _ in zip(todo, ex.map(_write_shard, todo)):
+                    bar.update(len(t.refs))
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        left = [t for t in todo if not shard_done(t.shard)]
+        raise OutOfSpace(out_dir, e, sum(_input_bytes(t) for t in left), len(left)) from e
+    finally:
+        bar.close()
     return _merge_records(out_dir, tasks, index)
 
 
 PLAN_NAME = ".ingest_plan"
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+class OutOfSpace(OSError):
+    """A shard could not be written for want of space; says where and about how much is needed."""
+
+    def __init__(self, out_dir: Path, cause: OSError, need: int, shards_left: int) -> None:
+        try:
+            free = f"{shutil.disk_usage(out_dir).free:,} bytes are free there"
+        except OSError:
+            free = "the free space could not be read"
+        what = {errno.EFBIG: "a file-size limit (ulimit -f) was hit", errno.EDQUOT: "the disk quota is exhausted"}
+        super().__init__(
+            cause.errno,
+            f"ingest: out of space writing shards in {out_dir} "
+            f"({what.get(cause.errno or 0, 'no space left on the device')}: {cause.strerror}, {cause.filename or ''}). "
+            f"The shard being written was removed; {shards_left} shards are left to write, about {need:,} bytes "
+            f"(their inputs' size; PNG-normalised images can be larger) and {free}. Free space or move "
+            "paths.root, then re-run: finished shards are kept.",
+        )
+        self.out_dir, self.need, self.shards_left = out_dir, need, shards_left
+
+
+def _input_bytes(task: _ShardTask) -> int:
+    return sum(max(_size(r), 0) for r in task.refs)
+
+
+class FileTimeout(BaseException):
+    """Reading and decoding one file took longer than ``file_timeout_s``.
+
+    A ``BaseException``, so the decoders' own ``except Exception`` cannot turn it into another reason.
+    """
+
+
+@contextmanager
+def time_limit(seconds: float, key: str) -> Iterator[None]:
+    """Raise :class:`FileTimeout` in the block after ``seconds`` (main thread only, else no limit).
+
+    SIGALRM interrupts Python code between bytecodes, which covers PIL's decode
+    loops (they feed the C decoder in chunks); a single C call that never
+    returns is not interrupted.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _fire(*_: Any) -> None:
+        raise FileTimeout(f"reading and decoding took over {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, _fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def _start_plan(out_dir: Path, plan: str) -> None:
