@@ -26,6 +26,7 @@ others would otherwise wait for their own job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +116,8 @@ class _LastLine(logging.Handler):
         self.line = ""
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a bad log call must not break the heartbeat
             self.line = record.getMessage()[:300]
-        except Exception:  # noqa: BLE001 - a bad log call must not break the heartbeat
-            pass
 
 
 class _Holder(threading.Thread):
@@ -128,14 +127,14 @@ class _Holder(threading.Thread):
         super().__init__(name=f"lock-heartbeat:{what}", daemon=True)
         self.path, self.every, self.check_s, self._halt = path, every, min(check_s, every), threading.Event()
         self.lines = _LastLine()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         self.info = {"stage": what, "host": socket.gethostname(), "pid": os.getpid(),
                      "started": now.isoformat(timespec="seconds"), "command": " ".join(sys.argv)[:500]}  # fmt: skip
 
     def beat(self) -> None:
         self.written = (time.monotonic(), self.lines.line)
         now = time.time()
-        info = {**self.info, "heartbeat": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+        info = {**self.info, "heartbeat": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
                 "heartbeat_unix": now, "progress": self.lines.line}  # fmt: skip
         try:
             atomic_write_json(self.path, info)
@@ -153,7 +152,9 @@ class _Holder(threading.Thread):
 
 
 @contextmanager
-def stage_lock(folder: Path, what: str, cfg: LockConfig, poll_s: float = 1.0, report_every_s: float = 60.0) -> Iterator[None]:
+def stage_lock(
+    folder: Path, what: str, cfg: LockConfig, poll_s: float = 1.0, report_every_s: float = 60.0
+) -> Iterator[None]:
     """Hold the lock of ``folder`` while the block runs.
 
     Args:
@@ -197,7 +198,9 @@ def stage_lock(folder: Path, what: str, cfg: LockConfig, poll_s: float = 1.0, re
         lock.release()
 
 
-def _acquire(lock: SoftFileLease, folder: Path, what: str, cfg: LockConfig, poll_s: float, report_every_s: float) -> None:
+def _acquire(
+    lock: SoftFileLease, folder: Path, what: str, cfg: LockConfig, poll_s: float, report_every_s: float
+) -> None:
     try:
         lock.acquire(blocking=False)
         return
@@ -221,7 +224,9 @@ def _acquire(lock: SoftFileLease, folder: Path, what: str, cfg: LockConfig, poll
         except Timeout:
             if time.monotonic() - last >= report_every_s:
                 last = time.monotonic()
-                log.info("%s: still waiting for %s (%s)", what, folder, describe(read_holder(folder), _marker_owner(lock)))
+                log.info(
+                    "%s: still waiting for %s (%s)", what, folder, describe(read_holder(folder), _marker_owner(lock))
+                )
 
 
 def _marker_owner(lock: SoftFileLease) -> Any:

@@ -183,12 +183,12 @@ def file_digest(path: Path, max_bytes: int = DIGEST_MAX_BYTES) -> dict[str, Any]
     return out
 
 
-def file_digests(folder: Path, paths: Any) -> dict[str, dict[str, Any]]:
+def file_digests(folder: Path, paths: Any, max_bytes: int = DIGEST_MAX_BYTES) -> dict[str, dict[str, Any]]:
     """:func:`file_digest` of each path (absolute, or relative to ``folder``), keyed relative to ``folder``."""
     folder = Path(folder).resolve()
     out: dict[str, dict[str, Any]] = {}
     for p in sorted({Path(folder, p).resolve() for p in paths}):
-        out[os.path.relpath(p, folder)] = file_digest(p)
+        out[os.path.relpath(p, folder)] = file_digest(p, max_bytes)
     return out
 
 

@@ -91,4 +91,4 @@ def _changed_upstream(m: Manifest) -> list[str]:
     return out
 
 
-__all__ = ["section", "stage_dir", "completed", "config_hash"]
+__all__ = ["completed", "config_hash", "section", "stage_dir"]

@@ -22,18 +22,14 @@ another set of inputs are never mixed with new ones.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
-import signal
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +38,7 @@ from tqdm.auto import tqdm
 
 from pipeline.core.manifest import MANIFEST_NAME, atomic_write_bytes, config_hash
 from pipeline.io.images import ImageRejected, normalize_image
+from pipeline.io.limits import NO_SPACE, FileTimeout, OutOfSpace, time_limit
 from pipeline.io.shards import AtomicShardWriter, records_path, shard_done, shard_path
 from pipeline.io.sources import InputRef, inflate_archives, iter_all, read_bytes
 
@@ -307,62 +304,8 @@ def _ingest(
 
 
 PLAN_NAME = ".ingest_plan"
-NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-
-
-class OutOfSpace(OSError):
-    """A shard could not be written for want of space; says where and about how much is needed."""
-
-    def __init__(self, out_dir: Path, cause: OSError, need: int, shards_left: int) -> None:
-        try:
-            free = f"{shutil.disk_usage(out_dir).free:,} bytes are free there"
-        except OSError:
-            free = "the free space could not be read"
-        what = {errno.EFBIG: "a file-size limit (ulimit -f) was hit", errno.EDQUOT: "the disk quota is exhausted"}
-        super().__init__(
-            cause.errno,
-            f"ingest: out of space writing shards in {out_dir} "
-            f"({what.get(cause.errno or 0, 'no space left on the device')}: {cause.strerror}, {cause.filename or ''}). "
-            f"The shard being written was removed; {shards_left} shards are left to write, about {need:,} bytes "
-            f"(their inputs' size; PNG-normalised images can be larger) and {free}. Free space or move "
-            "paths.root, then re-run: finished shards are kept.",
-        )
-        self.out_dir, self.need, self.shards_left = out_dir, need, shards_left
-
-
 def _input_bytes(task: _ShardTask) -> int:
     return sum(max(_size(r), 0) for r in task.refs)
-
-
-class FileTimeout(BaseException):
-    """Reading and decoding one file took longer than ``file_timeout_s``.
-
-    A ``BaseException``, so the decoders' own ``except Exception`` cannot turn it into another reason.
-    """
-
-
-@contextmanager
-def time_limit(seconds: float, key: str) -> Iterator[None]:
-    """Raise :class:`FileTimeout` in the block after ``seconds`` (main thread only, else no limit).
-
-    SIGALRM interrupts Python code between bytecodes, which covers PIL's decode
-    loops (they feed the C decoder in chunks); a single C call that never
-    returns is not interrupted.
-    """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def _fire(*_: Any) -> None:
-        raise FileTimeout(f"reading and decoding took over {seconds:g} s")
-
-    old = signal.signal(signal.SIGALRM, _fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _start_plan(out_dir: Path, plan: str) -> None:

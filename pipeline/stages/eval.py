@@ -101,7 +101,7 @@ def expected_cells(
 
 def check_cells(rows: list[dict[str, Any]], expected: set[Cell]) -> None:
     """Every expected cell has exactly one result, or an error naming the missing ones (no manifest follows)."""
-    got = [(r["backbone"], r["task"], r["protocol"], float(r["fraction"]), int(r["seed"])) for r in rows]
+    got = [(r["backbone"], r["task"], r["protocol"], float(r["fraction"]), r["seed"]) for r in rows]
     missing = sorted(expected - set(got))
     repeated = sorted({c for c in got if got.count(c) > 1})
     unexpected = sorted(set(got) - expected)

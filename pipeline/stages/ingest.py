@@ -143,7 +143,9 @@ def run(cfg: DictConfig) -> Manifest:
                 extra["tasks"] = {k: vars(v) for k, v in recipe.tasks.items()}
             if source == "pool" and recipe.ground_truth:
                 extra["ground_truth"] = recipe.ground_truth
-            shard_files = [p for s in res.shards for p in (s, records_path(s))]
+            # Shards by size only: a skip must not read the whole pool again; record files also by SHA-256.
+            digests = {**file_digests(folder, res.shards, max_bytes=0),
+                       **file_digests(folder, [res.records, *map(records_path, res.shards)])}  # fmt: skip
             m = Manifest(
                 stage=f"ingest/{source}",
                 config_hash=h,
@@ -151,7 +153,7 @@ def run(cfg: DictConfig) -> Manifest:
                 artifacts={"records": "records.jsonl", "shards": "shard-*.tar"},
                 counts={**res.counts, "shards": len(res.shards)},
                 extra=extra,
-                files=file_digests(folder, [res.records, *shard_files]),
+                files=dict(sorted(digests.items())),
             )
             m.write(folder)
             _report(source, m)

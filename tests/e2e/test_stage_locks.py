@@ -101,7 +101,9 @@ with stage_lock(Path(sys.argv[1]), "ingest", LockConfig()):
 @pytest.mark.slow
 def test_no_wait_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
     folder = tmp_path / "elpv_demo" / "ingest"
-    a = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    a = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     try:
         while not Path(f"{folder}.held").exists():
             assert a.poll() is None

@@ -62,9 +62,11 @@ def test_no_wait_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
     p = _holder(folder, 30.0)
     try:
         t0 = time.monotonic()
-        with pytest.raises(StageLocked, match=rf"pid {p.pid} on .*started .*lock.wait=false"):
-            with stage_lock(folder, "curate", LockConfig(wait=False)):
-                pass
+        with (
+            pytest.raises(StageLocked, match=rf"pid {p.pid} on .*started .*lock.wait=false"),
+            stage_lock(folder, "curate", LockConfig(wait=False)),
+        ):
+            pass
         assert time.monotonic() - t0 < 5
     finally:
         p.kill()
@@ -84,7 +86,9 @@ def test_lock_of_a_killed_run_is_broken_with_a_warning(tmp_path: Path, caplog: p
     assert f"broke a stale lock on {folder} left by pid {p.pid}" in caplog.text
 
 
-def test_a_holder_without_heartbeat_is_taken_over_after_stale_minutes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_holder_without_heartbeat_is_taken_over_after_stale_minutes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # A stopped process is alive but silent, as a holder on another host whose pid we cannot check.
     folder = tmp_path / "pretrain"
     stale = 2.0 / 60  # 2 s

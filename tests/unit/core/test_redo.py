@@ -24,7 +24,9 @@ def _folder_recipe(root: Path) -> list[str]:
     for c in ("a", "b"):
         for i in range(4):
             (root / "labeled" / c).mkdir(parents=True, exist_ok=True)
-            (root / "labeled" / c / f"{i}.png").write_bytes(encode(Image.fromarray(noise(16, 16, seed=100 + i + 10 * ord(c))), "PNG"))
+            (root / "labeled" / c / f"{i}.png").write_bytes(
+                encode(Image.fromarray(noise(16, 16, seed=100 + i + 10 * ord(c))), "PNG")
+            )
     return ["data_recipe=folder", f"data_recipe.pool=[{root / 'pool'}]", f"data_recipe.labeled={root / 'labeled'}",
             "tracking=off", "ingest.workers=1", "ingest.shard_size=4"]  # fmt: skip
 
@@ -63,7 +65,7 @@ def test_ingest_that_misses_an_input_writes_no_manifest(
     cfg = compose_cfg(_folder_recipe(tmp_path / "in"), root=tmp_path / "out")
     real = ingest_stage.ingest
 
-    def racing(specs, out_dir, opts, labels=None):  # noqa: ANN001, ANN202
+    def racing(specs: list[str], out_dir: Path, opts: object, labels: dict | None = None) -> object:
         if out_dir.name == "pool":
             (tmp_path / "in" / "pool" / "3.png").unlink()
         return real(specs, out_dir, opts, labels=labels)
