@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.schema import STAGE_ORDER
 from pipeline.core import tracking
+from pipeline.core.lock import LockConfig, stage_lock
 from pipeline.core.malloc import keep_freed_memory
 from pipeline.core.manifest import Manifest
 from pipeline.core.stage import section
@@ -43,6 +44,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Manifest]:
     if missing:
         log.warning("stages not built yet, skipped: %s", ", ".join(missing))
     t = cfg.tracking
+    lock_cfg = LockConfig(**section(cfg, "lock"))
     results: dict[str, Manifest] = {}
     with tracking.parent_run(
         enabled=t.enabled,
@@ -59,7 +61,9 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Manifest]:
             if mod is None:
                 continue
             log.info("=== stage %s ===", name)
-            with tracking.child_run(name, params=section(cfg, name)):
+            # One run at a time writes a stage folder; a second waits here (or fails, lock.wait=false).
+            folder = mod.lock_folder(cfg) if hasattr(mod, "lock_folder") else Path(cfg.paths.output_dir) / name
+            with stage_lock(folder, name, lock_cfg), tracking.child_run(name, params=section(cfg, name)):
                 manifest = mod.run(cfg)
                 tracking.log_metrics(manifest.metrics)
                 tracking.log_artifact(Path(cfg.paths.output_dir) / name / "manifest.json")

@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from pipeline.core.lock import LockConfig
+
 STAGE_ORDER = ("ingest", "curate", "pretrain", "eval")
 
 
@@ -48,6 +50,7 @@ class IngestConfig:
     workers: int = 2
     max_pixels: int = 89_478_485
     min_side: int = 8
+    file_timeout_s: float = 60.0
 
 
 @dataclass
@@ -91,6 +94,7 @@ class PipelineConfig:
     stage: StageConfig = field(default_factory=StageConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    lock: LockConfig = field(default_factory=LockConfig)  # one writer per stage folder (pipeline/core/lock.py)
     data_recipe: Any = None
     curate: Any = None
     pretrain: Any = None

@@ -58,6 +58,29 @@ def parent_run(
 
     uri = normalize_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
+    with _store_setup_lock(uri):
+        _ensure_experiment(mlflow, uri, experiment, artifact_location)
+    with mlflow.start_run(run_name=run_name) as run:
+        _ENABLED = True
+        try:
+            _log_params(params)
+            yield run.info.run_id
+        finally:
+            _ENABLED = False
+
+
+def _store_setup_lock(uri: str) -> contextlib.AbstractContextManager:
+    """Two runs opening a new SQLite store at once would both create its tables (and one fail);
+    one at a time does it, behind an OS lock next to the file (released if the process dies)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    return FileLock(uri[len(prefix) :] + ".lock")
+
+
+def _ensure_experiment(mlflow: Any, uri: str, experiment: str, artifact_location: str | None) -> None:
     if mlflow.get_experiment_by_name(experiment) is None:
         loc = None
         if artifact_location and not uri.startswith(("http://", "https://")):
@@ -69,13 +92,6 @@ def parent_run(
             if mlflow.get_experiment_by_name(experiment) is None:
                 raise
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name) as run:
-        _ENABLED = True
-        try:
-            _log_params(params)
-            yield run.info.run_id
-        finally:
-            _ENABLED = False
 
 
 def _is_global_zero() -> bool:

@@ -29,6 +29,9 @@ _MAGIC = (
     (b"GIF8", "GIF"),
 )
 _PNG_IEND = b"IEND\xaeB`\x82"
+# Huffman-coded JPEG spends at least one bit on every 8x8 block (its DC code), so
+# one byte holds at most 512 pixels; this bound is half that, for slack.
+JPEG_MIN_PIXELS_PER_BYTE = 1024
 
 
 class ImageRejected(Exception):
@@ -139,6 +142,9 @@ def normalize_image(data: bytes, max_pixels: int = 89_478_485, min_side: int = 8
 
 def _decode(data: bytes, max_pixels: int, min_side: int) -> NormalizedImage:
     with warnings.catch_warnings():
+        # PIL's UserWarnings on broken files (corrupt EXIF, tags past the end) would only spam
+        # the log: the file's record says what is wrong with it.
+        warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))
@@ -157,6 +163,10 @@ def _decode(data: bytes, max_pixels: int, min_side: int) -> NormalizedImage:
         w, h = img.size
         if w * h > max_pixels:
             raise ImageRejected("decompression_bomb", f"{w}x{h} exceeds max_pixels={max_pixels}")
+        if source_format == "JPEG" and len(data) < w * h // JPEG_MIN_PIXELS_PER_BYTE:
+            # libjpeg pads a scan that ends early with grey and only warns, which PIL does not
+            # report: a header claiming more pixels than the data can hold would be accepted.
+            raise ImageRejected("truncated", f"JPEG of {w}x{h} in {len(data)} bytes: the scan data is cut short")
         try:
             img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from pipeline.core.manifest import MANIFEST_NAME, atomic_write_bytes, config_hash
 from pipeline.io.images import ImageRejected, normalize_image
+from pipeline.io.limits import NO_SPACE, FileTimeout, OutOfSpace, time_limit
 from pipeline.io.shards import AtomicShardWriter, records_path, shard_done, shard_path
 from pipeline.io.sources import InputRef, inflate_archives, iter_all, read_bytes
 
@@ -55,6 +56,8 @@ class IngestOptions:
         workers: Processes for hashing and decoding; 0 or 1 runs in-process.
         max_pixels: Larger images are refused as decompression bombs.
         min_side: Smaller images are refused.
+        file_timeout_s: Reading and decoding one file longer than this rejects it
+            as ``timeout``, so a hostile file cannot hang a shard.
         progress: Show progress bars.
     """
 
@@ -62,10 +65,11 @@ class IngestOptions:
     workers: int = 1
     max_pixels: int = 89_478_485
     min_side: int = 8
+    file_timeout_s: float = 60.0
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name, low in (("shard_size", 1), ("workers", 0), ("max_pixels", 1), ("min_side", 1)):
+        for name, low in (("shard_size", 1), ("workers", 0), ("max_pixels", 1), ("min_side", 1), ("file_timeout_s", 0.001)):
             if getattr(self, name) < low:
                 raise ValueError(f"ingest.{name} must be >= {low}, got {getattr(self, name)}")
 
@@ -179,6 +183,7 @@ class _ShardTask:
     labels: list[dict[str, Any] | None]
     max_pixels: int
     min_side: int
+    file_timeout_s: float = 60.0
 
 
 def _write_shard(task: _ShardTask) -> list[dict[str, Any]]:
@@ -187,12 +192,15 @@ def _write_shard(task: _ShardTask) -> list[dict[str, Any]]:
         for ref, sha, labels in zip(task.refs, task.hashes, task.labels):
             rec: dict[str, Any] = {"key": ref.key, "sha256": sha}
             try:
-                data = read_bytes(ref)
-                if hashlib.sha256(data).hexdigest() != sha:
-                    raise ImageRejected("changed_during_ingest", "bytes differ from the index pass")
-                img = normalize_image(data, max_pixels=task.max_pixels, min_side=task.min_side)
+                with time_limit(task.file_timeout_s, ref.key):
+                    data = read_bytes(ref)
+                    if hashlib.sha256(data).hexdigest() != sha:
+                        raise ImageRejected("changed_during_ingest", "bytes differ from the index pass")
+                    img = normalize_image(data, max_pixels=task.max_pixels, min_side=task.min_side)
             except ImageRejected as e:
                 rec.update(status="rejected", reason=e.reason, detail=e.detail)
+            except FileTimeout as e:
+                rec.update(status="rejected", reason="timeout", detail=str(e))
             except OSError as e:
                 rec.update(status="rejected", reason="unreadable", detail=f"{type(e).__name__}: {e}")
             except Exception as e:  # noqa: BLE001 - one bad file must never stop a shard
@@ -267,6 +275,7 @@ def _ingest(
             labels=[(labels or {}).get(r["key"]) for r in g],
             max_pixels=opts.max_pixels,
             min_side=opts.min_side,
+            file_timeout_s=opts.file_timeout_s,
         )
         for i, g in enumerate(groups)
     ]
@@ -275,19 +284,28 @@ def _ingest(
         log.info("resuming: %d of %d shards already written", len(tasks) - len(todo), len(tasks))
     bar = tqdm(total=len(cands), desc=f"ingest {out_dir.name}", unit="img", disable=not opts.progress)
     bar.update(sum(len(t.refs) for t in tasks if shard_done(t.shard)))
-    if opts.workers <= 1:
-        for t in todo:
-            _write_shard(t)
-            bar.update(len(t.refs))
-    else:
-        with ProcessPoolExecutor(max_workers=opts.workers) as ex:
-            for t, _ in zip(todo, ex.map(_write_shard, todo)):
+    try:
+        if opts.workers <= 1:
+            for t in todo:
+                _write_shard(t)
                 bar.update(len(t.refs))
-    bar.close()
+        else:
+            with ProcessPoolExecutor(max_workers=opts.workers) as ex:
+                for t, _ in zip(todo, ex.map(_write_shard, todo)):
+                    bar.update(len(t.refs))
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        left = [t for t in todo if not shard_done(t.shard)]
+        raise OutOfSpace(out_dir, e, sum(_input_bytes(t) for t in left), len(left)) from e
+    finally:
+        bar.close()
     return _merge_records(out_dir, tasks, index)
 
 
 PLAN_NAME = ".ingest_plan"
+def _input_bytes(task: _ShardTask) -> int:
+    return sum(max(_size(r), 0) for r in task.refs)
 
 
 def _start_plan(out_dir: Path, plan: str) -> None:

@@ -65,7 +65,8 @@ class _TarSampleWriter:
 class AtomicShardWriter:
     """Write samples to ``<shard>.tmp`` and rename on :meth:`close`.
 
-    Use as a context manager; on an exception the temporary file is removed.
+    Use as a context manager; on an exception (a full disk, a file-size limit)
+    the temporary file is removed, so no partial shard is left behind.
     """
 
     def __init__(self, shard: Path) -> None:
@@ -97,9 +98,15 @@ class AtomicShardWriter:
     def __enter__(self) -> "AtomicShardWriter":
         return self
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is not None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> None:
+        if exc_type is None:
+            return
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(self.shard)  # name the shard in "no space left" and like errors
+        try:
             self.abort()
+        except OSError:  # closing a tar on a full disk fails again; the first error is the one to report
+            pass
 
 
 def list_shards(folder: Path) -> list[Path]:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from pipeline.core import tracking
-from pipeline.core.manifest import Manifest, config_hash, lineage_entry, read_manifest
+from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry, read_manifest
 from pipeline.core.stage import completed, section, stage_dir
 from pipeline.evaluation import report
 from pipeline.evaluation.backbones import BackboneEntry, EvalBackbone, resolve_backbones
@@ -76,6 +76,44 @@ def _log_backbone(b: EvalBackbone, summary: list[dict[str, Any]]) -> None:
         tracking.log_metrics(dict(items[i : i + 500]))
     for step, ms in sorted(steps.items()):
         tracking.log_metrics(ms, step=step)
+
+
+def lock_folder(cfg: DictConfig) -> Path:
+    """The folder this stage writes (``eval.folder``), locked while it runs."""
+    return stage_dir(cfg, cfg.eval.folder)
+
+
+Cell = tuple[str, str, str, float, int]
+
+
+def expected_cells(
+    backbones: list[EvalBackbone], tasks: list[str], ft_tasks: list[str], ec: dict[str, Any]
+) -> set[Cell]:
+    """Every (backbone, task, protocol, fraction, seed) the config asks for."""
+    frozen = [p for p in ("knn", "linear_probe") if ec[p]["enabled"]]
+    ft = ec["finetune"]
+    cells = {(b.name, t, p, float(f), int(s)) for b in backbones for t in tasks for p in frozen
+             for f in ec["fractions"] for s in ec["seeds"]}  # fmt: skip
+    cells |= {(b.name, t, "finetune", float(f), int(s)) for b in backbones if b.finetune for t in ft_tasks
+              for f in (ft["fractions"] or ec["fractions"]) for s in (ft["seeds"] or ec["seeds"])}  # fmt: skip
+    return cells
+
+
+def check_cells(rows: list[dict[str, Any]], expected: set[Cell]) -> None:
+    """Every expected cell has exactly one result, or an error naming the missing ones (no manifest follows)."""
+    got = [(r["backbone"], r["task"], r["protocol"], float(r["fraction"]), r["seed"]) for r in rows]
+    missing = sorted(expected - set(got))
+    repeated = sorted({c for c in got if got.count(c) > 1})
+    unexpected = sorted(set(got) - expected)
+    if missing or repeated or unexpected:
+        def show(cells: list[Cell]) -> str:
+            return ", ".join("/".join(map(str, c)) for c in cells[:10]) + (" ..." if len(cells) > 10 else "")
+
+        raise RuntimeError(
+            "eval: results do not cover the configured grid once; no manifest written. "
+            + "; ".join(f"{len(c)} cells {w} (backbone/task/protocol/fraction/seed): {show(c)}"
+                        for w, c in (("missing", missing), ("repeated", repeated), ("not asked for", unexpected)) if c)
+        )  # fmt: skip
 
 
 def run(cfg: DictConfig) -> Manifest:
@@ -142,6 +180,7 @@ def run(cfg: DictConfig) -> Manifest:
                 bar.close()
             _log_backbone(b, report.summarize(b_rows))
         rows += b_rows
+    check_cells(rows, expected_cells(backbones, tasks, ft_tasks, ec))
     summary = report.summarize(rows)
     roles = {b.name: b.role for b in backbones}
     metrics, headline = _write_report(rep_dir, rows, summary, roles, tasks, metric, notes, data)
@@ -157,6 +196,8 @@ def run(cfg: DictConfig) -> Manifest:
         metrics=metrics,
         extra={"backbones": [{"name": b.name, "role": b.role, "arch": b.arch, "weights": b.source} for b in backbones],
                "skipped": notes, "headline": headline, "tasks": tasks},  # fmt: skip
+        # A result removed from the report later makes the next run redo the stage instead of skipping it.
+        files=file_digests(root, [p for p in rep_dir.iterdir() if p.is_file()]),
     )
     m.write(root)
     tracking.log_artifact(root / "manifest.json", artifact_path=ec["folder"])

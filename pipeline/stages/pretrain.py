@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cluster.requeue import RequeueOnSignal, finish_distributed, slurm_plugins
 from pipeline.core import tracking
-from pipeline.core.manifest import Manifest, config_hash, lineage_entry
+from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
 from pipeline.pretrain.augment import MultiCropSpec, resolve_preset
 from pipeline.pretrain.backbone_init import build_vit
@@ -235,6 +235,10 @@ def run(cfg: DictConfig) -> Manifest:
         log.info("pretrain: resuming from %s", ckpt_path)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
     finish_distributed()
+    if trainer.interrupted or trainer.state.status != "finished":
+        # Lightning returns from fit after a Ctrl-C; the weights are half trained, so nothing is exported.
+        raise RuntimeError(f"pretrain: training stopped at step {trainer.global_step} ({trainer.state.status}); "
+                           f"no export or manifest written. Re-run to resume from {ckpt_dir}.")  # fmt: skip
 
     # ---- export + manifest --------------------------------------------------------------
     if not trainer.is_global_zero:
@@ -261,6 +265,10 @@ def run(cfg: DictConfig) -> Manifest:
     final = trainer.callback_metrics.get("train/loss")
     if final is not None:
         metrics["final_loss"] = float(final)
+    exported = [out / p.export_dir / n for n in ("model.safetensors", "config.json")]
+    absent = [str(f) for f in exported if not f.is_file()]
+    if absent:
+        raise RuntimeError(f"pretrain: the export is missing {absent}; no manifest written")
     manifest = Manifest(
         stage="pretrain",
         config_hash=h,
@@ -272,6 +280,7 @@ def run(cfg: DictConfig) -> Manifest:
             "augment_preset": aug["preset"], "augment_backend": aug["backend"], "knn_history": knn.history if knn else [],
             "collapse": collapse.warned,  # None, "uniform" or "dominant" (pipeline/pretrain/collapse.py)
         },  # fmt: skip
+        files=file_digests(out, exported),
     )
     manifest.write(out)
     tracking.log_artifact(out / p.export_dir / "config.json", artifact_path="export")

@@ -138,3 +138,38 @@ def test_eval_stage_without_pretrain_evaluates_baselines_and_says_so(root: Path)
     # Stripes are visible in raw pixels: the sanity floor learns the 'type' task.
     summary = read_manifest(root / "out" / "eval").metrics
     assert summary["type.linear_probe.raw_pixels.balanced_accuracy.p100"] > 0.8
+
+
+def test_a_result_deleted_from_a_finished_eval_is_redone(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from pipeline.stages import eval as eval_stage
+
+    cfg = _cfg(root, "tracking=off", "eval.finetune.enabled=false", "eval.tasks=[type]",
+               "eval.backbones=[{name:raw_pixels,arch:raw_pixels,img_size:8,finetune:false}]")  # fmt: skip
+    eval_stage.run(cfg)
+    results = root / "out" / "eval" / "report" / "results.csv"
+    before = results.read_text()
+    lines = before.splitlines(keepends=True)
+    assert len(lines) == 1 + 2 * 2 * 2  # header + 2 protocols x 2 fractions x 2 seeds
+    results.write_text("".join(lines[:-1]))
+    with caplog.at_level(logging.INFO):
+        eval_stage.run(cfg)
+    assert "eval: 1 output files in" in caplog.text and "report/results.csv (" in caplog.text
+    assert results.read_text() == before
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        eval_stage.run(cfg)
+    assert "match the config" in caplog.text
+
+
+def test_missing_cells_are_an_error_naming_them() -> None:
+    from pipeline.stages.eval import check_cells
+
+    want = {("a", "t", "knn", f, s) for f in (0.5, 1.0) for s in (0, 1)}
+    rows = [{"backbone": "a", "task": "t", "protocol": "knn", "fraction": c[3], "seed": c[4]} for c in sorted(want)[:-1]]
+    with pytest.raises(RuntimeError, match=r"1 cells missing .*: a/t/knn/1.0/1"):
+        check_cells(rows, want)
+    with pytest.raises(RuntimeError, match=r"1 cells repeated"):
+        check_cells(rows + rows[:1] + [{**rows[0], "fraction": 1.0, "seed": 1}], want)
+    check_cells(rows + [{**rows[0], "fraction": 1.0, "seed": 1}], want)
