@@ -40,8 +40,9 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data_recipes.elpv_demo.prepare import elpv_records  # noqa: E402
+from pipeline.config.models import BackboneConfig  # noqa: E402
 from pipeline.evaluation.knn import knn_classify  # noqa: E402
-from pipeline.models.backbone import BackboneSpec, create_backbone  # noqa: E402
+from pipeline.models.backbone import create_backbone  # noqa: E402
 from pipeline.pretrain.augment import eval_transform  # noqa: E402
 from pipeline.pretrain.backbone_init import build_vit  # noqa: E402
 from pipeline.pretrain.knn_monitor import LabelledSet, load_eval_set  # noqa: E402
@@ -161,7 +162,7 @@ def main() -> None:
                 (
                     name,
                     create_backbone(
-                        BackboneSpec(json.loads((Path(d) / "config.json").read_text())["architecture"], weights=d)
+                        BackboneConfig(json.loads((Path(d) / "config.json").read_text())["architecture"], weights=d)
                     ),
                 )
             )

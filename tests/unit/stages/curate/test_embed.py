@@ -24,7 +24,7 @@ def test_a_source_is_embedded_consolidated_and_then_skipped(world: World) -> Non
     cop, _ = load_embeddings(out, "copy")
     assert sorted(ids) == sorted(world.ids("eval").values()) and cop.shape == (N_EVAL, 2 * 8 * 8)
     assert np.allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1.0, atol=1e-2)
-    assert m.extra["backbone"] == {"name": "test_efficientnet", "weights": None, "img_size": None}
+    assert m.extra["backbone"] == {"name": "test_efficientnet", "weights": None, "img_size": None, "kwargs": {}}
     (out / "emb.npy").write_bytes(b"not touched")  # a second run must not redo the work
     again = embed_source(e, "eval", src, out, run_embed=True, progress=False)
     assert again is not None and again.config_hash == m.config_hash and (out / "emb.npy").read_bytes() == b"not touched"

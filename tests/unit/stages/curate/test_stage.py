@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import pipeline.stages.curate as stage
@@ -23,8 +21,13 @@ def test_the_composed_section_becomes_the_typed_settings(compose_cfg) -> None:
     assert c.retrieval.strategy == "cluster" and c.dedup.threshold == 0.95 and c.embed.copy_scales == [1.0]
 
 
-def test_an_unknown_step_or_a_missing_ingest_fails_naming_it(compose_cfg, tmp_path: Path) -> None:
+def test_an_unknown_step_or_a_missing_ingest_fails_naming_it(compose_cfg) -> None:
     with pytest.raises(ValueError, match=r"unknown steps \['dedupe'\]"):
         stage.run(compose_cfg(["curate.steps=[dedupe]"]))
     with pytest.raises(FileNotFoundError, match="run stage=ingest first"):
         stage.run(compose_cfg())
+
+
+def test_the_default_options_are_the_schema_defaults(compose_cfg) -> None:
+    # conf/curate/ only picks options; every default lives once, in pipeline/config/curate.py.
+    assert stage.options(compose_cfg()) == CurateConfig()
