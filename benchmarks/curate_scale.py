@@ -67,12 +67,13 @@ def _cpu_s() -> float:
 
 def worker_pipeline(data: Path, k: int, out: Path) -> dict:
     from pipeline.curate.dedup import dedup, edges_batched
-    from pipeline.curate.knn_index import IndexOptions, build_index, choose_factory, search
+    from pipeline.config.curate import IndexConfig
+    from pipeline.curate.knn_index import build_index, choose_factory, search
     from pipeline.curate.retrieval import knn_retrieve
 
     t0 = time.perf_counter()
     x = np.load(data, mmap_mode="r")
-    opts = IndexOptions()
+    opts = IndexConfig()
     idx = build_index(x, opts)
     t1 = time.perf_counter()
     sample = {}

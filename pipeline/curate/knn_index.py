@@ -15,46 +15,17 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
+from pipeline.config.curate import IndexConfig
+
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class IndexOptions:
-    """How to choose and run an index.
-
-    Attributes:
-        kind: ``"auto"`` (by size), ``"flat"``, ``"ivf"``, ``"ivfpq"``, or ``"torch"``: exact
-            chunked search with ``pipeline.curate.knn_torch`` (tensor cores on a GPU without faiss-gpu).
-        flat_max: Largest size that gets an exact index under ``auto``.
-        ivf_flat_max: Largest size that gets ``IVF,Flat`` under ``auto``.
-        nlist: IVF lists; ``None`` picks about ``4 * sqrt(n)``.
-        nprobe: Lists visited per query.
-        pq_m: PQ sub-quantisers (bytes per vector); ``None`` picks ``d // 4`` rounded to a divisor of ``d``.
-        train_size: Vectors sampled to train IVF/PQ.
-        batch_rows: Rows converted and added or searched at a time (bounds memory).
-        use_gpu: ``"auto"`` (when faiss has GPUs), ``"yes"`` or ``"no"``.
-        seed: Seed for the training sample.
-    """
-
-    kind: str = "auto"
-    flat_max: int = 50_000
-    ivf_flat_max: int = 5_000_000
-    nlist: int | None = None
-    nprobe: int = 16
-    pq_m: int | None = None
-    train_size: int = 100_000
-    batch_rows: int = 65_536
-    use_gpu: str = "auto"
-    seed: int = 0
-
-
-def choose_factory(n: int, d: int, opts: IndexOptions) -> str:
+def choose_factory(n: int, d: int, opts: IndexConfig) -> str:
     """The FAISS factory string for ``n`` vectors of ``d`` dims."""
     kind = opts.kind
     if kind == "auto":
@@ -87,8 +58,11 @@ def _gpu_wanted(use_gpu: str) -> bool:
     return n > 0
 
 
-def build_index(x: np.ndarray, opts: IndexOptions, progress: bool = False) -> faiss.Index:
-    """Build and fill an inner-product index over the rows of ``x`` (may be a memmap)."""
+def build_index(x: np.ndarray, opts: IndexConfig, progress: bool = False, seed: int = 0) -> faiss.Index:
+    """Build and fill an inner-product index over the rows of ``x`` (may be a memmap).
+
+    ``seed`` draws the IVF/PQ training sample.
+    """
     n, d = x.shape
     factory = choose_factory(n, d, opts)
     if factory == "TorchExact":
@@ -97,7 +71,7 @@ def build_index(x: np.ndarray, opts: IndexOptions, progress: bool = False) -> fa
     if _gpu_wanted(opts.use_gpu):
         index = faiss.index_cpu_to_all_gpus(index)
     if not index.is_trained:
-        rng = np.random.default_rng(opts.seed)
+        rng = np.random.default_rng(seed)
         take = np.sort(rng.choice(n, size=min(n, opts.train_size), replace=False))
         index.train(np.ascontiguousarray(x[take], dtype=np.float32))
     for s in tqdm(range(0, n, opts.batch_rows), desc=f"index {factory}", disable=not progress, leave=False):
@@ -135,10 +109,10 @@ def search(
 
 
 def knn(
-    base: np.ndarray, queries: np.ndarray, k: int, opts: IndexOptions, progress: bool = False
+    base: np.ndarray, queries: np.ndarray, k: int, opts: IndexConfig, progress: bool = False, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Build an index over ``base`` and search ``queries`` in it."""
-    return search(build_index(base, opts, progress), queries, k, opts.batch_rows, progress)
+    return search(build_index(base, opts, progress, seed), queries, k, opts.batch_rows, progress)
 
 
 class RowSubset:

@@ -43,28 +43,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from scipy.ndimage import binary_dilation, gaussian_filter, sobel, uniform_filter
 from skimage.feature import match_template
 
-
-@dataclass(frozen=True)
-class VerifyOptions:
-    """Verification settings (see the module docstring).
-
-    Attributes:
-        size: Side of the compared thumbnails, in pixels.
-        sigma: Gaussian high-pass scale at ``size`` (pixels); removes the layout every image shares.
-        scales: Relative sizes tried for the smaller field of view (1.0: same framing; 0.88: a 6%-per-side crop).
-        margin: Pixels trimmed from the sliding thumbnail (shift tolerance and off-centre crops).
-        grid: Patches per side for the local agreement.
-        floor: Stabilising variance, relative to the pair's mean high-pass variance (SSIM's ``C2``
-            made scale-free), plus one grey level squared: patches with far less texture than the
-            image as a whole, or none, agree.
-    """
-
-    size: int = 96
-    sigma: float = 3.0
-    scales: tuple[float, ...] = (1.0, 0.94, 0.88, 0.82)
-    margin: int = 4
-    grid: int = 4
-    floor: float = 0.05
+from pipeline.config.curate import VerifyConfig
 
 
 def thumbnail(img: Image.Image, size: int) -> np.ndarray:
@@ -124,7 +103,9 @@ class PairScore(NamedTuple):
     outlier: float
 
 
-def align(a: np.ndarray, b: np.ndarray, opts: VerifyOptions = VerifyOptions()) -> tuple[np.ndarray, np.ndarray, float, float]:
+def align(
+    a: np.ndarray, b: np.ndarray, opts: VerifyConfig | None = None
+) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Register two thumbnails; returns the overlapping parts ``x, y`` (same shape) and ``y``'s scales.
 
     The thumbnail with the smaller field of view is rescaled by each of
@@ -133,7 +114,9 @@ def align(a: np.ndarray, b: np.ndarray, opts: VerifyOptions = VerifyOptions()) -
     reliably), in both directions; then its horizontal and vertical scales are
     refined separately (steps of 0.02, 0.01, 0.005), since a crop need not keep
     the aspect ratio and a 1% scale error already blurs the fine texture.
+    ``opts`` defaults to ``VerifyConfig()``.
     """
+    opts = opts or VerifyConfig()
     m0 = opts.margin
     best: tuple[float, np.ndarray, np.ndarray, float, float, tuple[int, int]] | None = None
     for x, y in ((a, b), (b, a)):
@@ -184,12 +167,13 @@ def _outlier(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.abs(d[mask]).max() / sig) if mask.any() else 0.0
 
 
-def pair_score(a: np.ndarray, b: np.ndarray, opts: VerifyOptions = VerifyOptions()) -> PairScore:
+def pair_score(a: np.ndarray, b: np.ndarray, opts: VerifyConfig | None = None) -> PairScore:
     """Copy scores of two thumbnails from :func:`thumbnail` (``opts.size``), registered by :func:`align`.
 
     ``structure``: the lowest patch structure term (:func:`_patch_min`) of the
     high-passed thumbnails; ``outlier``: :func:`_outlier`.
     """
+    opts = opts or VerifyConfig()
     x, y, sx, sy = align(a, b, opts)
     hx = _highpass(x, opts.sigma)
     hy = y - gaussian_filter(y, (opts.sigma * sy, opts.sigma * sx), mode="nearest")
@@ -203,7 +187,7 @@ def _dims(size: int, sx: float, sy: float, m0: int) -> tuple[int, int]:
 
 
 def score_pairs(
-    thumbs: dict[str, np.ndarray], pairs: Iterable[tuple[str, str]], opts: VerifyOptions = VerifyOptions()
+    thumbs: dict[str, np.ndarray], pairs: Iterable[tuple[str, str]], opts: VerifyConfig | None = None
 ) -> np.ndarray:
     """:func:`pair_score` of every ``(id_a, id_b)`` pair as ``(n, 2)`` rows ``(structure, outlier)``."""
     return np.array([tuple(pair_score(thumbs[a], thumbs[b], opts)) for a, b in pairs], dtype=np.float32).reshape(-1, 2)
@@ -268,7 +252,7 @@ class Calibration:
 
 def calibrate(
     images: Sequence[Image.Image],
-    opts: VerifyOptions = VerifyOptions(),
+    opts: VerifyConfig | None = None,
     keep: float = 0.99,
     seed: int = 0,
     ops: Sequence[str] = COPY_OPS,
@@ -282,6 +266,7 @@ def calibrate(
     """
     if not images:
         raise ValueError("calibrate needs at least one image")
+    opts = opts or VerifyConfig()
     rng = np.random.default_rng(seed)
     s = score_pairs(
         {f"{k}{t}": thumbnail(im, opts.size) for k, img in enumerate(images) for t, im in (("a", img), ("b", synthetic_copy(img, rng, ops)))},

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.models.backbone import PYPI_LITE0, BackboneSpec, create_backbone, read_export
+from pipeline.config.models import BackboneConfig
+from pipeline.models.backbone import PYPI_LITE0, create_backbone, read_export
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class EvalBackbone:
     name: str
     role: str
     arch: str
-    spec: BackboneSpec | None
+    spec: BackboneConfig | None
     img_size: int | None
     finetune: bool
     fingerprint: str
@@ -152,11 +153,11 @@ def resolve_backbones(entries: list[BackboneEntry], seed: int) -> tuple[list[Eva
                 raise ValueError(f"eval.backbones[{e.name}]: weights {weights} is neither a file nor an export folder")
         if not arch:
             raise ValueError(f"eval.backbones[{e.name}]: no arch (set arch, or arch_from an available entry)")
-        spec = BackboneSpec(
+        spec = BackboneConfig(
             arch,
             weights=weights,
             img_size=e.img_size if weights is None or weights in ("hub", PYPI_LITE0) else None,
-            kwargs=tuple(sorted(kwargs.items())) if weights is None else (),
+            kwargs=dict(sorted(kwargs.items())) if weights is None else {},
         )
         arch_of[e.name], data_of[e.name] = (arch, kwargs), data_cfg
         resolved[e.name] = EvalBackbone(

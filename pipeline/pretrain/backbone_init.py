@@ -10,7 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
-from pipeline.models.backbone import BackboneSpec, create_backbone, load_matching, load_state_dict, read_export
+from pipeline.config.models import BackboneConfig
+from pipeline.models.backbone import create_backbone, load_matching, load_state_dict, read_export
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def build_vit(model_cfg: DictConfig, img_size: int) -> tuple[nn.Module, dict[str
     kw = model_kwargs_of(model_cfg, img_size)
     train_kw = {**kw, "drop_path_rate": float(model_cfg.drop_path_rate)}
     hub = model_cfg.weights == "hub"
-    spec = BackboneSpec(model_cfg.name, weights="hub" if hub else None, kwargs=tuple(train_kw.items()))
+    spec = BackboneConfig(model_cfg.name, weights="hub" if hub else None, kwargs=dict(train_kw))
     vit = create_backbone(spec, num_classes=0)
     if not hasattr(vit, "patch_embed") or not hasattr(vit, "blocks"):
         raise ValueError(f"pretrain.model.name={model_cfg.name!r} is not a timm VisionTransformer")

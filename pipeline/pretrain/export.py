@@ -29,7 +29,7 @@ def export_backbone(
 
         timm.create_model(architecture, pretrained=True,
                           pretrained_cfg_overlay=dict(file=folder / "model.safetensors"), **model_kwargs)
-        create_backbone(BackboneSpec(architecture, weights=str(folder)))
+        create_backbone(BackboneConfig(architecture, weights=str(folder)))
 
     The classifier is not part of the file (``num_classes: 0`` in ``pretrained_cfg``), so timm
     keeps a fresh head when asked for classes and loads strictly when it is not.

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.models.backbone import BackboneSpec, create_backbone
+from pipeline.config.models import BackboneConfig
+from pipeline.models.backbone import create_backbone
 from pipeline.pretrain.logger import read_metrics
 from pipeline.stages import pretrain as stage
 from tests.unit.pretrain_tiny import compose, make_output_dir
@@ -35,7 +36,7 @@ def test_stage_trains_monitors_exports_and_skips(tmp_path: Path) -> None:
     cfg_json = json.loads((export / "config.json").read_text())
     assert cfg_json["architecture"] == "vit_tiny_patch16_224"
     assert cfg_json["model_kwargs"]["patch_size"] == 8 and cfg_json["model_kwargs"]["img_size"] == 16
-    model = create_backbone(BackboneSpec(cfg_json["architecture"], weights=str(export)))
+    model = create_backbone(BackboneConfig(cfg_json["architecture"], weights=str(export)))
     assert model(torch.randn(1, 3, 16, 16)).shape == (1, 32)
 
     again = stage.run(cfg)  # same config: skipped, same manifest

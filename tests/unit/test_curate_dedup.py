@@ -69,14 +69,15 @@ def test_scipy_components_match_union_find():
 
 
 def test_edges_batched_equals_one_shot():
+    from pipeline.config.curate import IndexConfig
     from pipeline.curate.dedup import edges_batched
-    from pipeline.curate.knn_index import IndexOptions, build_index, search
+    from pipeline.curate.knn_index import build_index, search
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 8)).astype(np.float32)
     x[150:200] = x[:50] + 0.01 * rng.normal(size=(50, 8))  # 50 planted duplicates
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    idx = build_index(x, IndexOptions())
+    idx = build_index(x, IndexConfig())
     i1, j1, s1 = edges_from_knn(*search(idx, x, 5), 0.99)
     i2, j2, s2, nn1 = edges_batched(idx.search, x, 5, 0.99, batch_rows=37)
     assert i1.tolist() == i2.tolist() and j1.tolist() == j2.tolist() and np.allclose(s1, s2)

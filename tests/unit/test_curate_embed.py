@@ -6,7 +6,8 @@ import pytest
 import timm
 from PIL import Image
 
-from pipeline.curate.embed import EmbedOptions, consolidate, dist_rank_world, embed_shards, load_embeddings, out_paths
+from pipeline.config.curate import EmbedConfig
+from pipeline.curate.embed import consolidate, dist_rank_world, embed_shards, load_embeddings, out_paths
 from pipeline.io.shards import AtomicShardWriter, shard_path
 
 
@@ -45,7 +46,7 @@ def test_sharded_embedding_by_rank_resume_and_consolidate(tmp_path):
     shards = _shards(tmp_path / "in")
     model = timm.create_model("test_efficientnet", num_classes=0).eval()
     tf = timm.data.create_transform(**{**timm.data.resolve_data_config({}, model=model), "crop_pct": 1.0})
-    opts = EmbedOptions(batch_size=4, workers=0, copy_grid=8, copy_scales=(1.0, 0.9), progress=False)
+    opts = EmbedConfig(batch_size=4, workers=0, copy_grid=8, copy_scales=[1.0, 0.9])
     out = tmp_path / "emb"
     # rank 1 of 2 takes shard 1 only; rank 0 takes shards 0 and 2
     assert embed_shards(model, tf, shards, out, opts, rank=1, world_size=2)["shards_done"] == 1

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, ImageEnhance
 from scipy.ndimage import gaussian_filter
 
+from pipeline.config.curate import VerifyConfig
 from pipeline.curate import verify as vf
 
 
@@ -38,7 +39,7 @@ COPIES = {
 
 
 def _scores(a: Image.Image, b: Image.Image) -> vf.PairScore:
-    o = vf.VerifyOptions()
+    o = VerifyConfig()
     return vf.pair_score(vf.thumbnail(a, o.size), vf.thumbnail(b, o.size), o)
 
 

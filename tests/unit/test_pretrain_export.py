@@ -10,7 +10,8 @@ import timm
 import torch
 from omegaconf import OmegaConf
 
-from pipeline.models.backbone import BackboneSpec, create_backbone
+from pipeline.config.models import BackboneConfig
+from pipeline.models.backbone import create_backbone
 from pipeline.pretrain.backbone_init import build_vit, model_kwargs_of
 from pipeline.pretrain.export import export_backbone
 
@@ -44,7 +45,7 @@ def test_export_round_trip(tmp_path: Path) -> None:
     )
     assert torch.equal(with_head.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
 
-    via_ours = create_backbone(BackboneSpec(MODEL.name, weights=str(folder))).eval()
+    via_ours = create_backbone(BackboneConfig(MODEL.name, weights=str(folder))).eval()
     assert torch.allclose(via_ours(x), ref, atol=1e-6)
 
 

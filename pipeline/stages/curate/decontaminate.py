@@ -1,0 +1,79 @@
+"""The decontaminate step: pool images that copy an evaluation image.
+
+Writes ``contaminated.jsonl`` (pool id, the evaluation id it copies, similarity)
+and ``best_similarity.npy`` (each pool image's best match among the evaluation
+images, for the report's histogram).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.manifest import Manifest
+from pipeline.curate.decontam import Contamination, best_match, best_per_pool, candidate_pairs, find_contaminated
+from pipeline.curate.knn_index import build_index
+from pipeline.stages.curate.context import Context, Step, features, save_npy, write_jsonl
+from pipeline.stages.curate.verify import verify_pairs
+
+
+def _hash(ctx: Context, results: dict[str, Manifest]) -> str:
+    c = ctx.opts
+    return ctx.upstream_hash(results, c.decontam, c.index, c.embed.copy_scales)
+
+
+def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Manifest:
+    d = ctx.opts.decontam
+    folder.mkdir(parents=True, exist_ok=True)
+    if "eval" not in ctx.emb:
+        write_jsonl(folder / "contaminated.jsonl", [])
+        return Manifest("curate/decontaminate", h, counts={"contaminated": 0}, extra={"note": "no eval source"})
+    pool_rows, per, pool_ids = features(ctx, "pool", d.features, folder)
+    eval_rows, _, eval_ids = features(ctx, "eval", d.features, folder)
+    opts = ctx.opts.index
+    index = build_index(eval_rows, opts, seed=ctx.seed)
+    v = d.verify
+    thr = v.candidate_threshold if v.enabled else d.threshold
+    found: list[Contamination] = []
+    best: list[np.ndarray] = []
+    step = max(1, opts.batch_rows // per) * per  # whole items per batch
+    for b in range(0, pool_rows.shape[0], step):
+        q = np.ascontiguousarray(pool_rows[b : b + step], dtype=np.float32)
+        sims, nn = index.search(q, min(d.k, index.ntotal))
+        # Verification judges every candidate pair, not just each pool item's best match.
+        pairs = candidate_pairs if v.enabled else find_contaminated
+        found += [Contamination(c.pool + b // per, c.eval, c.similarity) for c in pairs(sims, nn, thr, per, per)]
+        best.append(best_match(sims, nn, per))
+    pool = ctx.ingest / "pool"
+    ok, extra, vcounts, vmetrics = verify_pairs(
+        v,
+        folder,
+        "decontam",
+        [(pool_ids[c.pool], eval_ids[c.eval]) for c in found],
+        (pool, ctx.ingest / "eval"),
+        [pool_ids[c.pool] for c in found],
+        [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval], "similarity": round(c.similarity, 5)} for c in found],
+        ctx.seed,
+        ctx.progress,
+    )
+    if ok is not None:
+        found = best_per_pool([c for c, keep in zip(found, ok) if keep])
+    save_npy(folder / "best_similarity.npy", (np.concatenate(best) if best else np.zeros(0)).astype(np.float32))
+    write_jsonl(
+        folder / "contaminated.jsonl",
+        [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval], "similarity": round(c.similarity, 5)} for c in found],
+    )
+    for p in folder.glob(".*_copy_centered.npy"):
+        p.unlink()
+    return Manifest(
+        "curate/decontaminate",
+        h,
+        artifacts={"contaminated": "contaminated.jsonl", "best": "best_similarity.npy"},
+        counts={"contaminated": len(found), "eval": len(eval_ids), **vcounts},
+        metrics=vmetrics,
+        extra={"features": d.features, "threshold": thr, **extra},
+    )
+
+
+STEP = Step("decontaminate", "decontaminate", _hash, run)
