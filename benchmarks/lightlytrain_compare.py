@@ -73,10 +73,11 @@ def elpv_images() -> Path:
 
 def cmd_shards(a: argparse.Namespace) -> None:
     from pipeline.core.manifest import Manifest
-    from pipeline.io.ingest import IngestOptions, ingest
+    from pipeline.config.ingest import IngestConfig
+    from pipeline.io.ingest import ingest
 
     folder = Path(a.out) / "elpv_all"
-    res = ingest([elpv_images()], folder, IngestOptions(progress=False))
+    res = ingest([elpv_images()], folder, IngestConfig(workers=1), progress=False)
     Manifest(stage="ingest", config_hash="elpv_all_2624", counts=res.counts).write(folder)
     print(res.counts)
 

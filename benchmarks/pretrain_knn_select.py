@@ -38,9 +38,9 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 from data_recipes.elpv_demo.prepare import elpv_records
+from pipeline.augment.pil_multicrop import eval_transform
 from pipeline.evaluation.knn import knn_classify
 from pipeline.models.backbone import BackboneSpec, create_backbone
-from pipeline.pretrain.augment import eval_transform
 from pipeline.pretrain.backbone_init import build_vit
 from pipeline.pretrain.knn_monitor import LabelledSet, load_eval_set
 

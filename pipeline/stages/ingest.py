@@ -16,13 +16,14 @@ import sys
 from pathlib import Path
 
 from hydra.utils import get_method
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from data_recipes.contract import RecipeOutput, read_labels
+from pipeline.config.ingest import IngestConfig
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.io.ingest import IngestOptions, ingest, input_fingerprint
+from pipeline.io.ingest import ingest, input_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,8 @@ def run(cfg: DictConfig) -> Manifest:
     """Ingest every source of the recipe; returns the stage manifest."""
     recipe, recipe_dir = prepare_recipe(cfg)
     root = stage_dir(cfg, "ingest")
-    opts = IngestOptions(
-        shard_size=cfg.ingest.shard_size,
-        workers=cfg.ingest.workers,
-        max_pixels=cfg.ingest.max_pixels,
-        min_side=cfg.ingest.min_side,
-        progress=cfg.progress,
-    )
+    opts = OmegaConf.to_object(cfg.ingest)
+    assert isinstance(opts, IngestConfig)
     recipe_hash = lineage_entry(recipe_dir)["config_hash"]
     # The number of workers changes how fast, not what is written.
     knobs = {k: v for k, v in section(cfg, "ingest").items() if k != "workers"}
@@ -76,7 +72,7 @@ def run(cfg: DictConfig) -> Manifest:
         h = config_hash(knobs, recipe_hash, specs, input_fingerprint(specs))
         m = completed(folder, h, f"ingest/{source}")
         if m is None:
-            res = ingest(specs, folder, opts, labels=labels if source == "eval" else None)
+            res = ingest(specs, folder, opts, labels=labels if source == "eval" else None, progress=cfg.progress)
             extra: dict = {"specs": specs, "reasons": res.reasons}
             if source == "eval":
                 extra["tasks"] = {k: vars(v) for k, v in recipe.tasks.items()}
