@@ -72,8 +72,8 @@ def elpv_images() -> Path:
 
 
 def cmd_shards(a: argparse.Namespace) -> None:
-    from pipeline.core.manifest import Manifest
     from pipeline.config.ingest import IngestConfig
+    from pipeline.core.manifest import Manifest
     from pipeline.io.ingest import ingest
 
     folder = Path(a.out) / "elpv_all"

@@ -130,9 +130,15 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizer (instantiated with ``_partial_: true``) and the step schedules.
+    """Optimizer and the step schedules (:class:`pipeline.pretrain.schedules.Schedules`).
 
-    ``lr`` is per 256 images (scaled linearly with the global batch, as in DINO).
+    Attributes:
+        optimizer: Partial optimizer (``_partial_: true``), called with the parameter groups.
+        lr / min_lr: Peak learning rate per 256 images (scaled linearly with the global batch, as
+            in DINO) after a linear warm-up of ``warmup_epochs``, then cosine decay to ``min_lr``.
+        weight_decay / weight_decay_end: Weight decay, cosine from start to end (bias, norm and
+            positional parameters get none).
+        grad_clip: Gradient clipping by norm (0: off).
     """
 
     optimizer: Any = field(
@@ -201,7 +207,11 @@ class MonitorConfig:
 
 @dataclass
 class PretrainConfig:
-    """The pretrain stage."""
+    """The pretrain stage.
+
+    Attributes:
+        export_dir: Folder under the stage's output for the exported teacher backbone.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
