@@ -53,7 +53,7 @@ SETTINGS = {"model": "vit_tiny_patch16_224", "method": "dino", "global_crops": "
             "batch": 64, "epochs": 1, "out_dim": 1024, "hidden_dim": 2048, "bottleneck_dim": 256,
             "loader_workers": 1}  # fmt: skip
 # Our stage at LightlyTrain's settings (its DINO: output_dim "auto" = 1024 below 20k images,
-# hidden 2048, bottleneck 256). The rest is our recipe (conf/pretrain/default.yaml).
+# hidden 2048, bottleneck 256). The rest is our demo recipe (conf/experiment/elpv_demo.yaml).
 OURS = [
     "tracking=off", "progress=false", "stage=pretrain", "data_recipe=elpv_demo",
     "pretrain/model=vit_tiny", "pretrain.augment.global_size=224", "pretrain.augment.local_size=96",

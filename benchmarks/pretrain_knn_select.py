@@ -39,6 +39,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 
 from data_recipes.elpv_demo.prepare import elpv_records
 from pipeline.augment.pil_multicrop import eval_transform
+from pipeline.config.pretrain import ModelConfig
 from pipeline.evaluation.knn import knn_classify
 from pipeline.models.backbone import BackboneSpec, create_backbone
 from pipeline.pretrain.backbone_init import build_vit
@@ -149,8 +150,10 @@ def main() -> None:
         for s in a.random:
             import lightning.pytorch as pl
 
-            cfg = OmegaConf.merge(OmegaConf.load(a.model), OmegaConf.from_dotlist(a.model_set))
+            cfg = OmegaConf.load(a.model)
             cfg.pop("defaults", None)
+            # an option file states only what differs from ModelConfig
+            cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg, OmegaConf.from_dotlist(a.model_set))
             pl.seed_everything(s, workers=False, verbose=False)
             models.append((f"random_s{s}", build_vit(cfg, size)[0]))
         for e in a.export:
