@@ -29,7 +29,9 @@ from lightly.transforms.dino_transform import DINOTransform
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.augment import GPUMultiCrop, MultiCropConfig
+from pipeline.augment import GPUMultiCrop
+from pipeline.augment.gpu_multicrop import BLUR_SIGMA
+from pipeline.config.augment import AugmentConfig
 from pipeline.config.models import BackboneConfig
 from pipeline.models.backbone import create_backbone
 
@@ -43,15 +45,16 @@ def synthetic_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return (img.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def dino_transform(cfg: MultiCropConfig) -> DINOTransform:
+def dino_transform(cfg: AugmentConfig) -> DINOTransform:
     """lightly's DINOTransform with the same recipe as ``cfg``."""
-    sat, hue, gray = (0.0, 0.0, 0.0) if cfg.grayscale_domain else (cfg.saturation, cfg.hue, cfg.gray_p)
+    sat, hue, gray = (0.0, 0.0, 0.0) if cfg.grayscale else (cfg.saturation, cfg.hue, cfg.grayscale_prob)
     return DINOTransform(
         global_crop_size=cfg.global_size, global_crop_scale=cfg.global_scale, local_crop_size=cfg.local_size,
-        local_crop_scale=cfg.local_scale, n_local_views=cfg.n_local, hf_prob=cfg.hflip_p, vf_prob=cfg.vflip_p,
-        cj_prob=cfg.jitter_p,
+        local_crop_scale=cfg.local_scale, n_local_views=cfg.local_crops, hf_prob=cfg.hflip, vf_prob=cfg.vflip,
+        cj_prob=cfg.jitter_prob,
         cj_strength=1.0, cj_bright=cfg.brightness, cj_contrast=cfg.contrast, cj_sat=sat, cj_hue=hue,
-        random_gray_scale=gray, gaussian_blur=cfg.blur_p, sigmas=cfg.blur_sigma, solarization_prob=cfg.solarize_p,
+        random_gray_scale=gray, gaussian_blur=(cfg.blur, 0.1 * cfg.blur, 0.5 * cfg.blur), sigmas=BLUR_SIGMA,
+        solarization_prob=cfg.solarize,
     )
 
 
@@ -97,8 +100,8 @@ def main() -> None:
         src_size=96, global_size=64, local_size=32, n_local=4, batch_size=16, batches=2, pil_images=16,
         model="vit_tiny_patch16_224"))  # fmt: skip
     dev = resolve_device(args.device)
-    cfg = MultiCropConfig(global_size=args.global_size, local_size=args.local_size, n_local=args.n_local,
-                          grayscale_domain=args.grayscale_domain)
+    cfg = AugmentConfig(preset="grayscale" if args.grayscale_domain else "rgb", global_size=args.global_size,
+                        local_size=args.local_size, local_crops=args.n_local)
     bs = args.batch_size
     rows: list[dict[str, Any]] = []
 

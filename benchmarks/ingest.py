@@ -36,10 +36,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 _CHILD = """
 import json, resource, sys, time
-from pipeline.io.ingest import IngestOptions, ingest
+from pipeline.config.ingest import IngestConfig
+from pipeline.io.ingest import ingest
 t = time.perf_counter()
-res = ingest([sys.argv[1]], sys.argv[2], IngestOptions(shard_size=int(sys.argv[4]), workers=int(sys.argv[3]),
-             progress=False))
+res = ingest([sys.argv[1]], sys.argv[2], IngestConfig(shard_size=int(sys.argv[4]), workers=int(sys.argv[3])),
+             progress=False)
 seconds = time.perf_counter() - t
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"seconds": seconds, "counts": res.counts, "reasons": res.reasons,

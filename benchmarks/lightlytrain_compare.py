@@ -53,7 +53,7 @@ SETTINGS = {"model": "vit_tiny_patch16_224", "method": "dino", "global_crops": "
             "batch": 64, "epochs": 1, "out_dim": 1024, "hidden_dim": 2048, "bottleneck_dim": 256,
             "loader_workers": 1}  # fmt: skip
 # Our stage at LightlyTrain's settings (its DINO: output_dim "auto" = 1024 below 20k images,
-# hidden 2048, bottleneck 256). The rest is our recipe (conf/pretrain/default.yaml).
+# hidden 2048, bottleneck 256). The rest is our demo recipe (conf/experiment/elpv_demo.yaml).
 OURS = [
     "tracking=off", "progress=false", "stage=pretrain", "data_recipe=elpv_demo",
     "pretrain/model=vit_tiny", "pretrain.augment.global_size=224", "pretrain.augment.local_size=96",
@@ -72,11 +72,12 @@ def elpv_images() -> Path:
 
 
 def cmd_shards(a: argparse.Namespace) -> None:
+    from pipeline.config.ingest import IngestConfig
     from pipeline.core.manifest import Manifest
-    from pipeline.io.ingest import IngestOptions, ingest
+    from pipeline.io.ingest import ingest
 
     folder = Path(a.out) / "elpv_all"
-    res = ingest([elpv_images()], folder, IngestOptions(progress=False))
+    res = ingest([elpv_images()], folder, IngestConfig(workers=1), progress=False)
     Manifest(stage="ingest", config_hash="elpv_all_2624", counts=res.counts).write(folder)
     print(res.counts)
 

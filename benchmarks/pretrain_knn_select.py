@@ -38,10 +38,11 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 from data_recipes.elpv_demo.prepare import elpv_records
+from pipeline.augment.pil_multicrop import eval_transform
 from pipeline.config.models import BackboneConfig
+from pipeline.config.pretrain import ModelConfig
 from pipeline.evaluation.knn import knn_classify
 from pipeline.models.backbone import create_backbone
-from pipeline.pretrain.augment import eval_transform
 from pipeline.pretrain.backbone_init import build_vit
 from pipeline.pretrain.knn_monitor import LabelledSet, load_eval_set
 
@@ -150,8 +151,10 @@ def main() -> None:
         for s in a.random:
             import lightning.pytorch as pl
 
-            cfg = OmegaConf.merge(OmegaConf.load(a.model), OmegaConf.from_dotlist(a.model_set))
+            cfg = OmegaConf.load(a.model)
             cfg.pop("defaults", None)
+            # an option file states only what differs from ModelConfig
+            cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg, OmegaConf.from_dotlist(a.model_set))
             pl.seed_everything(s, workers=False, verbose=False)
             models.append((f"random_s{s}", build_vit(cfg, size)[0]))
         for e in a.export:

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.augment.device import device_multicrop, load_size, loader_transform
+from pipeline.config.augment import AugmentConfig, resolve_preset
 from pipeline.io.shards import AtomicShardWriter, shard_path
-from pipeline.pretrain.augment import MultiCropSpec, resolve_preset
 from pipeline.pretrain.data import ImageBatch, ShardLoader, StreamSpec, describe_folder
-from pipeline.pretrain.device_augment import device_multicrop, load_size, loader_transform
 
 AUGMENTS = {"cpu": "pil", "gpu": "gpu", "decode": "gpu"}  # benchmark name -> pretrain.augment.backend
 
@@ -139,7 +139,7 @@ def main() -> None:
     preset = resolve_preset(args.preset, gray)
     kw = dict(preset=preset, global_size=args.global_size, local_size=args.local_size, local_crops=args.local_crops,
               load_size=args.load_size)  # fmt: skip
-    specs = {a: MultiCropSpec(backend=AUGMENTS[a], **kw) for a in augments}
+    specs = {a: AugmentConfig(backend=AUGMENTS[a], **kw) for a in augments}
 
     rows: list[dict[str, Any]] = []
     rates: dict[str, dict[str, float]] = {a: {} for a in augments}
@@ -165,7 +165,7 @@ def main() -> None:
         rates["device_augment_only"] = {"-": bs / s}
     speedup = {w: rates["gpu"][w] / rates["cpu"][w] for w in rates.get("gpu", {}) if w in rates.get("cpu", {})}
     results = {"images_per_s": rates, "speedup_gpu_vs_cpu": speedup, "preset": preset, "images": len(metas),
-               "shards": str(folder), "load_size": load_size(MultiCropSpec(**kw))}  # fmt: skip
+               "shards": str(folder), "load_size": load_size(AugmentConfig(**kw))}  # fmt: skip
     notes = "; ".join(f"{w} workers: gpu/cpu = {r:.3g}x" for w, r in speedup.items())
     write_results("pretrain_loader", dev, vars(args), results, rows, args.out_dir, notes, args.tag)
 

@@ -37,11 +37,13 @@ import torch
 from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec
+from pipeline.augment.pil_multicrop import MultiCrop
+from pipeline.config.augment import AugmentConfig
+from pipeline.config.pretrain import MethodConfig
 from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder
 from pipeline.pretrain.compile import compile_method, compile_trunks
 from pipeline.core.malloc import keep_freed_memory
-from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs
+from pipeline.pretrain.methods import Distillation, StepInputs
 
 from lightly_reference import ReferenceDINOv2, reference_step
 
@@ -59,7 +61,7 @@ def make_method(
 ) -> Distillation:
     vit = timm.create_model(name, img_size=size, num_classes=0, dynamic_img_size=True, **vit_kwargs)
     w = (1.0, 1.0, 0.1) if method == "dinov2" else (1.0, 0.0, 0.0)
-    spec = DistillationSpec(*w, out_dim=out_dim, hidden_dim=2048, bottleneck_dim=256, param_dtype=param_dtype)
+    spec = MethodConfig(**dict(zip(("dino_weight", "ibot_weight", "koleo_weight"), w)), out_dim=out_dim, hidden_dim=2048, bottleneck_dim=256, param_dtype=param_dtype)
     return Distillation(vit, spec).to(device).train()
 
 
@@ -197,7 +199,7 @@ def bench_data(a: argparse.Namespace, batch: int) -> dict:
         shards, metas = describe_folder(folder)
         spec = StreamSpec(tuple(map(str, shards)), len(metas), batch, shuffle_buffer=256)
         preset = "grayscale" if sum(m.get("mode") == "L" for m in metas) > 0.9 * len(metas) else "rgb"
-        crop = MultiCrop(MultiCropSpec(preset=preset, global_size=a.global_size, local_size=a.local_size,
+        crop = MultiCrop(AugmentConfig(preset=preset, global_size=a.global_size, local_size=a.local_size,
                                        local_crops=a.local_crops))  # fmt: skip
         loader = ShardLoader(spec, crop, num_workers=a.workers)
         n = min(a.data_batches, len(loader))

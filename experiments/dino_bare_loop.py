@@ -20,10 +20,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from data_recipes.elpv_demo.prepare import elpv_records
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec
+from pipeline.augment.pil_multicrop import MultiCrop
+from pipeline.config.augment import AugmentConfig
+from pipeline.config.pretrain import MethodConfig, ModelConfig
 from pipeline.pretrain.backbone_init import build_vit
 from pipeline.pretrain.methods import StepInputs
-from pipeline.pretrain.methods.distillation import Distillation, DistillationSpec
+from pipeline.pretrain.methods.distillation import Distillation
 
 
 def main() -> None:
@@ -46,11 +48,12 @@ def main() -> None:
     pl.seed_everything(a.seed, verbose=False)
     imgs = [Image.open(r["path"]).convert("L") for r in elpv_records()[::3]]
     photometric = {"jitter_prob": a.jitter_prob, "blur": a.blur, "solarize": a.solarize}
-    crops = MultiCrop(MultiCropSpec(preset="grayscale", global_size=64, local_size=32, local_crops=a.local_crops,
+    crops = MultiCrop(AugmentConfig(preset="grayscale", global_size=64, local_size=32, local_crops=a.local_crops,
                                     global_scale=tuple(a.global_scale), **photometric))  # fmt: skip
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/pretrain/model/vit_mini.yaml")
     cfg.pop("defaults", None)
-    spec = DistillationSpec(out_dim=a.out_dim, centering=a.centering, head_batch_norm=a.head_bn, ibot_weight=0.0, koleo_weight=0.0)
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg)  # the option file states only what differs
+    spec = MethodConfig(out_dim=a.out_dim, centering=a.centering, head_batch_norm=a.head_bn, ibot_weight=0.0, koleo_weight=0.0)
     method = Distillation(build_vit(cfg, 64)[0], spec)
     params = [q for m in method.trainable_modules() for q in m.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.04)

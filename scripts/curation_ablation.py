@@ -3,7 +3,7 @@
 
 1. ingest + curate (skipped when their outputs match the config);
 2. count the curated images N;
-3. pretrain three times with the same steps (``+experiment=curation_ablation``, a Hydra
+3. pretrain three times with the same steps (``experiment=curation_ablation``, a Hydra
    multirun over ``pretrain.data.source=seeds,pool,curate`` with ``pretrain.data.subset=N``);
 4. evaluate the three exports side by side into ``<output_dir>/eval_curation_ablation``.
 
@@ -54,8 +54,8 @@ def main(overrides: list[str]) -> None:
     _run(["stage.stages=[ingest,curate]", *overrides])
     n = curated_count(_output_dir(overrides) / "curate" / "shards")
     print(f"curated set: {n} images; pretraining on seeds / pool subset of {n} / curated", flush=True)
-    _run(["-m", "stage=pretrain", "+experiment=curation_ablation", f"pretrain.data.subset={n}", *overrides])
-    _run(["stage=eval", "+experiment=curation_ablation", *overrides])
+    _run(["-m", "stage=pretrain", "experiment=curation_ablation", f"pretrain.data.subset={n}", *overrides])
+    _run(["stage=eval", "experiment=curation_ablation", *overrides])
 
 
 if __name__ == "__main__":

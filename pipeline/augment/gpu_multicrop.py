@@ -20,7 +20,6 @@ GPU and nothing waits on the device.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -28,44 +27,13 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from pipeline.augment import color
+from pipeline.config.augment import AugmentConfig
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class MultiCropConfig:
-    """DINOv2's multi-crop recipe (defaults as in the DINOv2 paper's code).
-
-    ``grayscale_domain`` is for single-channel domains (X-ray, EL, SEM): hue and
-    saturation jitter and random greyscale are meaningless there and disabled,
-    so the three output channels stay equal before normalisation.
-    """
-
-    global_size: int = 224
-    local_size: int = 96
-    n_global: int = 2
-    n_local: int = 8
-    global_scale: tuple[float, float] = (0.32, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.32)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip_p: float = 0.5
-    vflip_p: float = 0.0  # 0.5 suits domains without an "up" (EL cells, X-ray, micrographs)
-    rot90_p: float = 0.0  # counter-clockwise quarter turn after the flips, as lightly's RandomRotate
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    gray_p: float = 0.2
-    # Blur probability of global view 1, global view 2 and every local view.
-    blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_kernel: int = 9
-    solarize_p: float = 0.2  # second global view only
-    grayscale_domain: bool = False
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+# Fixed parts of DINOv2's recipe, as torchvision's RandomResizedCrop and lightly's GaussianBlur
+# have them on the PIL path.
+RATIO = (3 / 4, 4 / 3)  # crop aspect ratios
+BLUR_SIGMA = (0.1, 2.0)
+BLUR_KERNEL = 9
 
 
 class ViewParams(NamedTuple):
@@ -85,8 +53,8 @@ class ViewParams(NamedTuple):
 
 
 class MultiCrops(NamedTuple):
-    global_crops: list[Tensor]  # n_global x [B, 3, g, g]
-    local_crops: list[Tensor]  # n_local x [B, 3, l, l]
+    global_crops: list[Tensor]  # cfg.global_crops x [B, 3, g, g]
+    local_crops: list[Tensor]  # cfg.local_crops x [B, 3, l, l]
 
     @property
     def views(self) -> list[Tensor]:
@@ -147,20 +115,26 @@ def crop_resize(x: Tensor, boxes: Tensor, size: int) -> Tensor:
 class GPUMultiCrop(nn.Module):
     """Batched DINOv2 multi-crop: ``uint8 [B, C, H, W]`` in, normalised float views out.
 
-    Runs on the device of its input (CPU or GPU).
+    Runs on the device of its input (CPU or GPU). The recipe is the PIL backend's
+    (:class:`pipeline.augment.pil_multicrop.MultiCrop`): ``cfg.blur`` is global view 1's blur
+    probability, global view 2 and the local views get 0.1x and 0.5x of it, solarize hits
+    global view 2 only. The ``grayscale`` preset is for single-channel domains (X-ray, EL,
+    SEM): hue and saturation jitter and random grey are meaningless there and off, so the
+    three output channels stay equal before normalisation.
 
     Args:
-        cfg: The recipe; DINOv2's defaults when omitted.
+        cfg: The recipe, with its preset resolved (``rgb`` or ``grayscale``).
         seed: Seed of the generator that draws every random parameter.
         out_dtype: Dtype of the returned views (``torch.bfloat16`` halves the
             memory of the views for bf16 training).
     """
 
-    def __init__(
-        self, cfg: MultiCropConfig | None = None, seed: int = 0, out_dtype: torch.dtype = torch.float32
-    ) -> None:
+    def __init__(self, cfg: AugmentConfig, seed: int = 0, out_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        self.cfg = cfg or MultiCropConfig()
+        self.cfg = cfg
+        self.gray = cfg.grayscale
+        # Per view kind: blur probability of global view 1, global view 2 and every local view.
+        self.blur_p = (cfg.blur, 0.1 * cfg.blur, 0.5 * cfg.blur)
         self.out_dtype = out_dtype
         self.gen = torch.Generator().manual_seed(seed)
         self.register_buffer("mean", torch.tensor(self.cfg.mean).view(1, 3, 1, 1), persistent=False)
@@ -171,27 +145,28 @@ class GPUMultiCrop(nn.Module):
     ) -> ViewParams:
         """Draw one view's random parameters for ``n`` samples of ``height x width``."""
         c, g = self.cfg, self.gen
+        saturation, hue = (0.0, 0.0) if self.gray else (c.saturation, c.hue)
         scale = c.local_scale if local else c.global_scale
-        boxes = sample_boxes(n, height, width, scale, c.ratio, g)
-        flip = torch.rand(n, generator=g) < c.hflip_p
-        vflip = torch.rand(n, generator=g) < c.vflip_p
-        jitter = torch.rand(n, generator=g) < c.jitter_p
+        boxes = sample_boxes(n, height, width, scale, RATIO, g)
+        flip = torch.rand(n, generator=g) < c.hflip
+        vflip = torch.rand(n, generator=g) < c.vflip
+        jitter = torch.rand(n, generator=g) < c.jitter_prob
         lo_hi = torch.tensor(
             [
                 [max(0.0, 1 - c.brightness), 1 + c.brightness],
                 [max(0.0, 1 - c.contrast), 1 + c.contrast],
-                [max(0.0, 1 - c.saturation), 1 + c.saturation],
-                [-c.hue, c.hue],
+                [max(0.0, 1 - saturation), 1 + saturation],
+                [-hue, hue],
             ]
         )
         factors = lo_hi[:, 0] + (lo_hi[:, 1] - lo_hi[:, 0]) * torch.rand(n, 4, generator=g)
         order = torch.argsort(torch.rand(n, 4, generator=g), dim=1)
-        gray = torch.rand(n, generator=g) < (0.0 if c.grayscale_domain else c.gray_p)
+        gray = torch.rand(n, generator=g) < (0.0 if self.gray else c.grayscale_prob)
         blur = torch.rand(n, generator=g) < blur_p
-        sigma = torch.empty(n).uniform_(c.blur_sigma[0], c.blur_sigma[1], generator=g)
+        sigma = torch.empty(n).uniform_(BLUR_SIGMA[0], BLUR_SIGMA[1], generator=g)
         sol = torch.rand(n, generator=g) < solarize_p
         # drawn only when used, so recipes without it keep their random stream
-        rot = torch.rand(n, generator=g) < c.rot90_p if c.rot90_p > 0 else torch.zeros(n, dtype=torch.bool)
+        rot = torch.rand(n, generator=g) < c.rotate90 if c.rotate90 > 0 else torch.zeros(n, dtype=torch.bool)
         return ViewParams(boxes, flip, vflip, jitter, factors, order, gray, blur, sigma, sol, rot)
 
     def apply(self, x: Tensor, p: ViewParams, size: int) -> Tensor:
@@ -201,16 +176,16 @@ class GPUMultiCrop(nn.Module):
         y = crop_resize(x, p.boxes, size)
         flip = p.flip.to(dev, non_blocking=True).view(-1, 1, 1, 1)
         y = torch.where(flip, y.flip(-1), y)
-        if c.vflip_p > 0:
+        if c.vflip > 0:
             vflip = p.vflip.to(dev, non_blocking=True).view(-1, 1, 1, 1)
             y = torch.where(vflip, y.flip(-2), y)
-        if c.rot90_p > 0:  # views are square, so a quarter turn keeps the shape
+        if c.rotate90 > 0:  # views are square, so a quarter turn keeps the shape
             rot = p.rot90.to(dev, non_blocking=True).view(-1, 1, 1, 1)
             y = torch.where(rot, y.rot90(1, dims=(-2, -1)), y)
-        if y.shape[1] == 1 and not c.grayscale_domain:
+        if y.shape[1] == 1 and not self.gray:
             y = y.expand(-1, 3, -1, -1).contiguous()
         ops = [color.adjust_brightness, color.adjust_contrast]
-        if not c.grayscale_domain:
+        if not self.gray:
             ops += [color.adjust_saturation, color.adjust_hue]
         factors = p.factors.to(dev, non_blocking=True)
         # Index subsets are computed on the CPU, so no step waits on the device.
@@ -228,7 +203,7 @@ class GPUMultiCrop(nn.Module):
         if sel.numel():
             sigma = p.sigma[sel].to(dev, non_blocking=True)
             sel = sel.to(dev, non_blocking=True)
-            y[sel] = color.gaussian_blur(y[sel], sigma, c.blur_kernel)
+            y[sel] = color.gaussian_blur(y[sel], sigma, BLUR_KERNEL)
         sel = torch.nonzero(p.solarize).squeeze(1)
         if sel.numel():
             sel = sel.to(dev, non_blocking=True)
@@ -247,11 +222,12 @@ class GPUMultiCrop(nn.Module):
         b, _, h, w = images.shape
         x = images.float().div_(255.0)
         globals_: list[Tensor] = []
-        for i in range(c.n_global):
-            blur_p = c.blur_p[0] if i == 0 else c.blur_p[1]
-            sol_p = c.solarize_p if i == 1 else 0.0
+        for i in range(c.global_crops):
+            blur_p = self.blur_p[0] if i == 0 else self.blur_p[1]
+            sol_p = c.solarize if i == 1 else 0.0
             globals_.append(self.apply(x, self.sample_params(b, h, w, False, blur_p, sol_p), c.global_size))
         locals_ = [
-            self.apply(x, self.sample_params(b, h, w, True, c.blur_p[2], 0.0), c.local_size) for _ in range(c.n_local)
+            self.apply(x, self.sample_params(b, h, w, True, self.blur_p[2], 0.0), c.local_size)
+            for _ in range(c.local_crops)
         ]
         return MultiCrops(globals_, locals_)

@@ -1,11 +1,19 @@
-"""Config schema of the ``eval`` stage (``conf/eval/*.yaml``)."""
+"""Config of the ``eval`` stage (``conf/eval/*.yaml``).
+
+:class:`LinearProbeConfig` and :class:`FinetuneConfig` are what the algorithms in
+``pipeline.evaluation`` take; the stage's sections extend them with the fields only
+the stage reads (``enabled``, which tasks, fractions and seeds, the optimizer), so
+``eval.finetune.img_size`` and ``eval.finetune.enabled`` sit side by side and no
+field is written twice.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from hydra.core.config_store import ConfigStore
+if TYPE_CHECKING:
+    from hydra.core.config_store import ConfigStore
 
 
 @dataclass
@@ -38,7 +46,11 @@ class BackboneEntryConfig:
 
 @dataclass
 class KnnConfig:
-    """DINO's weighted kNN: ``k`` cosine neighbours vote with weight ``exp(sim / temperature)``."""
+    """DINO's weighted kNN: ``k`` cosine neighbours vote with weight ``exp(sim / temperature)``.
+
+    Attributes:
+        enabled: Run the kNN protocol.
+    """
 
     enabled: bool = True
     k: int = 20
@@ -47,10 +59,21 @@ class KnnConfig:
 
 @dataclass
 class LinearProbeConfig:
-    """Logistic regression on standardised features; see :class:`pipeline.evaluation.linear_probe.ProbeOptions`."""
+    """Linear probe: logistic regression on standardised features (:func:`pipeline.evaluation.linear_probe.fit_linear_probe`).
 
-    enabled: bool = True
-    c_grid: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0])
+    Attributes:
+        c_grid: Inverse regularisation strengths to try.
+        val_fraction: Share of the labelled data held out for choosing ``C``.
+        min_val_per_class: Use the held-out split only when every class gets this
+            many validation examples; otherwise k-fold cross-validation.
+        select_metric: Validation metric that picks ``C`` (``balanced_accuracy`` suits imbalance).
+        class_weight: ``None`` or ``"balanced"`` (sklearn).
+        max_iter: L-BFGS iterations.
+        max_folds: At most this many folds (k-fold CV, k <= max_folds) when a subset is too small
+            for a held-out split.
+    """
+
+    c_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)
     val_fraction: float = 0.2
     min_val_per_class: int = 5
     select_metric: str = "balanced_accuracy"
@@ -58,12 +81,58 @@ class LinearProbeConfig:
     max_iter: int = 2000
     max_folds: int = 3
 
+    def __post_init__(self) -> None:
+        self.c_grid = tuple(float(c) for c in self.c_grid)  # OmegaConf.to_object hands over a list
+
+
+@dataclass
+class EvalLinearProbeConfig(LinearProbeConfig):
+    """``eval.linear_probe``: the probe's settings plus ``enabled`` (run the protocol)."""
+
+    enabled: bool = True
+
 
 @dataclass
 class FinetuneConfig:
-    """Few-label fine-tuning; see :class:`pipeline.evaluation.finetune.FinetuneOptions`.
+    """Few-label fine-tuning (:func:`pipeline.evaluation.finetune.finetune_and_predict`).
 
     Attributes:
+        img_size: Training and test input size (small on CPU; raise it on a GPU).
+        epochs: Passes over the labelled subset.
+        min_steps: Lower bound on optimisation steps (tiny subsets).
+        max_steps: Upper bound on optimisation steps (``None``: none).
+        batch_size: Images per step (capped at the subset size).
+        backbone_lr_scale: Backbone learning rate relative to the head's.
+        warmup_fraction: Share of steps with linear warm-up.
+        flips: Random horizontal and vertical flips.
+        accelerator: Lightning accelerator (``auto`` uses a GPU when there is one).
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, ...).
+    """
+
+    img_size: int = 64
+    epochs: int = 2
+    min_steps: int = 10
+    max_steps: Optional[int] = None
+    batch_size: int = 32
+    backbone_lr_scale: float = 0.1
+    warmup_fraction: float = 0.1
+    flips: bool = True
+    accelerator: str = "auto"
+    precision: str = "32-true"
+
+    def steps_for(self, n: int) -> int:
+        """Optimisation steps for ``n`` labelled images: ``epochs`` passes, within ``[min_steps, max_steps]``."""
+        per_epoch = max(1, n // min(self.batch_size, n))
+        steps = max(self.min_steps, self.epochs * per_epoch)
+        return min(steps, self.max_steps) if self.max_steps else steps
+
+
+@dataclass
+class EvalFinetuneConfig(FinetuneConfig):
+    """``eval.finetune``: the fine-tuning settings plus what the stage decides.
+
+    Attributes:
+        enabled: Run the fine-tuning protocol.
         tasks: Tasks to fine-tune on (``primary`` names the recipe's primary task); the
             frozen protocols always run on every task.
         fractions: Label fractions; ``null`` uses ``eval.fractions``.
@@ -75,16 +144,6 @@ class FinetuneConfig:
     tasks: list[str] = field(default_factory=lambda: ["primary"])
     fractions: Optional[list[float]] = None
     seeds: Optional[list[int]] = None
-    img_size: int = 64
-    epochs: int = 2
-    min_steps: int = 10
-    max_steps: Optional[int] = None
-    batch_size: int = 32
-    backbone_lr_scale: float = 0.1
-    warmup_fraction: float = 0.1
-    flips: bool = True
-    accelerator: str = "auto"
-    precision: str = "32-true"
     optimizer: Any = field(
         default_factory=lambda: {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.05}
     )
@@ -116,9 +175,10 @@ class EvalConfig:
     limit: Optional[int] = None
     folder: str = "eval"
     knn: KnnConfig = field(default_factory=KnnConfig)
-    linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    linear_probe: EvalLinearProbeConfig = field(default_factory=EvalLinearProbeConfig)
+    finetune: EvalFinetuneConfig = field(default_factory=EvalFinetuneConfig)
 
 
 def register(cs: ConfigStore) -> None:
+    """Store ``eval/schema``."""
     cs.store(group="eval", name="schema", node=EvalConfig)

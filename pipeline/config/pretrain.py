@@ -1,17 +1,21 @@
 """Typed config of the pretrain stage (``conf/pretrain/**``).
 
-``pretrain`` composes four nested groups, each an option file under
+``pretrain`` composes three nested groups, each an option file under
 ``conf/pretrain/<group>/``: ``model`` (which timm ViT), ``method`` (which SSL
-objective), ``augment`` (multi-crop preset). Everything else lives in
-``conf/pretrain/default.yaml``.
+objective), ``augment`` (multi-crop preset, :mod:`pipeline.config.augment`).
+These dataclasses are the only copy of each setting: the algorithms take them
+as they are (``pipeline.pretrain.methods.Distillation`` takes :class:`MethodConfig`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from hydra.core.config_store import ConfigStore
+from pipeline.config.augment import AugmentConfig
+
+if TYPE_CHECKING:
+    from hydra.core.config_store import ConfigStore
 
 
 @dataclass
@@ -38,16 +42,26 @@ class ModelConfig:
 class MethodConfig:
     """The SSL objective. ``kind`` selects the implementation; weights of 0 switch losses off.
 
+    The defaults here are the generic ones; each ``conf/pretrain/method/<name>.yaml`` states what its
+    method changes (``dinov2``: Sinkhorn centering, 2,048 prototypes; ``dino``: no iBOT/KoLeo).
+
     Attributes:
         kind: ``distillation`` (DINO / DINOv2 family, student + EMA teacher) or ``simclr``.
+        name: Label of the method in logs and the export.
         dino_weight / ibot_weight / koleo_weight: Loss weights (DINOv2 uses 1, 1, 0.1).
-        out_dim / hidden_dim / bottleneck_dim: DINO/iBOT head sizes.
-        ibot_separate_head: Give the iBOT patch loss its own head (DINOv2 default for large models).
+        out_dim / hidden_dim / bottleneck_dim: DINO/iBOT head sizes (DINOv2: 65,536 prototypes;
+            fewer suit small data sets and CPUs).
+        ibot_separate_head: Give the iBOT patch loss its own head. DINOv2's choice for its large
+            models (ViT-L/g on LVD-142M), where one head for both objectives underfits; on small
+            backbones and data sets a shared head is what DINOv2 ships, and the option costs a second
+            head's parameters and compute.
         head_batch_norm: BatchNorm in the heads' MLP (DINO's ``use_bn_in_head``); the teacher's
-            head normalises over its own batch.
+            head normalises over its own batch. It helps a DINO term that stays at uniform targets
+            escape them, with weak augmentation; with DINOv2's augmentation it gave no kNN gain on
+            ELPV (docs/pretraining.md), so it is off.
         teacher_temp / warmup_teacher_temp / warmup_teacher_temp_epochs: teacher temperature schedule.
         student_temp: Student softmax temperature.
-        center_momentum: EMA momentum of the teacher centre (``softmax`` centering).
+        center_momentum: EMA momentum of the teacher centre (``softmax`` centering only).
         centering: Teacher targets: ``softmax`` (DINO: minus an EMA centre) or ``sinkhorn``
             (DINOv2: Sinkhorn-Knopp balancing over the batch; no prototype can take every image).
         momentum_start / momentum_end: Teacher EMA momentum, cosine from start to end.
@@ -56,8 +70,11 @@ class MethodConfig:
         param_dtype: Weights the ViT blocks compute with: ``float32`` (the fp32 weights, cast op by op
             under bf16 autocast) or ``bfloat16`` (one bf16 copy of the fp32 master weights per step, so
             the residual stream stays bf16, as with DINOv2's FSDP mixed precision; gradients, optimizer,
-            EMA teacher, checkpoints and export stay fp32). Distillation only. On one H200 it did not
-            make the ViT-B/16 step faster (docs/pretraining.md, "GPU throughput").
+            EMA teacher, checkpoints and export stay fp32). Distillation only. It can pay only once the
+            step is GPU-bound: it saves GPU time in the blocks but adds a host-side cast per parameter
+            tensor, so on one H200 the ViT-B/16 step, which waits on the host, got no faster
+            (docs/pretraining.md, "GPU throughput"). Try it with large models, large batches and
+            ``trainer.compile=true``.
         temperature: NT-Xent temperature (SimCLR).
         projection_dim: SimCLR projection output size.
     """
@@ -90,54 +107,6 @@ class MethodConfig:
 
 
 @dataclass
-class AugmentConfig:
-    """Multi-crop augmentation (``lightly.transforms.DINOTransform`` building blocks).
-
-    Attributes:
-        preset: ``rgb``, ``grayscale`` or ``auto`` (grayscale when the data are mode L).
-        global_crops: Number of global crops (2 for the distillation methods and SimCLR).
-        local_crops: Number of local crops (0 turns multi-crop off).
-        global_size / local_size: Crop sizes in pixels.
-        global_scale / local_scale: RandomResizedCrop area ranges.
-        hflip / vflip: Flip probabilities (vertical flips suit e.g. solar cells, not street scenes).
-        rotate90: Probability of a 90 degree rotation (with both flips: all 8 symmetries of a square).
-        jitter_prob / brightness / contrast / saturation / hue: Colour jitter (presets zero the colour part).
-        grayscale_prob: Random grayscale (rgb only).
-        blur / solarize: Gaussian blur probability of the first global crop and solarize
-            probability of the second one (DINO's asymmetric recipe).
-        mean / std: Normalisation, also written into the export's pretrained_cfg.
-        backend: ``pil`` (the recipe per image in the loader workers, lightly's transforms) or
-            ``gpu`` (workers only decode and resize to ``load_size``; the module makes the crops
-            on the device with :class:`pipeline.augment.GPUMultiCrop`). See docs/pretraining.md.
-        load_size: ``gpu`` backend: side of the square each image is resized to in the workers
-            (0 = 8/7 of ``global_size``, i.e. 256 for 224).
-    """
-
-    preset: str = "auto"
-    global_crops: int = 2
-    local_crops: int = 6
-    global_size: int = 224
-    local_size: int = 96
-    global_scale: tuple[float, float] = (0.32, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.32)
-    hflip: float = 0.5
-    vflip: float = 0.0
-    rotate90: float = 0.0
-    jitter_prob: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    grayscale_prob: float = 0.2
-    blur: float = 1.0
-    solarize: float = 0.2
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    backend: str = "pil"
-    load_size: int = 0
-
-
-@dataclass
 class DataConfig:
     """Where training images come from and how they stream.
 
@@ -161,9 +130,15 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizer (instantiated with ``_partial_: true``) and the step schedules.
+    """Optimizer and the step schedules (:class:`pipeline.pretrain.schedules.Schedules`).
 
-    ``lr`` is per 256 images (scaled linearly with the global batch, as in DINO).
+    Attributes:
+        optimizer: Partial optimizer (``_partial_: true``), called with the parameter groups.
+        lr / min_lr: Peak learning rate per 256 images (scaled linearly with the global batch, as
+            in DINO) after a linear warm-up of ``warmup_epochs``, then cosine decay to ``min_lr``.
+        weight_decay / weight_decay_end: Weight decay, cosine from start to end (bias, norm and
+            positional parameters get none).
+        grad_clip: Gradient clipping by norm (0: off).
     """
 
     optimizer: Any = field(
@@ -214,7 +189,8 @@ class MonitorConfig:
     """Online kNN on ``ingest/eval`` and the NaN/inf watchdog.
 
     Attributes:
-        knn_every_n_epochs: kNN every this many epochs (0: off); also at start and end.
+        knn_every_n_epochs: kNN every this many epochs, also at the start and the end;
+            0: only at the start and the end; -1: off.
         knn_k: Neighbours.
         knn_max_images: Cap on eval images used (0 = all).
         watchdog: ``stop`` (raise with a clear message) or ``rollback`` (reload the last
@@ -231,7 +207,11 @@ class MonitorConfig:
 
 @dataclass
 class PretrainConfig:
-    """The pretrain stage."""
+    """The pretrain stage.
+
+    Attributes:
+        export_dir: Folder under the stage's output for the exported teacher backbone.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -244,8 +224,7 @@ class PretrainConfig:
 
 
 def register(cs: ConfigStore) -> None:
-    """Store ``pretrain/schema`` and the nested groups' schemas."""
+    """Store ``pretrain/schema`` and the model and method groups' schemas."""
     cs.store(group="pretrain", name="schema", node=PretrainConfig)
     cs.store(group="pretrain/model", name="schema", node=ModelConfig)
     cs.store(group="pretrain/method", name="schema", node=MethodConfig)
-    cs.store(group="pretrain/augment", name="schema", node=AugmentConfig)

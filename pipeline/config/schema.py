@@ -1,12 +1,9 @@
-"""Typed config schemas, registered in Hydra's ConfigStore.
+"""The top-level config and the small groups every stage shares (paths, stage, tracking).
 
-The YAML files under ``conf/`` are merged onto these dataclasses, so a
-misspelt key or a value of the wrong type fails when the config is composed,
-with a message naming the key, long before any work starts.
-
-Each config group has its schema stored as ``<group>/schema`` (or, for groups
-whose options differ in shape, ``<group>/<option>_schema``); each YAML option
-names it first in its defaults list.
+The YAML files under ``conf/`` are merged onto dataclasses like these (stored by
+:mod:`pipeline.config.store`), so a misspelt key or a value of the wrong type fails
+when the config is composed, with a message naming the key, long before any work starts.
+Each stage's own parameter classes live in ``pipeline/config/<area>.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
+from pipeline.config.ingest import IngestConfig
 
 from pipeline.core.lock import LockConfig
 
@@ -40,17 +37,6 @@ class StageConfig:
 
     name: str = "all"
     stages: list[str] = field(default_factory=lambda: list(STAGE_ORDER))
-
-
-@dataclass
-class IngestConfig:
-    """Ingest knobs; see :class:`pipeline.io.ingest.IngestOptions`."""
-
-    shard_size: int = 1000
-    workers: int = 2
-    max_pixels: int = 89_478_485
-    min_side: int = 8
-    file_timeout_s: float = 60.0
 
 
 @dataclass
@@ -105,23 +91,3 @@ class PipelineConfig:
     progress: bool = True
     # glibc keeps freed memory for reuse instead of unmapping it (pipeline/core/malloc.py); CPU steps ~1.3x faster
     reuse_freed_memory: bool = True
-
-
-def register_configs() -> None:
-    """Store the schemas; called before Hydra composes (``run.py``, tests)."""
-    cs = ConfigStore.instance()
-    cs.store(name="pipeline_schema", node=PipelineConfig)
-    cs.store(group="stage", name="schema", node=StageConfig)
-    cs.store(group="ingest", name="schema", node=IngestConfig)
-    cs.store(group="tracking", name="schema", node=TrackingConfig)
-    cs.store(group="paths", name="schema", node=PathsConfig)
-    # Recipes and stage groups register their own schemas on import.
-    from data_recipes import register_recipe_schemas
-
-    register_recipe_schemas(cs)
-    from pipeline.stages import register_stage_schemas
-
-    register_stage_schemas(cs)
-    from pipeline.cluster.config import ClusterConfig
-
-    cs.store(group="cluster", name="schema", node=ClusterConfig)

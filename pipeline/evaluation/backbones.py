@@ -26,25 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.config.eval import BackboneEntryConfig
 from pipeline.config.models import BackboneConfig
 from pipeline.models.backbone import PYPI_LITE0, create_backbone, read_export
 
 log = logging.getLogger(__name__)
 
 RAW_PIXELS = "raw_pixels"
-
-
-@dataclass(frozen=True)
-class BackboneEntry:
-    """One backbone under test, as configured (see ``conf/eval/default.yaml``)."""
-
-    name: str
-    arch: str | None = None
-    weights: str | None = None
-    img_size: int | None = None
-    role: str = "baseline"
-    arch_from: str | None = None
-    finetune: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,7 +86,7 @@ def _export_dir(weights: str) -> Path | None:
     return None
 
 
-def resolve_backbones(entries: list[BackboneEntry], seed: int) -> tuple[list[EvalBackbone], list[str]]:
+def resolve_backbones(entries: list[BackboneEntryConfig], seed: int) -> tuple[list[EvalBackbone], list[str]]:
     """Resolve entries in order; returns ``(backbones, notes on skipped entries)``.
 
     Raises:

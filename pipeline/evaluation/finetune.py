@@ -13,7 +13,6 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -23,46 +22,13 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from pipeline.config.eval import FinetuneConfig
 from pipeline.evaluation.backbones import EvalBackbone
 from pipeline.evaluation.features import preprocessing, resample_filter
 
 log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
-
-
-@dataclass(frozen=True)
-class FinetuneOptions:
-    """Fine-tuning settings.
-
-    Attributes:
-        img_size: Training and test input size (small on CPU).
-        epochs: Passes over the labelled subset.
-        min_steps: Lower bound on optimisation steps (tiny subsets).
-        max_steps: Upper bound on optimisation steps (``None``: none).
-        batch_size: Images per step (capped at the subset size).
-        backbone_lr_scale: Backbone learning rate relative to the head's.
-        warmup_fraction: Share of steps with linear warm-up.
-        flips: Random horizontal and vertical flips.
-        accelerator: Lightning accelerator (``auto`` uses a GPU when there is one).
-        precision: Lightning precision (``32-true``, ``bf16-mixed``, ...).
-    """
-
-    img_size: int = 64
-    epochs: int = 2
-    min_steps: int = 10
-    max_steps: int | None = None
-    batch_size: int = 32
-    backbone_lr_scale: float = 0.1
-    warmup_fraction: float = 0.1
-    flips: bool = True
-    accelerator: str = "auto"
-    precision: str = "32-true"
-
-    def steps_for(self, n: int) -> int:
-        per_epoch = max(1, n // min(self.batch_size, n))
-        steps = max(self.min_steps, self.epochs * per_epoch)
-        return min(steps, self.max_steps) if self.max_steps else steps
 
 
 def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
@@ -78,7 +44,7 @@ class FinetuneModule(L.LightningModule):
         num_classes: int,
         mean: Sequence[float],
         std: Sequence[float],
-        opts: FinetuneOptions,
+        opts: FinetuneConfig,
         total_steps: int,
         optimizer: OptimizerFactory = default_optimizer,
     ) -> None:
@@ -139,7 +105,7 @@ def finetune_and_predict(
     y_train: np.ndarray,
     x_test: torch.Tensor,
     num_classes: int,
-    opts: FinetuneOptions,
+    opts: FinetuneConfig,
     seed: int,
     optimizer: OptimizerFactory = default_optimizer,
 ) -> tuple[np.ndarray, np.ndarray]:

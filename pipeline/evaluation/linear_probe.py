@@ -19,31 +19,8 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pipeline.config.eval import LinearProbeConfig
 from pipeline.evaluation.metrics import classification_metrics
-
-
-@dataclass(frozen=True)
-class ProbeOptions:
-    """Linear-probe settings.
-
-    Attributes:
-        c_grid: Inverse regularisation strengths to try.
-        val_fraction: Share of the labelled data held out for choosing ``C``.
-        min_val_per_class: Use the held-out split only when every class gets this
-            many validation examples; otherwise k-fold cross-validation.
-        select_metric: Validation metric that picks ``C`` (``balanced_accuracy`` suits imbalance).
-        class_weight: ``None`` or ``"balanced"`` (sklearn).
-        max_iter: L-BFGS iterations.
-        max_folds: At most this many folds when cross-validating small subsets.
-    """
-
-    c_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)
-    val_fraction: float = 0.2
-    min_val_per_class: int = 5
-    select_metric: str = "balanced_accuracy"
-    class_weight: str | None = None
-    max_iter: int = 2000
-    max_folds: int = 3
 
 
 @dataclass
@@ -57,7 +34,7 @@ class ProbeResult:
     selection: str  # "holdout", "kfold<k>" or "default"
 
 
-def _model(c: float, opts: ProbeOptions, seed: int) -> Pipeline:
+def _model(c: float, opts: LinearProbeConfig, seed: int) -> Pipeline:
     return make_pipeline(
         StandardScaler(),
         LogisticRegression(C=c, max_iter=opts.max_iter, class_weight=opts.class_weight, random_state=seed),
@@ -69,7 +46,7 @@ def _score(model: Pipeline, x: np.ndarray, y: np.ndarray, num_classes: int, metr
     return classification_metrics(y, model.predict(x), proba, num_classes).get(metric, float("nan"))
 
 
-def _splits(y: np.ndarray, opts: ProbeOptions, seed: int) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
+def _splits(y: np.ndarray, opts: LinearProbeConfig, seed: int) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
     counts = np.bincount(y)
     counts = counts[counts > 0]
     idx = np.arange(len(y))
@@ -88,10 +65,11 @@ def fit_linear_probe(
     y_train: np.ndarray,
     x_test: np.ndarray,
     num_classes: int,
-    opts: ProbeOptions = ProbeOptions(),
+    opts: LinearProbeConfig | None = None,
     seed: int = 0,
 ) -> ProbeResult:
     """Choose ``C`` on labelled data only, refit on all of it, predict the test set."""
+    opts = opts or LinearProbeConfig()
     y_train = np.asarray(y_train)
     if len(np.unique(y_train)) < 2:
         raise ValueError("a linear probe needs at least two classes in its training labels")

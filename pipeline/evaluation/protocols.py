@@ -17,14 +17,15 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from pipeline.config.eval import FinetuneConfig, KnnConfig, LinearProbeConfig
 from pipeline.core.manifest import atomic_write_json, config_hash
 from pipeline.evaluation.backbones import EvalBackbone
 from pipeline.evaluation.dataset import Task
 from pipeline.evaluation.features import preprocessing
-from pipeline.evaluation.finetune import FinetuneOptions, OptimizerFactory, finetune_and_predict
+from pipeline.evaluation.finetune import OptimizerFactory, finetune_and_predict
 from pipeline.evaluation.fractions import nested_label_subsets
 from pipeline.evaluation.knn import knn_classify
-from pipeline.evaluation.linear_probe import ProbeOptions, fit_linear_probe
+from pipeline.evaluation.linear_probe import fit_linear_probe
 from pipeline.evaluation.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ def frozen_protocols(
     fractions: Sequence[float],
     seeds: Sequence[int],
     min_per_class: int,
-    knn: dict[str, Any] | None,
-    probe: ProbeOptions | None,
+    knn: KnnConfig | None,
+    probe: LinearProbeConfig | None,
 ) -> list[dict[str, Any]]:
     """kNN and linear probe at every label fraction and seed."""
     train_idx, test_idx = task_splits(task, is_test)
@@ -62,7 +63,7 @@ def frozen_protocols(
     for seed in seeds:
         for frac, idx in nested_label_subsets(y, train_idx, fractions, seed, min_per_class).items():
             if knn is not None:
-                pred, proba = knn_classify(feats[idx], y[idx], feats[test_idx], C, k=knn["k"], temperature=knn["temperature"])
+                pred, proba = knn_classify(feats[idx], y[idx], feats[test_idx], C, k=knn.k, temperature=knn.temperature)
                 rows.append(_row(b, task.name, "knn", frac, seed, len(idx), classification_metrics(y[test_idx], pred, proba, C)))
             if probe is not None:
                 r = fit_linear_probe(feats[idx], y[idx], feats[test_idx], C, probe, seed)
@@ -80,7 +81,7 @@ def finetune_protocol(
     fractions: Sequence[float],
     seeds: Sequence[int],
     min_per_class: int,
-    opts: FinetuneOptions,
+    opts: FinetuneConfig,
     optimizer: OptimizerFactory,
     cache_dir: Path,
     cache_key: Any,

@@ -30,12 +30,13 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from pipeline.config.ingest import IngestConfig
 from pipeline.core.manifest import MANIFEST_NAME, atomic_write_bytes, config_hash
 from pipeline.io.images import ImageRejected, normalize_image
 from pipeline.io.limits import NO_SPACE, FileTimeout, OutOfSpace, time_limit
@@ -45,33 +46,6 @@ from pipeline.io.sources import InputRef, inflate_archives, iter_all, read_bytes
 log = logging.getLogger(__name__)
 
 ID_LENGTH = 20  # hex chars of SHA-256: 80 bits, collision-free far beyond 1e9 images
-
-
-@dataclass(frozen=True)
-class IngestOptions:
-    """Knobs of :func:`ingest`.
-
-    Attributes:
-        shard_size: Candidate inputs per shard.
-        workers: Processes for hashing and decoding; 0 or 1 runs in-process.
-        max_pixels: Larger images are refused as decompression bombs.
-        min_side: Smaller images are refused.
-        file_timeout_s: Reading and decoding one file longer than this rejects it
-            as ``timeout``, so a hostile file cannot hang a shard.
-        progress: Show progress bars.
-    """
-
-    shard_size: int = 1000
-    workers: int = 1
-    max_pixels: int = 89_478_485
-    min_side: int = 8
-    file_timeout_s: float = 60.0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name, low in (("shard_size", 1), ("workers", 0), ("max_pixels", 1), ("min_side", 1), ("file_timeout_s", 0.001)):
-            if getattr(self, name) < low:
-                raise ValueError(f"ingest.{name} must be >= {low}, got {getattr(self, name)}")
 
 
 @dataclass
@@ -146,15 +120,7 @@ def input_fingerprint(specs: Sequence[str | Path]) -> str:
     return fingerprint(list(iter_all(specs)))
 
 
-def build_index(
-    specs: Sequence[str | Path], index_file: Path, opts: IngestOptions
-) -> tuple[list[InputRef], list[dict[str, Any]]]:
-    """Pass 1: enumerate and hash every input; reuse ``index_file`` when present."""
-    refs = list(iter_all(specs))
-    return refs, _index(refs, index_file, opts)
-
-
-def _index(refs: list[InputRef], index_file: Path, opts: IngestOptions) -> list[dict[str, Any]]:
+def _index(refs: list[InputRef], index_file: Path, workers: int, progress: bool) -> list[dict[str, Any]]:
     if index_file.is_file():
         with index_file.open() as fh:
             recs = [json.loads(line) for line in fh]
@@ -162,7 +128,7 @@ def _index(refs: list[InputRef], index_file: Path, opts: IngestOptions) -> list[
             log.info("reusing index %s (%d inputs)", index_file, len(recs))
             return recs
         log.warning("inputs changed since %s was written; re-indexing", index_file)
-    recs = _map(_hash_one, refs, opts.workers, "hash", opts.progress)
+    recs = _map(_hash_one, refs, workers, "hash", progress)
     seen: dict[str, str] = {}
     for r in recs:
         if r["status"] != "candidate":
@@ -229,21 +195,24 @@ def _write_shard(task: _ShardTask) -> list[dict[str, Any]]:
 def ingest(
     specs: Sequence[str | Path],
     out_dir: Path,
-    opts: IngestOptions = IngestOptions(),
+    opts: IngestConfig | None = None,
     labels: dict[str, dict[str, Any]] | None = None,
+    progress: bool = True,
 ) -> IngestResult:
     """Turn the inputs under ``specs`` into shards in ``out_dir``.
 
     Args:
         specs: Folders, archives, list files or single files.
         out_dir: Output folder; shards, ``index.jsonl`` and ``records.jsonl``.
-        opts: See :class:`IngestOptions`.
+        opts: Shard size, workers and image limits; ``IngestConfig()`` when omitted.
         labels: Optional per-input metadata keyed by input key, stored in each
             sample's JSON under ``labels`` (evaluation labels, splits).
+        progress: Show progress bars.
 
     Returns:
         The shards, the merged record file and counts by status and reason.
     """
+    opts = opts or IngestConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     refs = list(iter_all(specs))
@@ -255,15 +224,19 @@ def ingest(
     inflated = out_dir / ".inflated"
     refs = inflate_archives(refs, inflated)
     try:
-        return _ingest(refs, out_dir, opts, labels)
+        return _ingest(refs, out_dir, opts, labels, progress)
     finally:
         shutil.rmtree(inflated, ignore_errors=True)
 
 
 def _ingest(
-    refs: list[InputRef], out_dir: Path, opts: IngestOptions, labels: dict[str, dict[str, Any]] | None
+    refs: list[InputRef],
+    out_dir: Path,
+    opts: IngestConfig,
+    labels: dict[str, dict[str, Any]] | None,
+    progress: bool,
 ) -> IngestResult:
-    index = _index(refs, out_dir / "index.jsonl", opts)
+    index = _index(refs, out_dir / "index.jsonl", opts.workers, progress)
     by_key = {r.key: r for r in refs}
     cands = [r for r in index if r["status"] == "candidate"]
     groups = [cands[i : i + opts.shard_size] for i in range(0, len(cands), opts.shard_size)]
@@ -282,7 +255,7 @@ def _ingest(
     todo = [t for t in tasks if not shard_done(t.shard)]
     if len(todo) < len(tasks):
         log.info("resuming: %d of %d shards already written", len(tasks) - len(todo), len(tasks))
-    bar = tqdm(total=len(cands), desc=f"ingest {out_dir.name}", unit="img", disable=not opts.progress)
+    bar = tqdm(total=len(cands), desc=f"ingest {out_dir.name}", unit="img", disable=not progress)
     bar.update(sum(len(t.refs) for t in tasks if shard_done(t.shard)))
     try:
         if opts.workers <= 1:
@@ -346,7 +319,3 @@ def _merge_records(out_dir: Path, tasks: list[_ShardTask], index: list[dict[str,
         counts={"inputs": len(final), **{k: counts.get(k, 0) for k in ("accepted", "rejected", "duplicate")}},
         reasons=dict(sorted(reasons.items())),
     )
-
-
-def options_dict(opts: IngestOptions) -> dict[str, Any]:
-    return asdict(opts)

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
+from pipeline.augment.pil_multicrop import eval_transform
 from pipeline.core.manifest import read_manifest
 from pipeline.io.shards import image_of, iter_samples, list_shards
-from pipeline.pretrain.augment import eval_transform
 
 log = logging.getLogger(__name__)
 

@@ -22,19 +22,19 @@ from typing import Any
 
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from pipeline.config.eval import EvalConfig
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry, read_manifest
 from pipeline.core.stage import completed, section, stage_dir
 from pipeline.evaluation import report
-from pipeline.evaluation.backbones import BackboneEntry, EvalBackbone, resolve_backbones
+from pipeline.evaluation.backbones import EvalBackbone, resolve_backbones
 from pipeline.evaluation.dataset import EvalSet, load_eval_set
 from pipeline.evaluation.features import extract
-from pipeline.evaluation.finetune import FinetuneOptions, images_to_uint8
+from pipeline.evaluation.finetune import images_to_uint8
 from pipeline.evaluation.label_efficiency import efficiency_against_baselines
-from pipeline.evaluation.linear_probe import ProbeOptions
 from pipeline.evaluation.metrics import METRICS
 from pipeline.evaluation.protocols import finetune_protocol, frozen_protocols
 
@@ -48,11 +48,6 @@ def _tasks(names: list[str] | None, data: EvalSet) -> list[str]:
     if unknown:
         raise ValueError(f"eval tasks {unknown} are not tasks of this recipe; it has {list(data.tasks)}")
     return sorted(dict.fromkeys(wanted), key=lambda n: (n != primary, n))
-
-
-def _finetune_options(ft: dict[str, Any]) -> FinetuneOptions:
-    keys = FinetuneOptions.__dataclass_fields__
-    return FinetuneOptions(**{k: v for k, v in ft.items() if k in keys})
 
 
 def _log_backbone(b: EvalBackbone, summary: list[dict[str, Any]]) -> None:
@@ -119,10 +114,12 @@ def check_cells(rows: list[dict[str, Any]], expected: set[Cell]) -> None:
 def run(cfg: DictConfig) -> Manifest:
     """Evaluate every configured backbone with kNN, linear probe and fine-tuning; write the report."""
     ec = section(cfg, "eval")
+    typed = OmegaConf.to_object(cfg.eval)
+    assert isinstance(typed, EvalConfig)
+    entries = typed.backbones
     root = stage_dir(cfg, ec["folder"])
     eval_dir = stage_dir(cfg, "ingest", "eval")
     data_manifest = read_manifest(eval_dir)
-    entries = [BackboneEntry(**e) for e in ec["backbones"]]
     if not entries:
         raise ValueError("eval.backbones is empty: nothing to evaluate")
     backbones, notes = resolve_backbones(entries, cfg.seed)
@@ -136,12 +133,11 @@ def run(cfg: DictConfig) -> Manifest:
     metric = ec["headline_metric"]
     if metric not in METRICS:
         raise ValueError(f"eval.headline_metric={metric!r}; choose one of {METRICS}")
-    ft = ec["finetune"]
-    ft_tasks = _tasks(ft["tasks"], data) if ft["enabled"] else []
-    ft_opts = _finetune_options(ft)
+    ft = typed.finetune
+    ft_tasks = _tasks(ft.tasks, data) if ft.enabled else []
     optimizer = instantiate(cfg.eval.finetune.optimizer)
-    lp = {k: v for k, v in ec["linear_probe"].items() if k != "enabled"}
-    probe = ProbeOptions(**{**lp, "c_grid": tuple(lp["c_grid"])})
+    knn = typed.knn if typed.knn.enabled else None
+    probe = typed.linear_probe if typed.linear_probe.enabled else None
     # Caches live in eval/ whatever eval.folder is: they are keyed by content hashes, so
     # experiments (the curation ablation, say) reuse the baselines' features and runs.
     feat_dir, ft_dir, rep_dir = stage_dir(cfg, "eval", "features"), stage_dir(cfg, "eval", "finetune"), root / "report"
@@ -164,17 +160,17 @@ def run(cfg: DictConfig) -> Manifest:
             for t in tasks:
                 b_rows += frozen_protocols(
                     b, feats, data.tasks[t], data.is_test, ec["fractions"], ec["seeds"], ec["min_per_class"],
-                    ec["knn"] if ec["knn"]["enabled"] else None, probe if ec["linear_probe"]["enabled"] else None,
+                    knn, probe,
                 )  # fmt: skip
             if b.finetune and ft_tasks:
                 bar = tqdm(desc=f"finetune {b.name}", disable=not cfg.progress, unit="run")
                 for t in ft_tasks:
                     b_rows += finetune_protocol(
-                        b, images_at, data.tasks[t], data.is_test, ft["fractions"] or ec["fractions"],
-                        ft["seeds"] or ec["seeds"], ec["min_per_class"], ft_opts, optimizer, ft_dir,
+                        b, images_at, data.tasks[t], data.is_test, ft.fractions or ec["fractions"],
+                        ft.seeds or ec["seeds"], ec["min_per_class"], ft, optimizer, ft_dir,
                         [b.arch, repr(b.spec), b.fingerprint, cfg.seed, data.manifest_hash,
                          *([repr(b.data_cfg)] if b.data_cfg else []),
-                         {k: v for k, v in ft.items() if k not in ("tasks", "fractions", "seeds", "enabled")}],
+                         {k: v for k, v in ec["finetune"].items() if k not in ("tasks", "fractions", "seeds", "enabled")}],
                         progress=lambda msg, bar=bar: (bar.set_postfix_str(msg), bar.update(1), log.debug(msg)),
                     )  # fmt: skip
                 bar.close()

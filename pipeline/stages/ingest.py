@@ -18,13 +18,14 @@ from collections import Counter
 from pathlib import Path
 
 from hydra.utils import get_method
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from data_recipes.contract import RecipeOutput, read_labels
+from pipeline.config.ingest import IngestConfig
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry, read_manifest
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.io.ingest import IngestOptions, fingerprint, ingest
+from pipeline.io.ingest import fingerprint, ingest
 from pipeline.io.shards import records_path
 from pipeline.io.sources import InputRef, iter_all
 
@@ -113,14 +114,8 @@ def run(cfg: DictConfig) -> Manifest:
     recipe, recipe_dir, refs_of = prepare_recipe(cfg)
     recipe_counts = read_manifest(recipe_dir).counts
     root = stage_dir(cfg, "ingest")
-    opts = IngestOptions(
-        shard_size=cfg.ingest.shard_size,
-        workers=cfg.ingest.workers,
-        max_pixels=cfg.ingest.max_pixels,
-        min_side=cfg.ingest.min_side,
-        file_timeout_s=cfg.ingest.file_timeout_s,
-        progress=cfg.progress,
-    )
+    opts = OmegaConf.to_object(cfg.ingest)
+    assert isinstance(opts, IngestConfig)
     recipe_hash = lineage_entry(recipe_dir)["config_hash"]
     # The number of workers changes how fast, not what is written.
     knobs = {k: v for k, v in section(cfg, "ingest").items() if k != "workers"}
@@ -136,7 +131,7 @@ def run(cfg: DictConfig) -> Manifest:
         h = config_hash(knobs, recipe_hash, specs, fingerprint(refs))
         m = completed(folder, h, f"ingest/{source}")
         if m is None:
-            res = ingest(specs, folder, opts, labels=labels if source == "eval" else None)
+            res = ingest(specs, folder, opts, labels=labels if source == "eval" else None, progress=cfg.progress)
             check_records(source, refs, res.records, recipe_counts.get(f"{source}.inputs"))
             extra: dict = {"specs": specs, "reasons": res.reasons}
             if source == "eval":

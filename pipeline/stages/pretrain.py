@@ -10,6 +10,7 @@ Outputs (under ``<paths.output_dir>/pretrain``)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from functools import partial
@@ -23,20 +24,21 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.augment.device import device_multicrop, load_size, loader_transform
 from pipeline.cluster.requeue import RequeueOnSignal, finish_distributed, slurm_plugins
+from pipeline.config.augment import AugmentConfig, resolve_preset
+from pipeline.config.pretrain import MethodConfig, OptimConfig
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.pretrain.augment import MultiCropSpec, resolve_preset
 from pipeline.pretrain.backbone_init import build_vit
 from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.compile import compile_method
 from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
-from pipeline.pretrain.device_augment import device_multicrop, load_size, loader_transform
 from pipeline.pretrain.export import export_backbone
 from pipeline.pretrain.knn_monitor import KNNMonitor, load_eval_set
 from pipeline.pretrain.logger import StageLogger
-from pipeline.pretrain.methods import Distillation, DistillationSpec, SimCLR
+from pipeline.pretrain.methods import Distillation, SimCLR
 from pipeline.pretrain.module import PretrainModule
 from pipeline.pretrain.schedules import Schedules
 from pipeline.pretrain.watchdog import NonFiniteWatchdog
@@ -106,11 +108,9 @@ def _resume_path(ckpt_dir: Path, root: Path, enabled: bool) -> str | None:
     return str(max(cands, key=lambda p: p.stat().st_mtime)) if cands else None
 
 
-def build_method(p: DictConfig, vit: torch.nn.Module) -> Any:
-    m = p.method
+def build_method(m: MethodConfig, vit: torch.nn.Module) -> Any:
     if m.kind == "distillation":
-        fields = DistillationSpec.__dataclass_fields__
-        return Distillation(vit, DistillationSpec(**{k: m[k] for k in fields}))
+        return Distillation(vit, m)
     if m.kind == "simclr":
         if m.param_dtype != "float32":
             raise ValueError(f"pretrain.method.param_dtype={m.param_dtype!r} applies to distillation only; "
@@ -147,10 +147,9 @@ def run(cfg: DictConfig) -> Manifest:
         keep = frozenset(ids[i] for i in pick)
         metas = [m for m in metas if str(m.get("id", m.get("key"))) in keep]
     gray = float(np.mean([m.get("mode") == "L" for m in metas])) if metas else 0.0
-    aug = OmegaConf.to_container(p.augment, resolve=True)
-    aug["preset"] = resolve_preset(aug["preset"], gray)
-    aug = {k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}
-    crop_spec = MultiCropSpec(**aug)
+    configured = OmegaConf.to_object(p.augment)
+    assert isinstance(configured, AugmentConfig)
+    aug = dataclasses.replace(configured, preset=resolve_preset(configured.preset, gray))
     spec = StreamSpec(
         shards=tuple(str(s) for s in shards),
         num_samples=len(metas),
@@ -161,28 +160,28 @@ def run(cfg: DictConfig) -> Manifest:
         keep=keep,
     )
     gpu = torch.cuda.is_available() and p.trainer.accelerator in ("auto", "gpu", "cuda")
-    loader = ShardLoader(spec, loader_transform(crop_spec), num_workers=p.data.num_workers, pin_memory=gpu)
-    gpu_aug = crop_spec.backend == "gpu"
-    backend = f"on the device from {load_size(crop_spec)} px squares" if gpu_aug else "in loader workers (PIL)"
+    loader = ShardLoader(spec, loader_transform(aug), num_workers=p.data.num_workers, pin_memory=gpu)
+    gpu_aug = aug.backend == "gpu"
+    backend = f"on the device from {load_size(aug)} px squares" if gpu_aug else "in loader workers (PIL)"
     log.info(
         "pretrain: %d images from %s (%d shards), preset %s (%.0f%% gray), %d views/image made %s",
-        len(metas), src, len(shards), aug["preset"], 100 * gray, aug["global_crops"] + aug["local_crops"], backend,
+        len(metas), src, len(shards), aug.preset, 100 * gray, aug.global_crops + aug.local_crops, backend,
     )  # fmt: skip
 
     # ---- model --------------------------------------------------------------------------
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
-    vit, model_kwargs = build_vit(p.model, aug["global_size"])
-    method = build_method(p, vit)
+    vit, model_kwargs = build_vit(p.model, aug.global_size)
+    m = OmegaConf.to_object(p.method)
+    assert isinstance(m, MethodConfig)
+    method = build_method(m, vit)
     if p.trainer.compile:
         compile_method(method)
-    m = p.method
-    o = p.optim
-    sched = partial(
-        _schedules, o=o, m=m, accum=p.trainer.accumulate_grad_batches
-    )
+    o = OmegaConf.to_object(p.optim)
+    assert isinstance(o, OptimConfig)
+    sched = partial(_schedules, o=o, m=m)
     module = PretrainModule(
-        method, instantiate(o.optimizer), sched, n_global=aug["global_crops"], seed=cfg.seed,
-        device_augment=device_multicrop(crop_spec),
+        method, instantiate(p.optim.optimizer), sched, n_global=aug.global_crops, seed=cfg.seed,
+        device_augment=device_multicrop(aug),
     )  # fmt: skip
 
     # ---- trainer ------------------------------------------------------------------------
@@ -190,7 +189,7 @@ def run(cfg: DictConfig) -> Manifest:
     if p.monitor.knn_every_n_epochs >= 0:
         eval_dir = stage_dir(cfg, "ingest", "eval")
         if eval_dir.is_dir():
-            data = load_eval_set(eval_dir, aug["global_size"], aug["mean"], aug["std"], p.monitor.knn_max_images)
+            data = load_eval_set(eval_dir, aug.global_size, aug.mean, aug.std, p.monitor.knn_max_images)
             knn = KNNMonitor(data, p.monitor.knn_every_n_epochs, p.monitor.knn_k)
         else:
             log.warning("pretrain: %s missing; online kNN off", eval_dir)
@@ -245,7 +244,7 @@ def run(cfg: DictConfig) -> Manifest:
         return Manifest(stage="pretrain", config_hash=h)
     backbone = method.export_backbone()
     export_backbone(
-        backbone, out / p.export_dir, p.model.name, model_kwargs, aug["global_size"], aug["mean"], aug["std"],
+        backbone, out / p.export_dir, p.model.name, model_kwargs, aug.global_size, aug.mean, aug.std,
         extra={"method": m.name, "steps": trainer.global_step, "data": str(src), "seed": cfg.seed},
     )  # fmt: skip
     metrics: dict[str, float] = {}
@@ -277,7 +276,7 @@ def run(cfg: DictConfig) -> Manifest:
         counts={"images": len(metas), "steps": trainer.global_step, "epochs": trainer.current_epoch},
         metrics=metrics,
         extra={
-            "augment_preset": aug["preset"], "augment_backend": aug["backend"], "knn_history": knn.history if knn else [],
+            "augment_preset": aug.preset, "augment_backend": aug.backend, "knn_history": knn.history if knn else [],
             "collapse": collapse.warned,  # None, "uniform" or "dominant" (pipeline/pretrain/collapse.py)
         },  # fmt: skip
         files=file_digests(out, exported),
@@ -288,7 +287,7 @@ def run(cfg: DictConfig) -> Manifest:
     return manifest
 
 
-def _schedules(total: int, per_epoch: int, global_batch: int, o: DictConfig, m: DictConfig, accum: int) -> Schedules:
+def _schedules(total: int, per_epoch: int, global_batch: int, o: OptimConfig, m: MethodConfig) -> Schedules:
     return Schedules(
         total_steps=total,
         steps_per_epoch=per_epoch,

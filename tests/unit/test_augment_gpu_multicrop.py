@@ -8,14 +8,14 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from pipeline.augment import GPUMultiCrop, MultiCropConfig
-from pipeline.augment import color
+from pipeline.augment import GPUMultiCrop, color
 from pipeline.augment.gpu_multicrop import crop_resize, sample_boxes
+from pipeline.config.augment import AugmentConfig
 
-SMALL = MultiCropConfig(global_size=32, local_size=16, n_global=2, n_local=3)
+SMALL = AugmentConfig(preset="rgb", global_size=32, local_size=16, global_crops=2, local_crops=3)
 # Geometry only: no photometric op, identity normalisation.
 GEOM = dataclasses.replace(
-    SMALL, jitter_p=0.0, gray_p=0.0, blur_p=(0.0, 0.0, 0.0), solarize_p=0.0, mean=(0.0,) * 3, std=(1.0,) * 3
+    SMALL, jitter_prob=0.0, grayscale_prob=0.0, blur=0.0, solarize=0.0, mean=(0.0,) * 3, std=(1.0,) * 3
 )
 
 
@@ -90,14 +90,14 @@ def test_geometry_only_views_are_crops_with_flips() -> None:
 @pytest.mark.parametrize(
     ("option", "field", "expected"),
     [
-        ("vflip_p", "vflip", lambda v: v.flip(-2)),
+        ("vflip", "vflip", lambda v: v.flip(-2)),
         # counter-clockwise, as torchvision's rotate(90) that lightly's RandomRotate calls on the PIL path
-        ("rot90_p", "rot90", lambda v: TF.rotate(v, 90)),
+        ("rotate90", "rot90", lambda v: TF.rotate(v, 90)),
     ],
 )
 def test_vertical_flip_and_quarter_turn(option: str, field: str, expected) -> None:  # noqa: ANN001
     x = _gradient().expand(8, -1, -1, -1).contiguous()
-    m = GPUMultiCrop(dataclasses.replace(GEOM, hflip_p=0.0, **{option: 0.5}), seed=2)
+    m = GPUMultiCrop(dataclasses.replace(GEOM, hflip=0.0, **{option: 0.5}), seed=2)
     p = m.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
     out = m.apply(x.float() / 255, p, 32)
     direct = crop_resize(x.float() / 255, p.boxes, 32)
@@ -105,7 +105,7 @@ def test_vertical_flip_and_quarter_turn(option: str, field: str, expected) -> No
     assert 0 < int(hit.sum()) < 8 and not p.flip.any()
     torch.testing.assert_close(out[hit], expected(direct[hit]))
     torch.testing.assert_close(out[~hit], direct[~hit])
-    off = GPUMultiCrop(dataclasses.replace(GEOM, hflip_p=0.0), seed=2).sample_params(8, 64, 64, False, 0.0, 0.0)
+    off = GPUMultiCrop(dataclasses.replace(GEOM, hflip=0.0), seed=2).sample_params(8, 64, 64, False, 0.0, 0.0)
     assert not getattr(off, field).any()
 
 
@@ -147,7 +147,7 @@ def test_box_distribution_matches_torchvision_random_resized_crop() -> None:
 
 
 def test_view_parameter_ranges_and_probabilities() -> None:
-    m = GPUMultiCrop(MultiCropConfig(), seed=0)
+    m = GPUMultiCrop(AugmentConfig(preset="rgb"), seed=0)
     p = m.sample_params(20000, 64, 64, local=False, blur_p=0.1, solarize_p=0.2)
     lo = torch.tensor([0.6, 0.6, 0.8, -0.1])
     hi = torch.tensor([1.4, 1.4, 1.2, 0.1])
@@ -156,13 +156,13 @@ def test_view_parameter_ranges_and_probabilities() -> None:
     for flag, prob in ((p.flip, 0.5), (p.jitter, 0.8), (p.gray, 0.2), (p.blur, 0.1), (p.solarize, 0.2)):
         assert abs(flag.float().mean().item() - prob) < 0.02
     assert torch.equal(p.order.sort(dim=1).values, torch.arange(4).expand(20000, 4))
-    gray = GPUMultiCrop(MultiCropConfig(grayscale_domain=True), seed=0).sample_params(1000, 64, 64, False, 1.0, 0.0)
+    gray = GPUMultiCrop(AugmentConfig(preset="grayscale"), seed=0).sample_params(1000, 64, 64, False, 1.0, 0.0)
     assert not gray.gray.any()
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_grayscale_domain_keeps_channels_equal(channels: int) -> None:
-    cfg = dataclasses.replace(SMALL, grayscale_domain=True)
+def test_grayscale_preset_keeps_channels_equal(channels: int) -> None:
+    cfg = dataclasses.replace(SMALL, preset="grayscale")
     m = GPUMultiCrop(cfg, seed=0)
     x = _images(c=1).expand(-1, channels, -1, -1).contiguous()
     for v in m(x).views:
@@ -173,7 +173,7 @@ def test_grayscale_domain_keeps_channels_equal(channels: int) -> None:
 
 def test_colour_domain_changes_colour() -> None:
     # With hue/saturation jitter and random grey on, some RGB views must stop being grey.
-    m = GPUMultiCrop(dataclasses.replace(SMALL, jitter_p=1.0), seed=0)
+    m = GPUMultiCrop(dataclasses.replace(SMALL, jitter_prob=1.0), seed=0)
     x = _images()
     raw = m(x).views[0] * m.std + m.mean
     assert (raw[:, 0] - raw[:, 1]).abs().max() > 0.05

@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from pipeline.config.eval import BackboneEntryConfig
 from pipeline.core.manifest import Manifest
-from pipeline.evaluation.backbones import BackboneEntry, resolve_backbones
+from pipeline.evaluation.backbones import resolve_backbones
 from pipeline.evaluation.features import cached, extract, feature_key, preprocessing
 
 
@@ -24,14 +25,14 @@ def _export(folder: Path, seed: int = 0) -> None:
 
 
 ENTRIES = [
-    BackboneEntry("domain", role="domain", weights="{root}/pretrain"),
-    BackboneEntry("random_init", arch="test_efficientnet", arch_from="domain"),
-    BackboneEntry("pixels", arch="raw_pixels", img_size=8),
+    BackboneEntryConfig("domain", role="domain", weights="{root}/pretrain"),
+    BackboneEntryConfig("random_init", arch="test_efficientnet", arch_from="domain"),
+    BackboneEntryConfig("pixels", arch="raw_pixels", img_size=8),
 ]
 
 
-def _entries(root: Path) -> list[BackboneEntry]:
-    return [BackboneEntry(**{**e.__dict__, "weights": e.weights.format(root=root) if e.weights else None}) for e in ENTRIES]
+def _entries(root: Path) -> list[BackboneEntryConfig]:
+    return [BackboneEntryConfig(**{**e.__dict__, "weights": e.weights.format(root=root) if e.weights else None}) for e in ENTRIES]
 
 
 def test_missing_pretrain_export_skips_domain_and_random_init_keeps_its_own_arch(tmp_path: Path) -> None:
@@ -65,9 +66,9 @@ def test_new_export_changes_the_feature_cache_key(tmp_path: Path) -> None:
 
 def test_bad_entries_raise_naming_the_entry(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="duplicate"):
-        resolve_backbones([BackboneEntry("a", arch="test_vit"), BackboneEntry("a", arch="test_vit")], 0)
+        resolve_backbones([BackboneEntryConfig("a", arch="test_vit"), BackboneEntryConfig("a", arch="test_vit")], 0)
     with pytest.raises(ValueError, match=r"backbones\[gen\]"):
-        resolve_backbones([BackboneEntry("gen", arch="test_vit", weights=str(tmp_path / "nope.pt"))], 0)
+        resolve_backbones([BackboneEntryConfig("gen", arch="test_vit", weights=str(tmp_path / "nope.pt"))], 0)
 
 
 def test_features_are_cached_and_vits_use_their_built_size(tmp_path: Path) -> None:

@@ -9,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.evaluation.backbones import BackboneEntry, resolve_backbones
-from pipeline.evaluation.finetune import FinetuneOptions, default_optimizer, finetune_and_predict, images_to_uint8
+from pipeline.config.eval import BackboneEntryConfig, FinetuneConfig
+from pipeline.evaluation.backbones import resolve_backbones
+from pipeline.evaluation.finetune import default_optimizer, finetune_and_predict, images_to_uint8
 from tests.bad_inputs import noise
 
-OPTS = FinetuneOptions(img_size=32, min_steps=8, batch_size=8, accelerator="cpu")
-TINY_VIT = resolve_backbones([BackboneEntry("tiny", arch="test_vit", img_size=32)], seed=0)[0][0]
+OPTS = FinetuneConfig(img_size=32, min_steps=8, batch_size=8, accelerator="cpu")
+TINY_VIT = resolve_backbones([BackboneEntryConfig("tiny", arch="test_vit", img_size=32)], seed=0)[0][0]
 
 
 def _bright_or_dark(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -43,10 +44,10 @@ def test_images_to_uint8_uses_the_backbones_interpolation() -> None:
 
 
 def test_steps_grow_with_the_subset_within_the_bounds() -> None:
-    opts = FinetuneOptions(epochs=2, min_steps=10, batch_size=32)
+    opts = FinetuneConfig(epochs=2, min_steps=10, batch_size=32)
     assert opts.steps_for(5) == 10  # min_steps for a tiny subset
     assert opts.steps_for(320) == 20  # 2 epochs of 10 full batches
-    assert FinetuneOptions(epochs=2, min_steps=10, batch_size=32, max_steps=15).steps_for(320) == 15
+    assert FinetuneConfig(epochs=2, min_steps=10, batch_size=32, max_steps=15).steps_for(320) == 15
 
 
 def test_a_tiny_vit_learns_bright_vs_dark_either_way_round() -> None:

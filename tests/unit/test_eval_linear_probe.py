@@ -3,7 +3,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.evaluation.linear_probe import ProbeOptions, fit_linear_probe
+from pipeline.config.eval import LinearProbeConfig
+from pipeline.evaluation.linear_probe import fit_linear_probe
 
 
 def _blobs(n: int, seed: int, shift: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -18,9 +19,9 @@ def _blobs(n: int, seed: int, shift: float = 1.5) -> tuple[np.ndarray, np.ndarra
 def test_refit_equals_sklearn_with_the_chosen_c() -> None:
     x, y = _blobs(300, 0)
     xt, _ = _blobs(100, 1)
-    r = fit_linear_probe(x, y, xt, 2, ProbeOptions(), seed=0)
+    r = fit_linear_probe(x, y, xt, 2, LinearProbeConfig(), seed=0)
     assert r.selection == "holdout"
-    assert r.c in ProbeOptions().c_grid
+    assert r.c in LinearProbeConfig().c_grid
     sc = StandardScaler().fit(x)
     ref = LogisticRegression(C=r.c, max_iter=2000).fit(sc.transform(x), y)
     np.testing.assert_allclose(r.proba, ref.predict_proba(sc.transform(xt)), atol=1e-6)
@@ -43,7 +44,7 @@ def test_validation_picks_the_grid_value_with_best_validation_score() -> None:
     from pipeline.evaluation.metrics import classification_metrics
 
     x, y = _blobs(300, 3, shift=1.0)
-    opts = ProbeOptions()
+    opts = LinearProbeConfig()
     r = fit_linear_probe(x, y, x[:5], 2, opts, seed=5)
     tr, va = train_test_split(np.arange(300), test_size=opts.val_fraction, stratify=y, random_state=5)
     scores = []
@@ -61,7 +62,7 @@ def test_tiny_subsets_fall_back_to_kfold_then_default() -> None:
     assert r.selection == "kfold3"
     idx1 = np.r_[np.flatnonzero(y == 0)[:4], np.flatnonzero(y == 1)[:1]]
     r1 = fit_linear_probe(x[idx1], y[idx1], x[:10], 2, seed=0)
-    assert r1.selection == "default" and r1.c == sorted(ProbeOptions().c_grid)[2]
+    assert r1.selection == "default" and r1.c == sorted(LinearProbeConfig().c_grid)[2]
 
 
 def test_single_class_raises() -> None:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.evaluation.backbones import BackboneEntry, resolve_backbones
+from pipeline.config.eval import BackboneEntryConfig, KnnConfig, LinearProbeConfig
+from pipeline.evaluation.backbones import resolve_backbones
 from pipeline.evaluation.dataset import Task
 from pipeline.evaluation.fractions import nested_label_subsets
 from pipeline.evaluation.knn import knn_classify
-from pipeline.evaluation.linear_probe import ProbeOptions
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.evaluation.protocols import frozen_protocols, task_splits
 
-KNN = {"k": 5, "temperature": 0.07}
-PROBE = ProbeOptions(c_grid=(0.1, 1.0))
-PIXELS = resolve_backbones([BackboneEntry("pixels", arch="raw_pixels", img_size=8)], seed=0)[0][0]
+KNN = KnnConfig(k=5, temperature=0.07)
+PROBE = LinearProbeConfig(c_grid=(0.1, 1.0))
+PIXELS = resolve_backbones([BackboneEntryConfig("pixels", arch="raw_pixels", img_size=8)], seed=0)[0][0]
 
 
 def _data(n: int = 80, shift: float = 4.0) -> tuple[np.ndarray, Task, np.ndarray]:

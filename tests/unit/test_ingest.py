@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.io.ingest import IngestOptions, ingest, input_fingerprint, sample_id
+from pipeline.config.ingest import IngestConfig
+from pipeline.io.ingest import ingest, input_fingerprint, sample_id
 from pipeline.io.shards import iter_samples, list_shards, read_metadata
 from tests.bad_inputs import TEST_MAX_PIXELS, encode, noise
 
@@ -38,8 +39,8 @@ def test_corpus_every_input_accounted_for_once_with_its_reason(
     bad_corpus: tuple[Path, dict], tmp_path: Path, workers: int
 ) -> None:
     root, expected = bad_corpus
-    opts = IngestOptions(shard_size=7, workers=workers, max_pixels=TEST_MAX_PIXELS, progress=False)
-    res = ingest([root], tmp_path / "out", opts)
+    opts = IngestConfig(shard_size=7, workers=workers, max_pixels=TEST_MAX_PIXELS)
+    res = ingest([root], tmp_path / "out", opts, progress=False)
 
     recs = _records(tmp_path / "out")
     keys = [r["key"] for r in recs]
@@ -77,7 +78,7 @@ def test_archive_members_are_never_extracted(bad_corpus: tuple[Path, dict], tmp_
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        ingest([root / "tars"], tmp_path / "out", IngestOptions(shard_size=4, progress=False))
+        ingest([root / "tars"], tmp_path / "out", IngestConfig(shard_size=4), progress=False)
     finally:
         os.chdir(cwd)
     for name in ("escape.png", "escape2.png", "gz_escape.png"):
@@ -93,7 +94,7 @@ def test_exif_orientation_is_applied_to_pixels(tmp_path: Path) -> None:
     exif[0x0112] = 6
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "r.jpg").write_bytes(encode(Image.fromarray(arr), "JPEG", exif=exif.tobytes(), quality=95))
-    ingest([tmp_path / "in"], tmp_path / "out", IngestOptions(progress=False))
+    ingest([tmp_path / "in"], tmp_path / "out", IngestConfig(), progress=False)
     (s,) = list(iter_samples(list_shards(tmp_path / "out")))
     assert s["ext"] == "png"  # re-encoded: the JPEG bytes would show the unrotated image
     out = np.asarray(Image.open(io.BytesIO(s["image"])))
@@ -106,7 +107,7 @@ def test_labels_are_stored_in_sample_meta(tmp_path: Path) -> None:
     for i in range(3):
         (tmp_path / "in" / f"{i}.png").write_bytes(encode(Image.fromarray(noise(16, 16, seed=i)), "PNG"))
     labels = {"0.png": {"split": "train", "c": "a"}, "2.png": {"split": "test", "c": "b"}}
-    ingest([tmp_path / "in"], tmp_path / "out", IngestOptions(progress=False), labels=labels)
+    ingest([tmp_path / "in"], tmp_path / "out", IngestConfig(), progress=False, labels=labels)
     metas = {s["meta"]["source"]: s["meta"] for s in iter_samples(list_shards(tmp_path / "out"))}
     assert metas["0.png"]["labels"] == labels["0.png"] and metas["2.png"]["labels"] == labels["2.png"]
     assert "labels" not in metas["1.png"]
@@ -115,7 +116,7 @@ def test_labels_are_stored_in_sample_meta(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [{"shard_size": 0}, {"workers": -1}, {"max_pixels": 0}, {"min_side": 0}])
 def test_nonsense_options_are_refused_naming_the_key(bad: dict) -> None:
     with pytest.raises(ValueError, match=f"ingest.{next(iter(bad))} must be"):
-        IngestOptions(**bad)
+        IngestConfig(**bad)
 
 
 def _pool(folder: Path, n: int, side: int = 48) -> None:
@@ -126,26 +127,26 @@ def _pool(folder: Path, n: int, side: int = 48) -> None:
 
 def test_rerun_is_idempotent_and_resumes_from_finished_shards(tmp_path: Path) -> None:
     _pool(tmp_path / "in", 12)
-    opts = IngestOptions(shard_size=5, progress=False)
-    ingest([tmp_path / "in"], tmp_path / "out", opts)
+    opts = IngestConfig(shard_size=5)
+    ingest([tmp_path / "in"], tmp_path / "out", opts, progress=False)
     first = _tree(tmp_path / "out")
-    ingest([tmp_path / "in"], tmp_path / "out", opts)
+    ingest([tmp_path / "in"], tmp_path / "out", opts, progress=False)
     assert _tree(tmp_path / "out") == first
 
     # Remove the last shard (as if the run died while writing it) and re-run.
     (tmp_path / "out" / "shard-000002.records.jsonl").unlink()
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("shard-00000[01].tar")}
-    ingest([tmp_path / "in"], tmp_path / "out", opts)
+    ingest([tmp_path / "in"], tmp_path / "out", opts, progress=False)
     assert _tree(tmp_path / "out") == first
     assert before == {p: p.stat().st_mtime_ns for p in before}, "finished shards were rewritten"
 
 
 def test_changed_options_or_inputs_never_mix_old_shards(tmp_path: Path) -> None:
     _pool(tmp_path / "in", 9)
-    ingest([tmp_path / "in"], tmp_path / "out", IngestOptions(shard_size=5, progress=False))
+    ingest([tmp_path / "in"], tmp_path / "out", IngestConfig(shard_size=5), progress=False)
     fp = input_fingerprint([tmp_path / "in"])
     # A smaller shard size regroups the inputs; old shard-000000 (5 samples) must not be kept.
-    res = ingest([tmp_path / "in"], tmp_path / "out", IngestOptions(shard_size=3, progress=False))
+    res = ingest([tmp_path / "in"], tmp_path / "out", IngestConfig(shard_size=3), progress=False)
     assert len(res.shards) == 3 and len(list_shards(tmp_path / "out")) == 3
     ids = [s["__key__"] for s in iter_samples(list_shards(tmp_path / "out"))]
     assert len(ids) == len(set(ids)) == 9
@@ -153,7 +154,7 @@ def test_changed_options_or_inputs_never_mix_old_shards(tmp_path: Path) -> None:
     _pool(tmp_path / "more", 1, side=40)
     os.replace(tmp_path / "more" / "img_000.png", tmp_path / "in" / "new.png")
     assert input_fingerprint([tmp_path / "in"]) != fp
-    res = ingest([tmp_path / "in"], tmp_path / "out", IngestOptions(shard_size=3, progress=False))
+    res = ingest([tmp_path / "in"], tmp_path / "out", IngestConfig(shard_size=3), progress=False)
     assert res.counts["accepted"] == 10
     ids = [s["__key__"] for s in iter_samples(list_shards(tmp_path / "out"))]
     assert len(ids) == len(set(ids)) == 10
@@ -166,7 +167,7 @@ def test_compressed_archive_is_inflated_once_and_cleaned_up(tmp_path: Path) -> N
     with tarfile.open(tmp_path / "pool.tar.gz", "w:gz") as tf:
         for p in sorted((tmp_path / "in").iterdir()):
             tf.add(p, arcname=p.name)
-    res = ingest([tmp_path / "pool.tar.gz"], tmp_path / "out", IngestOptions(shard_size=8, workers=2, progress=False))
+    res = ingest([tmp_path / "pool.tar.gz"], tmp_path / "out", IngestConfig(shard_size=8, workers=2), progress=False)
     assert res.counts == {"inputs": 30, "accepted": 30, "rejected": 0, "duplicate": 0}
     assert not (tmp_path / "out" / ".inflated").exists()
     got = {s["meta"]["source"]: s["meta"]["sha256"] for s in iter_samples(list_shards(tmp_path / "out"))}
@@ -176,7 +177,7 @@ def test_compressed_archive_is_inflated_once_and_cleaned_up(tmp_path: Path) -> N
 def test_same_relative_names_in_two_folders_stay_two_inputs(tmp_path: Path) -> None:
     _pool(tmp_path / "a", 2)
     _pool(tmp_path / "b", 2, side=40)
-    res = ingest([tmp_path / "a", tmp_path / "b"], tmp_path / "out", IngestOptions(progress=False))
+    res = ingest([tmp_path / "a", tmp_path / "b"], tmp_path / "out", IngestConfig(), progress=False)
     assert res.counts == {"inputs": 4, "accepted": 4, "rejected": 0, "duplicate": 0}
     assert {r["key"] for r in _records(tmp_path / "out")} == {f"{d}/img_00{i}.png" for d in "ab" for i in (0, 1)}
 
@@ -185,13 +186,14 @@ _SLOW_INGEST = textwrap.dedent(
     """
     import sys, time
     import pipeline.io.ingest as ing
-    from pipeline.io.ingest import IngestOptions, ingest
+    from pipeline.config.ingest import IngestConfig
+    from pipeline.io.ingest import ingest
     real = ing.normalize_image
     def slow(*a, **k):  # make the run last long enough to be killed midway
         time.sleep(0.03)
         return real(*a, **k)
     ing.normalize_image = slow
-    ingest([sys.argv[1]], sys.argv[2], IngestOptions(shard_size=4, workers=int(sys.argv[3]), progress=False))
+    ingest([sys.argv[1]], sys.argv[2], IngestConfig(shard_size=4, workers=int(sys.argv[3])), progress=False)
     """
 )
 
@@ -218,7 +220,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path: Path, worke
     assert 2 <= done < 10, f"{done} shards finished before the kill; the test did not interrupt the run"
     assert not (out / "records.jsonl").exists()
 
-    res = ingest([tmp_path / "in"], out, IngestOptions(shard_size=4, workers=workers, progress=False))
+    res = ingest([tmp_path / "in"], out, IngestConfig(shard_size=4, workers=workers), progress=False)
     assert res.counts == {"inputs": 40, "accepted": 40, "rejected": 0, "duplicate": 0}
     assert not list(out.glob(".shard-*.tmp")), "a half-written shard was left behind"
     ids = [s["__key__"] for s in iter_samples(list_shards(out))]
@@ -226,5 +228,5 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path: Path, worke
     assert len(ids) == 40 and set(ids) == want
 
     # The resumed output is byte for byte what an uninterrupted run writes.
-    ingest([tmp_path / "in"], tmp_path / "clean", IngestOptions(shard_size=4, progress=False))
+    ingest([tmp_path / "in"], tmp_path / "clean", IngestConfig(shard_size=4), progress=False)
     assert _tree(out) == _tree(tmp_path / "clean")

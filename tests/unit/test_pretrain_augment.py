@@ -5,11 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec, resolve_preset
+from pipeline.augment.pil_multicrop import MultiCrop
+from pipeline.config.augment import AugmentConfig, resolve_preset
 
 
 def test_grayscale_preset_makes_three_equal_channels_and_no_colour_jitter() -> None:
-    crop = MultiCrop(MultiCropSpec(preset="grayscale", global_size=32, local_size=16, local_crops=3))
+    crop = MultiCrop(AugmentConfig(preset="grayscale", global_size=32, local_size=16, local_crops=3))
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8))
     views = crop(img.convert("RGB"))  # an RGB copy of a gray image is converted back to L
     assert [tuple(v.shape) for v in views] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 3
@@ -23,7 +24,7 @@ def test_grayscale_preset_makes_three_equal_channels_and_no_colour_jitter() -> N
 
 
 def test_rgb_preset_keeps_colour() -> None:
-    crop = MultiCrop(MultiCropSpec(preset="rgb", global_size=24, local_size=12, local_crops=0))
+    crop = MultiCrop(AugmentConfig(preset="rgb", global_size=24, local_size=12, local_crops=0))
     img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40, 3), dtype=np.uint8))
     views = crop(img)
     assert len(views) == 2 and views[0].shape == (3, 24, 24)
@@ -35,12 +36,14 @@ def test_auto_preset_and_bad_preset() -> None:
     assert resolve_preset("auto", 0.2) == "rgb"
     assert resolve_preset("rgb", 1.0) == "rgb"
     with pytest.raises(ValueError, match="preset"):
-        MultiCropSpec(preset="sepia")
+        AugmentConfig(preset="sepia")
+    with pytest.raises(ValueError, match="resolved"):
+        MultiCrop(AugmentConfig(preset="auto"))
 
 
 def test_rotate90_turns_every_view_a_quarter_counter_clockwise() -> None:
     # Whole-image crops, no flips, jitter, blur or solarize: only the rotation changes a view.
-    spec = MultiCropSpec(
+    spec = AugmentConfig(
         preset="grayscale",
         global_size=16,
         local_crops=0,

@@ -108,7 +108,8 @@ def test_unknown_centering_names_the_key() -> None:
 def test_distillation_trains_on_sinkhorn_targets_when_asked() -> None:
     import timm
 
-    from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs
+    from pipeline.config.pretrain import MethodConfig
+    from pipeline.pretrain.methods import Distillation, StepInputs
     from pipeline.pretrain.methods.cls_encoder import encode_cls
 
     torch.manual_seed(0)
@@ -116,7 +117,7 @@ def test_distillation_trains_on_sinkhorn_targets_when_asked() -> None:
         "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2,
         num_classes=0, dynamic_img_size=True,
     )  # fmt: skip
-    spec = DistillationSpec(1.0, 0.0, 0.0, out_dim=64, hidden_dim=32, bottleneck_dim=16, centering="sinkhorn")
+    spec = MethodConfig(dino_weight=1.0, ibot_weight=0.0, koleo_weight=0.0, out_dim=64, hidden_dim=32, bottleneck_dim=16, centering="sinkhorn")
     m = Distillation(vit, spec).train()
     g = torch.Generator().manual_seed(0)
     views = [torch.randn(6, 3, 16, 16, generator=g) for _ in range(2)] + [torch.randn(6, 3, 8, 8, generator=g)]

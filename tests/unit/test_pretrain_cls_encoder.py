@@ -9,7 +9,8 @@ import pytest
 import timm
 import torch
 
-from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs
+from pipeline.config.pretrain import MethodConfig
+from pipeline.pretrain.methods import Distillation, StepInputs
 from pipeline.pretrain.methods import distillation as distillation_mod
 from pipeline.pretrain.methods.cls_encoder import cls_block_forward, encode_cls, supports_cls_only
 
@@ -73,7 +74,7 @@ def test_encode_cls_keeps_a_compiled_trunk_whole(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize("weights", [(1.0, 0.0, 0.0), (1.0, 1.0, 0.1)])
 def test_distillation_loss_and_grads_unchanged(weights: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     """The step with the [CLS]-only path equals the step with full encodes (the old code path)."""
-    spec = DistillationSpec(*weights, out_dim=64, hidden_dim=32, bottleneck_dim=16, mask_probability=1.0)
+    spec = MethodConfig(**dict(zip(("dino_weight", "ibot_weight", "koleo_weight"), weights)), out_dim=64, hidden_dim=32, bottleneck_dim=16, mask_probability=1.0)
     torch.manual_seed(0)
     fast = Distillation(_vit(), spec).train()
     torch.manual_seed(0)  # weight-normed heads cannot be deep-copied: build a twin from the same seed

@@ -10,13 +10,14 @@ import timm
 import torch
 from torch._dynamo.utils import counters
 
+from pipeline.config.pretrain import MethodConfig
 from pipeline.pretrain.compile import compile_trunks, is_compiled, vit_trunks
-from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs
+from pipeline.pretrain.methods import Distillation, StepInputs
 
 
 def test_compiles_the_student_and_teacher_trunks_only() -> None:
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, num_classes=0, dynamic_img_size=True)
-    m = Distillation(vit, DistillationSpec(out_dim=16, hidden_dim=8, bottleneck_dim=8))
+    m = Distillation(vit, MethodConfig(out_dim=16, hidden_dim=8, bottleneck_dim=8))
     trunks = vit_trunks(m)
     assert len(trunks) == 2 and all(isinstance(t, torch.nn.Sequential) for t in trunks)
     assert not any(is_compiled(t) for t in trunks)
@@ -37,7 +38,7 @@ def _tiny_method(centering: str) -> Distillation:
         "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=1, embed_dim=32, num_heads=2,
         num_classes=0, dynamic_img_size=True,
     )  # fmt: skip
-    spec = DistillationSpec(out_dim=64, hidden_dim=16, bottleneck_dim=8, mask_probability=1.0, centering=centering)
+    spec = MethodConfig(out_dim=64, hidden_dim=16, bottleneck_dim=8, mask_probability=1.0, centering=centering)
     return Distillation(vit, spec)
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.augment.pil_multicrop import MultiCrop
+from pipeline.config.augment import AugmentConfig
 from pipeline.pretrain import data as D
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec
 from tests.unit.pretrain_tiny import write_shards
 
 
@@ -51,7 +52,7 @@ def test_rank_stream_cycles_instead_of_ending(shards) -> None:
 def test_batches_do_not_depend_on_workers_and_resume_mid_epoch(shards) -> None:
     paths, ids = shards
     spec = D.StreamSpec(tuple(map(str, paths)), len(ids), batch_size=6, seed=4, shuffle_buffer=8)
-    crop = MultiCrop(MultiCropSpec(preset="grayscale", global_size=16, local_size=8, local_crops=1))
+    crop = MultiCrop(AugmentConfig(preset="grayscale", global_size=16, local_size=8, local_crops=1))
     ref = D.ShardLoader(spec, crop, num_workers=0)
     ref.sampler.set_epoch(2)
     full = list(ref)

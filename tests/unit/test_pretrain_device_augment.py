@@ -10,16 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.augment import GPUMultiCrop
+from pipeline.augment.device import DecodeResize, device_multicrop, load_size, loader_transform
+from pipeline.augment.gpu_multicrop import GPUMultiCrop
+from pipeline.augment.pil_multicrop import MultiCrop
+from pipeline.config.augment import AugmentConfig
 from pipeline.pretrain import data as D
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec
-from pipeline.pretrain.device_augment import (
-    DecodeResize,
-    device_multicrop,
-    load_size,
-    loader_transform,
-    multicrop_config,
-)
 from pipeline.pretrain.module import PretrainModule
 from tests.unit.pretrain_tiny import write_shards
 
@@ -37,7 +32,7 @@ def _smooth(n: int, size: int, channels: int, seed: int = 0) -> list[Image.Image
     return [Image.fromarray(a[..., 0] if channels == 1 else a) for a in arr]
 
 
-def _module(spec: MultiCropSpec) -> PretrainModule:
+def _module(spec: AugmentConfig) -> PretrainModule:
     aug = device_multicrop(spec)
     assert isinstance(aug, GPUMultiCrop)
     method = torch.nn.Linear(1, 1)  # never called: only the batch hooks run
@@ -78,31 +73,37 @@ def test_large_jpegs_decode_at_reduced_scale_to_the_same_square() -> None:
     assert gray.mode == "L" and gray.size == (128, 96)  # luma decoded directly
 
 
-def test_config_mapping_and_backend_choice() -> None:
-    spec = MultiCropSpec(
+def test_one_recipe_for_both_backends_and_backend_choice() -> None:
+    spec = AugmentConfig(
         preset="grayscale", backend="gpu", blur=0.8, solarize=0.3, vflip=0.5, rotate90=0.25, local_crops=5
     )
-    c = multicrop_config(spec)
-    assert c.grayscale_domain and c.saturation == 0 and c.hue == 0 and c.gray_p == 0
-    assert c.brightness == 0.4 and c.contrast == 0.4 and c.jitter_p == 0.8  # gray jitter: brightness/contrast only
-    assert c.blur_p == pytest.approx((0.8, 0.08, 0.4)) and c.solarize_p == 0.3 and c.vflip_p == 0.5
-    assert c.rot90_p == 0.25
-    assert (c.n_global, c.n_local, c.global_size) == (2, 5, 224)
-    rgb = multicrop_config(MultiCropSpec(preset="rgb"))
-    assert not rgb.grayscale_domain and rgb.saturation == 0.2 and rgb.hue == 0.1 and rgb.gray_p == 0.2
-    assert load_size(spec) == 256 and load_size(MultiCropSpec(global_size=16, load_size=0)) == 18
+    gpu = device_multicrop(spec)
+    assert isinstance(gpu, GPUMultiCrop) and gpu.cfg is spec and gpu.gray
+    assert gpu.blur_p == pytest.approx((0.8, 0.08, 0.4))  # global 1, global 2 (0.1x), locals (0.5x), as on PIL
+    p = gpu.sample_params(4000, 32, 32, local=False, blur_p=0.0, solarize_p=0.0)
+    assert not p.gray.any()  # grayscale preset: no random grey, no saturation/hue factors
+    torch.testing.assert_close(p.factors[:, 2:], torch.tensor([1.0, 0.0]).expand(4000, 2))
+    assert abs(p.rot90.float().mean().item() - 0.25) < 0.03 and abs(p.vflip.float().mean().item() - 0.5) < 0.03
+    views = gpu(torch.zeros(2, 1, 40, 40, dtype=torch.uint8)).views
+    assert len(views) == 2 + 5 and views[0].shape == (2, 3, 224, 224)
+    rgb = GPUMultiCrop(AugmentConfig(preset="rgb"))
+    q = rgb.sample_params(4000, 32, 32, local=False, blur_p=0.0, solarize_p=0.0)
+    assert not rgb.gray and abs(q.gray.float().mean().item() - 0.2) < 0.03 and q.factors[:, 3].abs().max() > 0.05
+    with pytest.raises(ValueError, match="resolved"):
+        GPUMultiCrop(AugmentConfig(preset="auto"))
+    assert load_size(spec) == 256 and load_size(AugmentConfig(global_size=16, load_size=0)) == 18
     assert isinstance(loader_transform(spec), DecodeResize) and isinstance(device_multicrop(spec), GPUMultiCrop)
-    pil = MultiCropSpec(preset="rgb")
+    pil = AugmentConfig(preset="rgb")
     assert isinstance(loader_transform(pil), MultiCrop) and device_multicrop(pil) is None
     with pytest.raises(ValueError, match="backend"):
-        MultiCropSpec(backend="cuda")
+        AugmentConfig(backend="cuda")
 
 
 def test_loader_yields_uint8_batches_with_per_batch_seeds(tmp_path: Path) -> None:
     write_shards(tmp_path, 36, per_shard=10, seed=4)
     shards, metas = D.describe_folder(tmp_path)
     spec = D.StreamSpec(tuple(map(str, shards)), len(metas), batch_size=6, seed=3, shuffle_buffer=8)
-    transform = loader_transform(MultiCropSpec(preset="grayscale", backend="gpu", **SMALL))
+    transform = loader_transform(AugmentConfig(preset="grayscale", backend="gpu", **SMALL))
     full = list(D.ShardLoader(spec, transform))
     assert len(full) == 6
     for b in full:
@@ -120,7 +121,7 @@ def test_loader_yields_uint8_batches_with_per_batch_seeds(tmp_path: Path) -> Non
 
 
 def test_module_makes_normalised_views_deterministically() -> None:
-    spec = MultiCropSpec(preset="rgb", backend="gpu", **SMALL)
+    spec = AugmentConfig(preset="rgb", backend="gpu", **SMALL)
     module = _module(spec)
     images = torch.stack([DecodeResize(40, False)(im) for im in _smooth(8, 48, 3)])
     views = _views(module, D.ImageBatch(images, 123))
@@ -137,7 +138,7 @@ def test_module_makes_normalised_views_deterministically() -> None:
 
 
 def test_grayscale_preset_gives_equal_channels_even_from_colour_images() -> None:
-    spec = MultiCropSpec(preset="grayscale", backend="gpu", **SMALL)
+    spec = AugmentConfig(preset="grayscale", backend="gpu", **SMALL)
     images = torch.stack([loader_transform(spec)(im) for im in _smooth(8, 48, 3, seed=1)])
     assert images.shape[1] == 1
     for v in _views(_module(spec), D.ImageBatch(images, 7)):
@@ -149,7 +150,7 @@ def test_grayscale_preset_gives_equal_channels_even_from_colour_images() -> None
 
 def test_without_random_photometry_views_keep_the_image_statistics() -> None:
     # No jitter, blur or solarize: a view of a constant image is that constant, normalised.
-    spec = MultiCropSpec(preset="rgb", backend="gpu", jitter_prob=0, grayscale_prob=0, blur=0, solarize=0, **SMALL)
+    spec = AugmentConfig(preset="rgb", backend="gpu", jitter_prob=0, grayscale_prob=0, blur=0, solarize=0, **SMALL)
     images = torch.full((4, 3, 40, 40), 100, dtype=torch.uint8)
     want = (100 / 255 - MEAN) / STD
     for v in _views(_module(spec), D.ImageBatch(images, 0)):
@@ -163,7 +164,7 @@ def test_view_statistics_match_the_pil_backend(preset: str) -> None:
     # draws move the means by ~0.03). A wrong mapping (e.g. solarize or blur on the wrong view, missing
     # normalisation) moves them by 0.2 or more.
     kw = dict(preset=preset, global_size=24, local_size=16, local_crops=1)
-    pil_spec, gpu_spec = MultiCropSpec(**kw), MultiCropSpec(backend="gpu", load_size=32, **kw)
+    pil_spec, gpu_spec = AugmentConfig(**kw), AugmentConfig(backend="gpu", load_size=32, **kw)
     imgs = _smooth(384, 32, 1 if preset == "grayscale" else 3, seed=2)
     D.seed_everything_for(0)
     pil = [torch.stack(v) for v in zip(*(MultiCrop(pil_spec)(im) for im in imgs))]
@@ -180,7 +181,7 @@ def test_view_statistics_match_the_pil_backend(preset: str) -> None:
 def test_views_on_cuda_match_cpu() -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    spec = MultiCropSpec(preset="rgb", backend="gpu", **SMALL)
+    spec = AugmentConfig(preset="rgb", backend="gpu", **SMALL)
     images = torch.stack([DecodeResize(40, False)(im) for im in _smooth(8, 48, 3)])
     cpu = _views(_module(spec), D.ImageBatch(images, 5))
     module = _module(spec).cuda()

@@ -9,6 +9,7 @@ import timm
 import torch
 from omegaconf import OmegaConf
 
+from pipeline.config.pretrain import MethodConfig
 from pipeline.models.backbone import load_state_dict
 from pipeline.stages import pretrain as stage
 from tests.unit.pretrain_tiny import compose, make_output_dir
@@ -36,13 +37,13 @@ def test_bf16_mixed_on_cpu_trains_and_saves_fp32(tmp_path: Path, param_dtype: st
 
 
 def test_bf16_weights_are_for_distillation_only() -> None:
-    p = OmegaConf.create({"method": {"kind": "simclr", "param_dtype": "bfloat16"}})
+    m = MethodConfig(kind="simclr", param_dtype="bfloat16")
     with pytest.raises(ValueError, match="pretrain.method.param_dtype='bfloat16' applies to distillation only"):
-        stage.build_method(p, torch.nn.Identity())
+        stage.build_method(m, torch.nn.Identity())
 
 
 def test_param_dtype_reaches_the_method(tmp_path: Path) -> None:
     cfg = compose(tmp_path, "pretrain.method.param_dtype=bfloat16")
     vit = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=1, num_classes=0, dynamic_img_size=True)
-    method = stage.build_method(cfg.pretrain, vit)
+    method = stage.build_method(OmegaConf.to_object(cfg.pretrain.method), vit)
     assert method.spec.param_dtype == "bfloat16" and method._dtype is torch.bfloat16

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import torch
 from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
@@ -19,32 +18,12 @@ from lightly.models.modules.masked_vision_transformer_timm import MaskedVisionTr
 from lightly.models.utils import random_block_mask, update_momentum
 from torch import nn
 
+from pipeline.config.pretrain import MethodConfig
 from pipeline.pretrain.compile import quiet_tensor_copy
 from pipeline.pretrain.methods.base import SSLMethod, StepInputs
 from pipeline.pretrain.methods.centering import as_logits, check_centering, sinkhorn_knopp_targets, target_probs
 from pipeline.pretrain.methods.cls_encoder import encode_cls
 from pipeline.pretrain.methods.trunk import encode_tokens, param_dtype
-
-
-@dataclass(frozen=True)
-class DistillationSpec:
-    """Hyper-parameters of :class:`Distillation` (see ``MethodConfig``)."""
-
-    dino_weight: float = 1.0
-    ibot_weight: float = 1.0
-    koleo_weight: float = 0.1
-    out_dim: int = 4096
-    hidden_dim: int = 1024
-    bottleneck_dim: int = 256
-    ibot_separate_head: bool = False
-    head_batch_norm: bool = False
-    student_temp: float = 0.1
-    center_momentum: float = 0.9
-    centering: str = "softmax"
-    mask_ratio_min: float = 0.1
-    mask_ratio_max: float = 0.5
-    mask_probability: float = 0.5
-    param_dtype: str = "float32"
 
 
 def _twin(src: nn.Module, make: "callable") -> nn.Module:
@@ -96,12 +75,12 @@ class Distillation(SSLMethod):
     Args:
         vit: A timm ViT built with ``num_classes=0`` and ``dynamic_img_size=True`` (local
             crops are smaller than global ones); its weights (random or pretrained) are kept.
-        spec: Loss weights and head sizes.
+        spec: Loss weights, head sizes, temperatures and masking (``kind`` must be ``distillation``).
     """
 
     has_teacher = True
 
-    def __init__(self, vit: nn.Module, spec: DistillationSpec) -> None:
+    def __init__(self, vit: nn.Module, spec: MethodConfig) -> None:
         super().__init__()
         if spec.dino_weight <= 0 and spec.ibot_weight <= 0:
             raise ValueError("pretrain.method: dino_weight and ibot_weight are both 0; nothing to learn")

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.io.ingest import IngestOptions, ingest
+from pipeline.config.ingest import IngestConfig
+from pipeline.io.ingest import ingest
 from pipeline.io.shards import iter_samples, list_shards
 from tests.fuzz_corpus import GOOD_KINDS, NEVER_ACCEPTED, build_fuzz_corpus
 
@@ -19,7 +20,7 @@ def test_fuzzed_corpus_gets_one_record_per_file_and_keeps_every_good_file(tmp_pa
     kinds = build_fuzz_corpus(tmp_path / "in")
     assert len(kinds) >= 250 and set(kinds.values()) >= {*GOOD_KINDS, *NEVER_ACCEPTED, "byte_flip"}
     res = ingest(
-        [tmp_path / "in"], tmp_path / "out", IngestOptions(shard_size=64, workers=2, progress=False, file_timeout_s=20)
+        [tmp_path / "in"], tmp_path / "out", IngestConfig(shard_size=64, workers=2, file_timeout_s=20), progress=False
     )
     recs = [json.loads(line) for line in res.records.read_text().splitlines()]
     assert sorted(r["key"] for r in recs) == sorted(kinds), "every file exactly one record"
@@ -47,7 +48,7 @@ def test_a_file_that_takes_too_long_is_rejected_as_timeout_and_the_rest_is_kept(
     # ~0.3 s to decode and re-encode, far over the limit; the small file takes well under 1 ms.
     Image.fromarray(rng.integers(0, 255, (2000, 2000, 3), dtype=np.uint8)).save(src / "big.png")
     Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(src / "small.png")
-    res = ingest([src], tmp_path / "out", IngestOptions(workers=1, progress=False, file_timeout_s=0.05))
+    res = ingest([src], tmp_path / "out", IngestConfig(workers=1, file_timeout_s=0.05), progress=False)
     recs = {r["key"]: r for r in map(json.loads, res.records.read_text().splitlines())}
     assert (recs["big.png"]["status"], recs["big.png"]["reason"]) == ("rejected", "timeout")
     assert recs["small.png"]["status"] == "accepted"

@@ -19,8 +19,9 @@ LIMIT = 400_000  # bytes per file: the small shards fit, the one of large images
 INGEST = """
 import sys
 from pathlib import Path
-from pipeline.io.ingest import IngestOptions, ingest
-ingest([Path(sys.argv[1])], Path(sys.argv[2]), IngestOptions(shard_size=5, workers=int(sys.argv[3]), progress=False))
+from pipeline.config.ingest import IngestConfig
+from pipeline.io.ingest import ingest
+ingest([Path(sys.argv[1])], Path(sys.argv[2]), IngestConfig(shard_size=5, workers=int(sys.argv[3])), progress=False)
 """
 
 

@@ -25,7 +25,8 @@ from pipeline.config.curate import CurateConfig
 from pipeline.core.manifest import Manifest, atomic_write_json
 from pipeline.curate.copy_descriptor import copy_descriptor
 from pipeline.curate.embed import load_embeddings
-from pipeline.io.ingest import IngestOptions, ingest
+from pipeline.config.ingest import IngestConfig
+from pipeline.io.ingest import ingest
 from pipeline.io.shards import iter_samples, list_shards, read_metadata
 from pipeline.stages.curate.context import Context, save_npy
 
@@ -70,7 +71,7 @@ def _ingest(images: dict[str, Image.Image], folder: Path, out: Path, extra: dict
     folder.mkdir(parents=True)
     for name, img in images.items():
         img.save(folder / f"{name}.png")
-    ingest([folder], out, IngestOptions(shard_size=10, progress=False))
+    ingest([folder], out, IngestConfig(shard_size=10), progress=False)
     Manifest(f"ingest/{out.name}", f"hash-{out.name}", extra=extra or {}).write(out)
 
 

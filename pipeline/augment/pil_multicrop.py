@@ -1,8 +1,9 @@
 """Multi-crop augmentation presets, built from lightly's DINO view transforms.
 
 This is the ``pil`` backend (crops made per image in the loader workers); the
-``gpu`` backend (:mod:`pipeline.pretrain.device_augment`) makes the same recipe
-on the device from decoded, resized batches.
+``gpu`` backend (:mod:`pipeline.augment.gpu_multicrop`, wired up in
+:mod:`pipeline.augment.device`) makes the same recipe on the device from
+decoded, resized batches. Both read one :class:`pipeline.config.augment.AugmentConfig`.
 
 ``rgb`` is DINO's recipe. ``grayscale`` works on the single-channel image (a
 third of the pixel work) with brightness/contrast jitter only, because
@@ -13,59 +14,12 @@ the channel to three at the very end so any timm ViT takes it unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from lightly.transforms.dino_transform import DINOViewTransform
 from PIL import Image
 
-PRESETS = ("rgb", "grayscale")
-BACKENDS = ("pil", "gpu")
-
-
-@dataclass(frozen=True)
-class MultiCropSpec:
-    """What :class:`MultiCrop` makes; mirrors ``AugmentConfig`` without Hydra."""
-
-    preset: str = "rgb"
-    global_crops: int = 2
-    local_crops: int = 6
-    global_size: int = 224
-    local_size: int = 96
-    global_scale: tuple[float, float] = (0.32, 1.0)
-    local_scale: tuple[float, float] = (0.05, 0.32)
-    hflip: float = 0.5
-    vflip: float = 0.0
-    rotate90: float = 0.0
-    jitter_prob: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    grayscale_prob: float = 0.2
-    blur: float = 1.0
-    solarize: float = 0.2
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    backend: str = "pil"
-    load_size: int = 0
-
-    def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"pretrain.augment.preset={self.preset!r}; expected one of {PRESETS} (or auto)")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"pretrain.augment.backend={self.backend!r}; expected one of {BACKENDS}")
-        if self.load_size < 0:
-            raise ValueError(f"pretrain.augment.load_size={self.load_size}; expected > 0, or 0 for automatic")
-        if self.global_crops < 1:
-            raise ValueError("pretrain.augment.global_crops must be >= 1")
-
-
-def resolve_preset(preset: str, gray_fraction: float) -> str:
-    """``auto`` becomes ``grayscale`` when at least 90 % of the images are single-channel."""
-    if preset != "auto":
-        return preset
-    return "grayscale" if gray_fraction >= 0.9 else "rgb"
+from pipeline.config.augment import AugmentConfig
 
 
 class _ToThreeChannels:
@@ -90,9 +44,9 @@ class MultiCrop:
     solarized, local crops blurred half the time (DINO's asymmetric recipe).
     """
 
-    def __init__(self, spec: MultiCropSpec) -> None:
+    def __init__(self, spec: AugmentConfig) -> None:
         self.spec = spec
-        gray = spec.preset == "grayscale"
+        gray = spec.grayscale
         norm = None if gray else {"mean": list(spec.mean), "std": list(spec.std)}
 
         def view(size: int, scale: tuple[float, float], blur: float, solarize: float) -> DINOViewTransform:

@@ -1,11 +1,12 @@
-"""The ``gpu`` augmentation backend: decode-and-resize in the loader, multi-crop on the device.
+"""Which backend makes the crops: what the loader workers apply, and what the module applies on the device.
 
+``pil`` (default): the workers run the whole recipe per image (:class:`pipeline.augment.pil_multicrop.MultiCrop`).
 With ``pretrain.augment.backend=gpu`` (``pretrain/augment=gpu``) the loader
 workers only decode each image and fit it to a fixed ``load_size`` square
 (:class:`DecodeResize`, a few ms per image instead of ~40 ms for the PIL
 recipe), and batches travel as ``uint8 [B, C, S, S]`` (pinned on GPU runs: about a
 tenth of the bytes of the float views of 2x224 + 8x96 crops). The module runs
-:class:`pipeline.augment.GPUMultiCrop` on the device (:func:`device_multicrop`),
+:class:`pipeline.augment.gpu_multicrop.GPUMultiCrop` on the device (:func:`device_multicrop`),
 seeded per batch from the loader, so a resumed run makes the same views.
 
 Difference from the ``pil`` backend: crops are drawn from the centre
@@ -20,11 +21,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from pipeline.augment import GPUMultiCrop, MultiCropConfig
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec
+from pipeline.augment.gpu_multicrop import GPUMultiCrop
+from pipeline.augment.pil_multicrop import MultiCrop
+from pipeline.config.augment import AugmentConfig
 
 
-def load_size(spec: MultiCropSpec) -> int:
+def load_size(spec: AugmentConfig) -> int:
     """``spec.load_size``, or 8/7 of the global crop size when 0 (256 for 224, DINO's resize ratio)."""
     return spec.load_size or max(spec.global_size, round(spec.global_size * 8 / 7))
 
@@ -51,47 +53,14 @@ class DecodeResize:
         return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
 
 
-def multicrop_config(spec: MultiCropSpec) -> MultiCropConfig:
-    """The same recipe as :class:`MultiCrop` builds from ``spec``, for :class:`GPUMultiCrop`.
-
-    ``spec.blur`` is global crop 1's blur probability; global 2 and the local crops get
-    0.1x and 0.5x of it, as in :class:`MultiCrop`. The grayscale preset turns off
-    saturation, hue and random grey (``grayscale_domain``); brightness and contrast
-    jitter stay, as in the PIL preset.
-    """
-    gray = spec.preset == "grayscale"
-    return MultiCropConfig(
-        global_size=spec.global_size,
-        local_size=spec.local_size,
-        n_global=spec.global_crops,
-        n_local=spec.local_crops,
-        global_scale=tuple(spec.global_scale),
-        local_scale=tuple(spec.local_scale),
-        hflip_p=spec.hflip,
-        vflip_p=spec.vflip,
-        rot90_p=spec.rotate90,
-        jitter_p=spec.jitter_prob,
-        brightness=spec.brightness,
-        contrast=spec.contrast,
-        saturation=0.0 if gray else spec.saturation,
-        hue=0.0 if gray else spec.hue,
-        gray_p=0.0 if gray else spec.grayscale_prob,
-        blur_p=(spec.blur, 0.1 * spec.blur, 0.5 * spec.blur),
-        solarize_p=spec.solarize,
-        grayscale_domain=gray,
-        mean=tuple(spec.mean),
-        std=tuple(spec.std),
-    )
-
-
-def loader_transform(spec: MultiCropSpec) -> MultiCrop | DecodeResize:
+def loader_transform(spec: AugmentConfig) -> MultiCrop | DecodeResize:
     """What the loader workers apply per image: the full PIL recipe, or decode-and-resize only."""
     if spec.backend == "gpu":
-        return DecodeResize(load_size(spec), spec.preset == "grayscale")
+        return DecodeResize(load_size(spec), spec.grayscale)
     return MultiCrop(spec)
 
 
-def device_multicrop(spec: MultiCropSpec) -> GPUMultiCrop | None:
+def device_multicrop(spec: AugmentConfig) -> GPUMultiCrop | None:
     """The module-side multi-crop of the ``gpu`` backend (``None`` for ``pil``).
 
     Views come out in float32, as the PIL path's; under ``bf16-mixed`` autocast casts them
@@ -99,4 +68,4 @@ def device_multicrop(spec: MultiCropSpec) -> GPUMultiCrop | None:
     """
     if spec.backend != "gpu":
         return None
-    return GPUMultiCrop(multicrop_config(spec))
+    return GPUMultiCrop(spec)
