@@ -65,10 +65,12 @@ def test_ingest_that_misses_an_input_writes_no_manifest(
     cfg = compose_cfg(_folder_recipe(tmp_path / "in"), root=tmp_path / "out")
     real = ingest_stage.ingest
 
-    def racing(specs: list[str], out_dir: Path, opts: object, labels: dict | None = None) -> object:
+    def racing(
+        specs: list[str], out_dir: Path, opts: object, labels: dict | None = None, progress: bool = True
+    ) -> object:
         if out_dir.name == "pool":
             (tmp_path / "in" / "pool" / "3.png").unlink()
-        return real(specs, out_dir, opts, labels=labels)
+        return real(specs, out_dir, opts, labels=labels, progress=progress)
 
     monkeypatch.setattr(ingest_stage, "ingest", racing)
     with pytest.raises(RuntimeError, match=r"ingest/pool: .*no manifest written.*1 keys have no record: 3.png"):
