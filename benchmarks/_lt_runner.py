@@ -71,7 +71,7 @@ def main() -> None:
         out=a.out, data=a.data, model="timm/vit_tiny_patch16_224", method="dino", epochs=a.epochs,
         batch_size=a.batch, num_workers=a.workers if a.workers == "auto" else int(a.workers),
         accelerator="cpu", devices=1, precision=a.precision, overwrite=True, seed=0,
-    )  # fmt: skip
+    )
     wall = time.perf_counter() - t0
     s = timer.steps
     timed = s[1:]  # the first step of the epoch includes worker start-up (as in ours)

@@ -49,7 +49,7 @@ def main() -> None:
     imgs = [Image.open(r["path"]).convert("L") for r in elpv_records()[::3]]
     photometric = {"jitter_prob": a.jitter_prob, "blur": a.blur, "solarize": a.solarize}
     crops = MultiCrop(MultiCropSpec(preset="grayscale", global_size=64, local_size=32, local_crops=a.local_crops,
-                                    global_scale=tuple(a.global_scale), **photometric))  # fmt: skip
+                                    global_scale=tuple(a.global_scale), **photometric))
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/pretrain/model/vit_mini.yaml")
     cfg.pop("defaults", None)
     spec = DistillationSpec(out_dim=a.out_dim, centering=a.centering, head_batch_norm=a.head_bn, ibot_weight=0.0, koleo_weight=0.0)
@@ -67,7 +67,7 @@ def main() -> None:
         if step % 20 == 0:
             d = method.diagnostics()
             print(f"step {step:4d}  dino {float(parts['dino']):.3f}  teacher entropy per image "
-                  f"{float(d['teacher_entropy']):.3f}  of the batch mean {float(d['teacher_batch_entropy']):.3f}", flush=True)  # fmt: skip
+                  f"{float(d['teacher_entropy']):.3f}  of the batch mean {float(d['teacher_batch_entropy']):.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def main() -> None:
     res = {"batch": a.batch, "out_dim": a.out_dim, "bf16": a.bf16, "crops": "2x224+6x96", "rounds": a.rounds,
            "median_step_s": med, "speedup": med["full"] / med["cls_only"], "times_s": times,
            "loss_max_abs_diff": max(abs(x - y) for x, y in zip(losses["full"], losses["cls_only"])),
-           "threads": torch.get_num_threads(), "load_before": load0, "load_after": os.getloadavg()}  # fmt: skip
+           "threads": torch.get_num_threads(), "load_before": load0, "load_after": os.getloadavg()}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))

@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = parse_args(ap, "vit_tiny at 64 px, a few hundred images", dict(
         model="vit_tiny_patch16_224", img_size=64, batch_size=32, batches=4, warmup=1, synthetic_n=256,
-        synthetic_size="96x96", workers="1", decode="workers,device"))  # fmt: skip
+        synthetic_size="96x96", workers="1", decode="workers,device"))
     if args.gpu_decode and "device" not in args.decode:
         args.decode += ",device"
     dev = resolve_device(args.device)

@@ -85,7 +85,7 @@ def _run_one(pool: Path, workers: int, shard_size: int) -> dict:
         proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(pool), str(Path(tmp) / "out"), str(workers), str(shard_size)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        )
         peak = [0]
 
         def sample() -> None:
@@ -143,7 +143,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(os.getloadavg()[0], 2)},
         "runs": rows,
-    }  # fmt: skip
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [

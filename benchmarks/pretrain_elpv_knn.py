@@ -42,7 +42,7 @@ def main() -> None:
     tasks = sorted({k.split(".", 1)[1] for run in runs for k in run if k.startswith("knn.")})
     deltas = {}
     lines = [f"# kNN balanced accuracy on ELPV eval (test split vs train split bank), {a.start_label} vs pretrained", "",
-             f"| task | {a.start_label} (mean ± sd) | pretrained (mean ± sd) | per seed (start -> trained) |", "|---|---|---|---|"]  # fmt: skip
+             f"| task | {a.start_label} (mean ± sd) | pretrained (mean ± sd) | per seed (start -> trained) |", "|---|---|---|---|"]
     summary = {}
     for t in tasks:
         init = [r[f"knn_start.{t}"] for r in runs]
@@ -54,7 +54,7 @@ def main() -> None:
     ips = [r["images_per_s"] for r in runs if "images_per_s" in r]
     wait = [r["loader_wait_frac"] for r in runs if "loader_wait_frac" in r]
     lines += ["", f"Runs: {len(runs)} seeds, {runs[0]['steps']} steps each; throughput {statistics.mean(ips):.1f} images/s per run "
-              f"(see the note below for the load), loader wait {100 * statistics.mean(wait):.1f} % of step time.", ""]  # fmt: skip
+              f"(see the note below for the load), loader wait {100 * statistics.mean(wait):.1f} % of step time.", ""]
     for t in tasks:
         d = [r[f"knn.{t}"] - r[f"knn_start.{t}"] for r in runs]
         summary[t]["paired_delta_mean"] = statistics.mean(d)

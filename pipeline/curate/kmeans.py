@@ -29,7 +29,7 @@ def fit_kmeans(
     take = np.sort(rng.choice(n, size=min(n, max(sample, k)), replace=False))
     train = np.ascontiguousarray(x[take], dtype=np.float32)
     km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False, nredo=nredo,
-                      gpu=faiss.get_num_gpus() > 0, max_points_per_centroid=max(256, len(train) // k + 1))  # fmt: skip
+                      gpu=faiss.get_num_gpus() > 0, max_points_per_centroid=max(256, len(train) // k + 1))
     km.train(train)
     return km.centroids.astype(np.float32)
 

@@ -86,7 +86,7 @@ def iter_tar(archive: Path, key_prefix: str) -> Iterator[InputRef]:
                     yield InputRef(key=key, kind="tar", path=str(archive), member=m.name, rejected="tar_member_not_a_file")
                 elif compressed:
                     yield InputRef(key=key, kind="tar", path=str(archive), member=m.name, size=m.size,
-                                   offset=m.offset_data, compressed=True)  # fmt: skip
+                                   offset=m.offset_data, compressed=True)
                 else:
                     yield InputRef(key=key, kind="tar", path=str(archive), offset=m.offset_data, size=m.size, member=m.name)
         except (tarfile.TarError, OSError, EOFError) as e:
@@ -154,7 +154,7 @@ def _not_regular(f: Path) -> str:
         else "a socket" if stat.S_ISSOCK(st.st_mode)
         else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
         else "not a regular file"
-    )  # fmt: skip
+    )
     return f"not_a_regular_file: {kind}" + (" (symlink, not followed)" if f.is_symlink() else "")
 
 

@@ -70,4 +70,4 @@ class CollapseMonitor(pl.Callback):
                 "for %d checks up to step %d; the DINO [CLS] loss no longer teaches the backbone anything%s. Usual fixes: %s.",
                 kind, self.last, self.last_batch, self.streak, step,
                 " (iBOT and KoLeo still train it)" if others else "", fix,
-            )  # fmt: skip
+            )

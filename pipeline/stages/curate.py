@@ -37,7 +37,7 @@ def _embed_source(cfg: DictConfig, source: str, in_dir: Path, out_dir: Path, run
     """Embed one source (this rank's shards); consolidate once every shard is done."""
     e = cfg.curate.embed
     h = config_hash([S.select(cfg, f"curate.embed.{k}") for k in ("backbone", "copy_grid", "copy_scales")],
-                    lineage_entry(in_dir)["config_hash"])  # fmt: skip
+                    lineage_entry(in_dir)["config_hash"])
     done = completed(out_dir, h, f"curate/embed/{source}")
     if done is not None:
         return done
@@ -58,7 +58,7 @@ def _embed_source(cfg: DictConfig, source: str, in_dir: Path, out_dir: Path, run
         return None  # other ranks are still at work
     info = consolidate(out_dir, shards)
     m = Manifest(f"curate/embed/{source}", h, [lineage_entry(in_dir)], {"emb": "emb.npy", "copy": "copy.npy", "ids": "ids.json"},
-                 {"images": info.get("n", 0), "shards": len(shards)}, extra={**info, "backbone": section(cfg, "curate.embed.backbone")})  # fmt: skip
+                 {"images": info.get("n", 0), "shards": len(shards)}, extra={**info, "backbone": section(cfg, "curate.embed.backbone")})
     m.write(out_dir)
     return m
 
@@ -80,12 +80,12 @@ def run(cfg: DictConfig) -> Manifest:
         if later:
             log.warning("curate: embeddings incomplete (other ranks still running?); stopping before %s", later)
         return Manifest("curate/embed", config_hash([m.config_hash for m in emb.values() if m]),
-                        counts={f"embed.{s}": m.counts["images"] for s, m in emb.items() if m})  # fmt: skip
+                        counts={f"embed.{s}": m.counts["images"] for s, m in emb.items() if m})
     ctx = S.Context(cfg=cfg, root=root, ingest=ingest, emb={s: root / "embed" / s for s in sources},
-                    emb_hash={s: m.config_hash for s, m in emb.items()})  # fmt: skip
+                    emb_hash={s: m.config_hash for s, m in emb.items()})
     results: dict[str, Manifest] = {}
     for name, fn in (("dedup", S.dedup_step), ("decontaminate", S.decontam_step), ("retrieve", S.retrieve_step),
-                     ("write", S.write_step), ("report", S.report_step)):  # fmt: skip
+                     ("write", S.write_step), ("report", S.report_step)):
         folder = root / ("shards" if name == "write" else name)
         if name not in steps:
             try:
@@ -116,7 +116,7 @@ def _summary(ctx: S.Context, emb: dict[str, Manifest | None], results: dict[str,
     inputs = [lineage_entry(ctx.ingest / "pool")] + [lineage_entry(ctx.root / "embed" / s) for s in emb]
     summary = Manifest("curate", config_hash([m.config_hash for m in results.values()], ctx.emb_hash), inputs,
                        {n: ("shards" if n == "write" else n) for n in results}, counts,
-                       {k: float(v) for k, v in {**counts, **metrics}.items() if not math.isnan(v)})  # fmt: skip
+                       {k: float(v) for k, v in {**counts, **metrics}.items() if not math.isnan(v)})
     summary.extra["scores"] = scores
     summary.write(ctx.root)
     for name in results:

@@ -54,56 +54,56 @@ def report_step(ctx: Any, results: dict[str, Manifest], folder: Path, h: str) ->
     sections: list[tuple[str, str, list[str]]] = []
     if seed_nn:
         rows = [[(seed_imgs.get(s["seed"]), "SEED " + s["seed"][:8])]
-                + [(imgs.get(n), f"{'+' if n in chosen else '-'} {sim:.3f}") for n, sim in s["neighbours"]] for s in seed_nn]  # fmt: skip
+                + [(imgs.get(n), f"{'+' if n in chosen else '-'} {sim:.3f}") for n, sim in s["neighbours"]] for s in seed_nn]
         rp.image_grid(rows, folder / "seeds_neighbours.png", rc.thumb)
         sections.append(("Seeds and their nearest candidates",
                          "First column: a seed. Then its nearest pool candidates (backbone cosine); + = in the curated set.",
-                         ["seeds_neighbours.png"]))  # fmt: skip
+                         ["seeds_neighbours.png"]))
     if shown_groups:
         rows = [[(imgs.get(k), "KEPT " + k[:8])] + [(imgs.get(r["id"]), f"x {r['similarity']:.4f}") for r in g] for k, g in shown_groups]
         rp.image_grid(rows, folder / "duplicate_groups.png", rc.thumb)
         sections.append(("Near-duplicate groups", "The kept image, then the removed ones with their similarity "
-                         "(largest groups first, then the least similar).", ["duplicate_groups.png"]))  # fmt: skip
+                         "(largest groups first, then the least similar).", ["duplicate_groups.png"]))
     if shown_cont:
         rows = [[(imgs.get(r["id"]), "POOL " + r["id"][:8]), (eval_imgs.get(r["eval_id"]), f"EVAL {r['similarity']:.4f}")] for r in shown_cont]
         rp.image_grid(rows, folder / "decontaminated.png", rc.thumb)
         sections.append(("Decontaminated", "Removed pool image beside the evaluation image it copies (least similar first).",
-                         ["decontaminated.png"]))  # fmt: skip
+                         ["decontaminated.png"]))
     if rej_d or rej_c:
         rows = [[(imgs.get(r["a"]), "POOL " + r["a"][:8]), (imgs.get(r["b"]), f"{r['similarity']:.3f} {r['verify']:.2f} {r['outlier']:.0f}")] for r in rej_d]
         rows += [[(imgs.get(r["id"]), "POOL " + r["id"][:8]), (eval_imgs.get(r["eval_id"]), f"E {r['similarity']:.3f} {r['verify']:.2f} {r['outlier']:.0f}")]
-                 for r in rej_c]  # fmt: skip
+                 for r in rej_c]
         rp.image_grid(rows, folder / "verification_rejected.png", rc.thumb)
         sections.append(("Rejected by verification", "Candidate pairs kept apart by the aligned local comparison, highest "
                          "descriptor similarity first; captions: descriptor cosine, structure score, outlier score (E: the "
                          "evaluation image). Pool pairs first, then pool/eval pairs.",
-                         ["verification_rejected.png"]))  # fmt: skip
+                         ["verification_rejected.png"]))
 
     hists: list[str] = []
     nn1 = ctx.root / "dedup" / "nn1_similarity.npy"
     if nn1.is_file():
         rp.histogram({"pool 1-NN": np.load(nn1)}, folder / "hist_dedup.png",
-                     f"Nearest-neighbour similarity in the pool ({c.dedup.features})", {"threshold": c.dedup.threshold})  # fmt: skip
+                     f"Nearest-neighbour similarity in the pool ({c.dedup.features})", {"threshold": c.dedup.threshold})
         rp.histogram({"pool 1-NN": np.load(nn1)}, folder / "hist_dedup_zoom.png", "Zoom: the copy mode near 1",
-                     {"threshold": c.dedup.threshold}, bins=50, lo=0.95)  # fmt: skip
+                     {"threshold": c.dedup.threshold}, bins=50, lo=0.95)
         hists += ["hist_dedup.png", "hist_dedup_zoom.png"]
     best = ctx.root / "decontaminate" / "best_similarity.npy"
     if best.is_file():
         rp.histogram({"pool -> nearest eval": np.load(best)}, folder / "hist_decontam.png",
                      f"Similarity of pool images to their nearest evaluation image ({c.decontam.features})",
-                     {"threshold": c.decontam.threshold})  # fmt: skip
+                     {"threshold": c.decontam.threshold})
         rp.histogram({"pool -> nearest eval": np.load(best)}, folder / "hist_decontam_zoom.png", "Zoom: the copy mode near 1",
-                     {"threshold": c.decontam.threshold}, bins=50, lo=0.95)  # fmt: skip
+                     {"threshold": c.decontam.threshold}, bins=50, lo=0.95)
         hists += ["hist_decontam.png", "hist_decontam_zoom.png"]
     if cand_d or cand_c:
         data = {k: np.array([r["verify"] for r in v]) for k, v in (("dedup", cand_d), ("decontam", cand_c)) if v}
         thr = {f"{k} threshold": float(json.loads((ctx.root / d / "calibration.json").read_text())["structure_threshold"])
-               for k, d in (("dedup", "dedup"), ("decontam", "decontaminate")) if k in data}  # fmt: skip
+               for k, d in (("dedup", "dedup"), ("decontam", "decontaminate")) if k in data}
         rp.histogram(data, folder / "hist_verify.png", "Verification structure scores of candidate pairs", thr)
         hists.append("hist_verify.png")
     if retrieved:
         rp.histogram({"retrieved": np.array([r["similarity"] for r in retrieved])}, folder / "hist_retrieved.png",
-                     f"Similarity of retrieved images to their seed or centroid ({c.retrieval.strategy})")  # fmt: skip
+                     f"Similarity of retrieved images to their seed or centroid ({c.retrieval.strategy})")
         hists.append("hist_retrieved.png")
     sections.append(("Similarity histograms", "Dashed lines: the thresholds in use.", hists))
 

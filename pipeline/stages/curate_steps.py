@@ -150,7 +150,7 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
         ctx, v, folder, "dedup", [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist())], (pool, pool),
         [ids[x] for x in np.concatenate([i, j]).tolist()],
         [{"a": ids[a], "b": ids[b], "similarity": round(float(x), 5)} for a, b, x in zip(i, j, s)],
-    )  # fmt: skip
+    )
     if ok is not None:
         i, j, s = i[ok], j[ok], s[ok]
     meta = ctx.pool_meta()
@@ -159,7 +159,7 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
     _save(folder / "nn1_similarity.npy", nn1.astype(np.float32))
     _save(folder / "labels.npy", labels)
     _jsonl(folder / "removals.jsonl", [{"id": ids[r.removed], "kept": ids[r.kept], "linked_to": ids[r.linked_to],
-                                        "similarity": round(r.similarity, 5)} for r in removals])  # fmt: skip
+                                        "similarity": round(r.similarity, 5)} for r in removals])
     with (ctx.ingest / "pool" / "records.jsonl").open() as fh:
         byte_dups = sum(1 for line in fh if '"duplicate"' in line)
     groups = int((np.bincount(labels) > 1).sum())
@@ -168,7 +168,7 @@ def dedup_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
                     counts={"pool": len(ids), "byte_duplicates_at_ingest": byte_dups, "near_duplicates_removed": len(removals),
                             "duplicate_groups": groups, "edges": int(i.size), **vcounts}, metrics=vmetrics,
                     extra={"index": choose_factory(rows.shape[0], rows.shape[1], opts), "features": d.features,
-                           "threshold": thr, "keeper_policy": "most pixels, then smallest id", **extra})  # fmt: skip
+                           "threshold": thr, "keeper_policy": "most pixels, then smallest id", **extra})
 
 
 @_step("curate.decontam", "curate.index", "curate.embed.copy_scales")
@@ -200,17 +200,17 @@ def decontam_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
         ctx, v, folder, "decontam", [(pool_ids[c.pool], eval_ids[c.eval]) for c in found], (pool, ctx.ingest / "eval"),
         [pool_ids[c.pool] for c in found],
         [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval], "similarity": round(c.similarity, 5)} for c in found],
-    )  # fmt: skip
+    )
     if ok is not None:
         found = best_per_pool([c for c, keep in zip(found, ok) if keep])
     _save(folder / "best_similarity.npy", best.astype(np.float32))
     _jsonl(folder / "contaminated.jsonl", [{"id": pool_ids[c.pool], "eval_id": eval_ids[c.eval],
-                                            "similarity": round(c.similarity, 5)} for c in found])  # fmt: skip
+                                            "similarity": round(c.similarity, 5)} for c in found])
     for p in folder.glob(".*_copy_centered.npy"):
         p.unlink()
     return Manifest("curate/decontaminate", h, artifacts={"contaminated": "contaminated.jsonl", "best": "best_similarity.npy"},
                     counts={"contaminated": len(found), "eval": len(eval_ids), **vcounts}, metrics=vmetrics,
-                    extra={"features": d.features, "threshold": thr, **extra})  # fmt: skip
+                    extra={"features": d.features, "threshold": thr, **extra})
 
 
 def _read_ids(path: Path, key: str = "id") -> list[str]:
@@ -248,20 +248,20 @@ def retrieve_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
         items = km.balanced_sample(hk, size, ctx.cfg.seed, r.pick)
         top = hk.item_labels(len(hk.labels))
         res = rt.Retrieved(items, hk.labels[0][items], hk.item_sim[items], np.ones(len(items), np.int64),
-                           {"unique": int(len(items)), "top_clusters": int(len(np.unique(top)))})  # fmt: skip
+                           {"unique": int(len(items)), "top_clusters": int(len(np.unique(top)))})
         for it in items.tolist():
             lineage[ids[cand[it]]] = {"strategy": "hierarchical", "cluster": int(hk.labels[0][it]),
-                                      "top_cluster": int(top[it]), "similarity": round(float(hk.item_sim[it]), 5)}  # fmt: skip
+                                      "top_cluster": int(top[it]), "similarity": round(float(hk.item_sim[it]), 5)}
     else:
         raise ValueError(f"curate.retrieval.strategy {r.strategy!r}: use knn, cluster or hierarchical")
     _jsonl(folder / "retrieved.jsonl", [{"id": k, **v} for k, v in lineage.items()])
     if seeds is not None:  # the seeds' nearest candidates, for the report whatever the strategy
         sims, nn = knn(sub, seeds[0][: ctx.cfg.curate.report.seeds_shown], ctx.cfg.curate.report.neighbours_shown, opts)
         _jsonl(folder / "seed_neighbours.jsonl", [{"seed": seeds[1][q], "neighbours": [[ids[cand[n]], round(float(s), 4)]
-               for n, s in zip(nn[q], sims[q]) if n >= 0]} for q in range(nn.shape[0])])  # fmt: skip
+               for n, s in zip(nn[q], sims[q]) if n >= 0]} for q in range(nn.shape[0])])
     return Manifest("curate/retrieve", h, artifacts={"retrieved": "retrieved.jsonl"},
                     counts={"candidates": int(len(cand)), "retrieved": len(lineage), **res.stats},
-                    extra={"strategy": r.strategy})  # fmt: skip
+                    extra={"strategy": r.strategy})
 
 
 @_step("curate.shard_size")
@@ -276,7 +276,7 @@ def write_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: str)
             out.write(s.with_suffix(".records.jsonl").read_text())
     return Manifest("curate/shards", h, artifacts={"shards": "shard-*.tar", "records": "records.jsonl"},
                     counts={"images": n, "shards": len(shards)},
-                    extra={"lineage": "meta['curation'] of every sample; records.jsonl lists them"})  # fmt: skip
+                    extra={"lineage": "meta['curation'] of every sample; records.jsonl lists them"})
 
 
 def ground_truth(ctx: Context) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def options(v: DictConfig) -> vf.VerifyOptions:
     return vf.VerifyOptions(size=int(v.size), sigma=float(v.sigma), scales=tuple(float(s) for s in v.scales),
-                            margin=int(v.margin), grid=int(v.grid), floor=float(v.floor))  # fmt: skip
+                            margin=int(v.margin), grid=int(v.grid), floor=float(v.floor))
 
 
 def threshold(v: DictConfig, pool: Path, pool_ids: Sequence[str], seed: int, folder: Path) -> tuple[vf.Calibration, dict[str, Any]]:
@@ -40,7 +40,7 @@ def threshold(v: DictConfig, pool: Path, pool_ids: Sequence[str], seed: int, fol
     pool_ids = sorted(set(pool_ids))
     if None not in fixed or not pool_ids:
         cal = vf.Calibration(float(fixed[0] if fixed[0] is not None else -1.0),
-                             float(fixed[1] if fixed[1] is not None else np.inf), float(v.keep), np.zeros((0, 2), np.float32))  # fmt: skip
+                             float(fixed[1] if fixed[1] is not None else np.inf), float(v.keep), np.zeros((0, 2), np.float32))
         info: dict[str, Any] = {"rule": "fixed" if pool_ids else "no candidates"}
     else:
         rng = np.random.default_rng(seed)
@@ -52,9 +52,9 @@ def threshold(v: DictConfig, pool: Path, pool_ids: Sequence[str], seed: int, fol
                 "keep": cal.keep, "images": len(imgs), "ops": list(v.calibration_ops),
                 "synthetic_structure_quantiles_0_1_5_50_95_99_100": q[:, 0].tolist(),
                 "synthetic_outlier_quantiles_0_1_5_50_95_99_100": q[:, 1].tolist(),
-                "synthetic_accepted": float(cal.accepts(cal.scores).mean())}  # fmt: skip
+                "synthetic_accepted": float(cal.accepts(cal.scores).mean())}
         cal = vf.Calibration(float(fixed[0]) if fixed[0] is not None else cal.structure,
-                             float(fixed[1]) if fixed[1] is not None else cal.outlier, cal.keep, cal.scores)  # fmt: skip
+                             float(fixed[1]) if fixed[1] is not None else cal.outlier, cal.keep, cal.scores)
         log.info("verification thresholds: structure >= %.4f, outlier <= %.2f (%d synthetic copies)", cal.structure, cal.outlier, len(imgs))
     info.update({"structure_threshold": round(cal.structure, 5), "outlier_threshold": round(cal.outlier, 4)})
     atomic_write_bytes(folder / "calibration.json", json.dumps(info, indent=1).encode())

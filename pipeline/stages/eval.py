@@ -118,7 +118,7 @@ def run(cfg: DictConfig) -> Manifest:
     for b in backbones:
         b_rows: list[dict[str, Any]] = []
         with tracking.child_run(f"eval:{b.name}", params={"backbone": b.name, "role": b.role, "arch": b.arch,
-                                                           "weights": b.source, "fingerprint": b.fingerprint}):  # fmt: skip
+                                                           "weights": b.source, "fingerprint": b.fingerprint}):
             tracking.set_tags({"backbone": b.name, "role": b.role})
             feats = extract(
                 b, data.images, feat_dir, data.manifest_hash, cfg.seed, ec["feature_batch_size"], cfg.progress
@@ -127,7 +127,7 @@ def run(cfg: DictConfig) -> Manifest:
                 b_rows += frozen_protocols(
                     b, feats, data.tasks[t], data.is_test, ec["fractions"], ec["seeds"], ec["min_per_class"],
                     ec["knn"] if ec["knn"]["enabled"] else None, probe if ec["linear_probe"]["enabled"] else None,
-                )  # fmt: skip
+                )
             if b.finetune and ft_tasks:
                 bar = tqdm(desc=f"finetune {b.name}", disable=not cfg.progress, unit="run")
                 for t in ft_tasks:
@@ -138,7 +138,7 @@ def run(cfg: DictConfig) -> Manifest:
                          *([repr(b.data_cfg)] if b.data_cfg else []),
                          {k: v for k, v in ft.items() if k not in ("tasks", "fractions", "seeds", "enabled")}],
                         progress=lambda msg, bar=bar: (bar.set_postfix_str(msg), bar.update(1), log.debug(msg)),
-                    )  # fmt: skip
+                    )
                 bar.close()
             _log_backbone(b, report.summarize(b_rows))
         rows += b_rows
@@ -150,13 +150,13 @@ def run(cfg: DictConfig) -> Manifest:
         stage="eval",
         config_hash=h,
         inputs=[lineage_entry(eval_dir)] + [lineage_entry(Path(b.source).parent) for b in backbones
-                                            if (Path(b.source).parent / "manifest.json").is_file()],  # fmt: skip
+                                            if (Path(b.source).parent / "manifest.json").is_file()],
         artifacts={"report": "report/report.md", "results": "report/results.csv", "summary": "report/summary.csv",
-                   "features": str(feat_dir), "finetune": str(ft_dir)},  # fmt: skip
+                   "features": str(feat_dir), "finetune": str(ft_dir)},
         counts={"backbones": len(backbones), "runs": len(rows), "eval_images": len(data.ids)},
         metrics=metrics,
         extra={"backbones": [{"name": b.name, "role": b.role, "arch": b.arch, "weights": b.source} for b in backbones],
-               "skipped": notes, "headline": headline, "tasks": tasks},  # fmt: skip
+               "skipped": notes, "headline": headline, "tasks": tasks},
     )
     m.write(root)
     tracking.log_artifact(root / "manifest.json", artifact_path=ec["folder"])
@@ -186,7 +186,7 @@ def _write_report(
             png = report.plot_label_efficiency(summary, t, p, metric, rep_dir / f"label_efficiency_{t}_{p}.png")
             eff = efficiency_against_baselines(report.curves(summary, t, p, metric), roles)
             body += [f"### {t}: {p}", "", f"![{t} {p}]({png.name})", "", report.markdown_table(summary, t, p, metric), "",
-                     *report.efficiency_lines(eff, metric), ""]  # fmt: skip
+                     *report.efficiency_lines(eff, metric), ""]
             for s in summary:
                 if s["task"] == t and s["protocol"] == p and s["fraction"] == 1.0:
                     metrics[f"{t}.{p}.{s['backbone']}.{metric}.p100"] = s[f"{metric}_mean"]
@@ -208,7 +208,7 @@ def _write_report(
     ]
     if not has_domain:
         head += ["No domain backbone was evaluated" + (f": {'; '.join(notes)}" if notes else "") + ".",
-                 "Baselines against each other:", ""]  # fmt: skip
+                 "Baselines against each other:", ""]
     head += [f"- {h}" for h in headline] + [""]
     md = "\n".join(head + ["## Results", ""] + body)
     (rep_dir / "report.md").write_text(md)

@@ -75,7 +75,7 @@ def _precision(t: DictConfig, gpu: bool) -> str:
         return "bf16-mixed" if gpu else "32-true"
     if not gpu and p.startswith("bf16") and not _cpu_has_bf16():
         log.warning("pretrain.trainer.precision=%s on a CPU without native bf16 (AVX512-BF16/AMX): "
-                    "expect it to be slower than 32-true", p)  # fmt: skip
+                    "expect it to be slower than 32-true", p)
     return p
 
 
@@ -114,7 +114,7 @@ def build_method(p: DictConfig, vit: torch.nn.Module) -> Any:
     if m.kind == "simclr":
         if m.param_dtype != "float32":
             raise ValueError(f"pretrain.method.param_dtype={m.param_dtype!r} applies to distillation only; "
-                             "SimCLR computes with its fp32 weights under autocast")  # fmt: skip
+                             "SimCLR computes with its fp32 weights under autocast")
         return SimCLR(vit, hidden_dim=m.hidden_dim, projection_dim=m.projection_dim, temperature=m.temperature)
     raise ValueError(f"pretrain.method.kind={m.kind!r}; expected distillation or simclr")
 
@@ -167,7 +167,7 @@ def run(cfg: DictConfig) -> Manifest:
     log.info(
         "pretrain: %d images from %s (%d shards), preset %s (%.0f%% gray), %d views/image made %s",
         len(metas), src, len(shards), aug["preset"], 100 * gray, aug["global_crops"] + aug["local_crops"], backend,
-    )  # fmt: skip
+    )
 
     # ---- model --------------------------------------------------------------------------
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
@@ -183,7 +183,7 @@ def run(cfg: DictConfig) -> Manifest:
     module = PretrainModule(
         method, instantiate(o.optimizer), sched, n_global=aug["global_crops"], seed=cfg.seed,
         device_augment=device_multicrop(crop_spec),
-    )  # fmt: skip
+    )
 
     # ---- trainer ------------------------------------------------------------------------
     knn = None
@@ -243,7 +243,7 @@ def run(cfg: DictConfig) -> Manifest:
     export_backbone(
         backbone, out / p.export_dir, p.model.name, model_kwargs, aug["global_size"], aug["mean"], aug["std"],
         extra={"method": m.name, "steps": trainer.global_step, "data": str(src), "seed": cfg.seed},
-    )  # fmt: skip
+    )
     metrics: dict[str, float] = {}
     if knn is not None and knn.history:
         if knn.history[0][0] == 0:  # a resumed run has no step-0 (starting weights) evaluation
@@ -271,7 +271,7 @@ def run(cfg: DictConfig) -> Manifest:
         extra={
             "augment_preset": aug["preset"], "augment_backend": aug["backend"], "knn_history": knn.history if knn else [],
             "collapse": collapse.warned,  # None, "uniform" or "dominant" (pipeline/pretrain/collapse.py)
-        },  # fmt: skip
+        },
     )
     manifest.write(out)
     tracking.log_artifact(out / p.export_dir / "config.json", artifact_path="export")

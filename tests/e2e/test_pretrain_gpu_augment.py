@@ -33,7 +33,7 @@ def test_gpu_augment_stage_runs_in_workers_and_exports(tmp_path: Path, monkeypat
     cfg = compose(
         tmp_path, "pretrain/augment=gpu", "pretrain.data.num_workers=1", "pretrain.trainer.max_steps=2",
         "pretrain.monitor.knn_every_n_epochs=1",
-    )  # fmt: skip
+    )
     m = stage.run(cfg)
     assert m.counts["steps"] == 2
     assert m.extra["augment_backend"] == "gpu" and m.extra["augment_preset"] == "grayscale"
@@ -91,7 +91,7 @@ def test_gpu_augment_stage_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     cfg = compose(
         tmp_path, "pretrain/augment=gpu", "pretrain.trainer.accelerator=auto", "pretrain.trainer.devices=1",
         "pretrain.data.num_workers=1", "pretrain.trainer.max_steps=3", "pretrain.monitor.knn_every_n_epochs=-1",
-    )  # fmt: skip
+    )
     m = stage.run(cfg)
     assert m.counts["steps"] == 3 and m.extra["augment_backend"] == "gpu"
     assert devices and set(devices) == {"cuda"}  # bf16-mixed on the GPU, views made there

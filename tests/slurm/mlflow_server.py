@@ -32,7 +32,7 @@ def server_command(root: Path, port: int) -> list[str]:
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+    ]
 
 
 class MlflowServer:
@@ -55,7 +55,7 @@ class MlflowServer:
         self.proc = subprocess.Popen(
             server_command(self.root, port), stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self.uri = f"http://127.0.0.1:{port}"
         return self
 

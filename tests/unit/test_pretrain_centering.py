@@ -115,7 +115,7 @@ def test_distillation_trains_on_sinkhorn_targets_when_asked() -> None:
     vit = timm.create_model(
         "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2,
         num_classes=0, dynamic_img_size=True,
-    )  # fmt: skip
+    )
     spec = DistillationSpec(1.0, 0.0, 0.0, out_dim=64, hidden_dim=32, bottleneck_dim=16, centering="sinkhorn")
     m = Distillation(vit, spec).train()
     g = torch.Generator().manual_seed(0)

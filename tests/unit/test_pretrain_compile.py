@@ -36,7 +36,7 @@ def _tiny_method(centering: str) -> Distillation:
     vit = timm.create_model(
         "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=1, embed_dim=32, num_heads=2,
         num_classes=0, dynamic_img_size=True,
-    )  # fmt: skip
+    )
     spec = DistillationSpec(out_dim=64, hidden_dim=16, bottleneck_dim=8, mask_probability=1.0, centering=centering)
     return Distillation(vit, spec)
 

@@ -17,7 +17,7 @@ from pipeline.pretrain.export import export_backbone
 MODEL = OmegaConf.create(
     {"name": "vit_tiny_patch16_224", "patch_size": 8, "weights": None, "drop_path_rate": 0.0,
      "kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
-)  # fmt: skip
+)
 
 
 def test_export_round_trip(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_export_round_trip(tmp_path: Path) -> None:
     via_timm = timm.create_model(
         exported["architecture"], pretrained=True,
         pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")), **exported["model_kwargs"],
-    ).eval()  # fmt: skip
+    ).eval()
     assert torch.allclose(via_timm(x), ref, atol=1e-6)
     assert via_timm.pretrained_cfg["mean"] == (0.5,) * 3 or list(via_timm.pretrained_cfg["mean"]) == [0.5] * 3
     # asking timm for a classifier keeps our backbone and adds a fresh head

@@ -28,7 +28,7 @@ def _trainer(tmp_path: Path, cb: pl.Callback, **kw) -> pl.Trainer:  # noqa: ANN0
     return pl.Trainer(
         max_steps=6, callbacks=[cb], logger=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=tmp_path, accelerator="cpu", **kw,
-    )  # fmt: skip
+    )
 
 
 def test_stop_names_the_step(tmp_path: Path) -> None:
