@@ -21,11 +21,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data_recipes.elpv_demo.prepare import elpv_records  # noqa: E402
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec  # noqa: E402
-from pipeline.pretrain.backbone_init import build_vit  # noqa: E402
-from pipeline.pretrain.methods import StepInputs  # noqa: E402
-from pipeline.pretrain.methods.distillation import Distillation, DistillationSpec  # noqa: E402
+from data_recipes.elpv_demo.prepare import elpv_records
+from pipeline.pretrain.augment import MultiCrop, MultiCropSpec
+from pipeline.pretrain.backbone_init import build_vit
+from pipeline.pretrain.methods import StepInputs
+from pipeline.pretrain.methods.distillation import Distillation, DistillationSpec
 
 
 def main() -> None:

@@ -22,20 +22,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+import torch
 
-from pipeline.pretrain.methods import StepInputs  # noqa: E402
-from pipeline.pretrain.methods import distillation as dist  # noqa: E402
-from pretrain_throughput import make_method, views  # noqa: E402
+from pipeline.pretrain.methods import StepInputs
+from pipeline.pretrain.methods import distillation as dist
+from pretrain_throughput import make_method, views
 
 FULL = dist.encode_cls
 
 
-def full_encode(enc, x, dtype=None):  # noqa: ANN001, ANN201 - the pre-change path (fp32 weights only)
+def full_encode(enc, x, dtype=None):  # the pre-change path (fp32 weights only)
     return enc.encode(x)[:, 0]
 
 
-def step(m, opt, v, cls_only: bool, bf16: bool) -> tuple[float, float]:  # noqa: ANN001
+def step(m, opt, v, cls_only: bool, bf16: bool) -> tuple[float, float]:
     dist.encode_cls = FULL if cls_only else full_encode
     t0 = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -27,11 +27,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_knn_select import cv_bacc, defect_by_type, elpv_labels, load_elpv_all  # noqa: E402
+from pretrain_knn_select import cv_bacc, defect_by_type, elpv_labels, load_elpv_all
 
-from data_recipes.elpv_demo.prepare import elpv_records  # noqa: E402
-from pipeline.models.backbone import BackboneSpec, create_backbone  # noqa: E402
-from pipeline.pretrain.knn_monitor import LabelledSet  # noqa: E402
+from data_recipes.elpv_demo.prepare import elpv_records
+from pipeline.models.backbone import BackboneSpec, create_backbone
+from pipeline.pretrain.knn_monitor import LabelledSet
 
 
 def row(name: str, x: np.ndarray, data: LabelledSet, k: int, repeats: int) -> dict:

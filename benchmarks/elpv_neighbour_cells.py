@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo's pipeline package
-from pipeline.curate import verify as vf  # noqa: E402
+from pipeline.curate import verify as vf
 
 
 def _scores(a: Image.Image, b: Image.Image, o: vf.VerifyOptions) -> tuple[float, float, float]:

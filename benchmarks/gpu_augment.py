@@ -22,15 +22,15 @@ import argparse
 import time
 from typing import Any
 
-from gpu_common import parse_args, resolve_device, timed, write_results  # noqa: I001 (puts the repo on sys.path)
+from gpu_common import parse_args, resolve_device, timed, write_results  # importing it puts the repo on sys.path
 
-import torch  # noqa: E402
-from lightly.transforms.dino_transform import DINOTransform  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+import torch
+from lightly.transforms.dino_transform import DINOTransform
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
-from pipeline.augment import GPUMultiCrop, MultiCropConfig  # noqa: E402
-from pipeline.models.backbone import BackboneSpec, create_backbone  # noqa: E402
+from pipeline.augment import GPUMultiCrop, MultiCropConfig
+from pipeline.models.backbone import BackboneSpec, create_backbone
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -33,17 +33,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_common import parse_args, resolve_device, sync, timed, write_results  # noqa: I001 (puts the repo on sys.path)
+from gpu_common import parse_args, resolve_device, sync, timed, write_results  # importing it puts the repo on sys.path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import webdataset as wds  # noqa: E402
-from PIL import Image  # noqa: E402
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg  # noqa: E402
-from torchvision.transforms.v2 import functional as TF  # noqa: E402
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.transforms.v2 import functional as TF
 
-from pipeline.io.shards import list_shards  # noqa: E402
-from pipeline.models.backbone import BackboneSpec, create_backbone, data_config  # noqa: E402
+from pipeline.io.shards import list_shards
+from pipeline.models.backbone import BackboneSpec, create_backbone, data_config
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from gpu_common import parse_args, resolve_device, sync, write_results  # noqa: I001 (puts the repo on sys.path)
+from gpu_common import parse_args, resolve_device, sync, write_results  # importing it puts the repo on sys.path
 
-import faiss  # noqa: E402
-import torch  # noqa: E402
+import faiss
+import torch
 
-from pipeline.curate.knn_torch import knn  # noqa: E402
+from pipeline.curate.knn_torch import knn
 
 
 def make_embeddings(
@@ -278,7 +278,7 @@ def main() -> None:
 
     largest = per_size[max(per_size, key=int)]["crossover"]
     gm = largest["gpu_model"]
-    hours = lambda d: ", ".join(f"{k}: {v:.3g} h" for k, v in d.items())  # noqa: E731
+    hours = lambda d: ", ".join(f"{k}: {v:.3g} h" for k, v in d.items())
     notes = (
         f"Exact search ran at {largest['exact_effective_tflops']:.3g} effective TFLOP/s on this device "
         f"(all-vs-all under 1 h up to N = {largest['exact_max_n_in_1h']:.3g}"

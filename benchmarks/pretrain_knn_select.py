@@ -39,12 +39,12 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data_recipes.elpv_demo.prepare import elpv_records  # noqa: E402
-from pipeline.evaluation.knn import knn_classify  # noqa: E402
-from pipeline.models.backbone import BackboneSpec, create_backbone  # noqa: E402
-from pipeline.pretrain.augment import eval_transform  # noqa: E402
-from pipeline.pretrain.backbone_init import build_vit  # noqa: E402
-from pipeline.pretrain.knn_monitor import LabelledSet, load_eval_set  # noqa: E402
+from data_recipes.elpv_demo.prepare import elpv_records
+from pipeline.evaluation.knn import knn_classify
+from pipeline.models.backbone import BackboneSpec, create_backbone
+from pipeline.pretrain.augment import eval_transform
+from pipeline.pretrain.backbone_init import build_vit
+from pipeline.pretrain.knn_monitor import LabelledSet, load_eval_set
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

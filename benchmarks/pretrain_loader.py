@@ -25,16 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_common import parse_args, resolve_device, sync, timed, write_results  # noqa: I001 (puts the repo on sys.path)
+from gpu_common import parse_args, resolve_device, sync, timed, write_results  # importing it puts the repo on sys.path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
-from pipeline.io.shards import AtomicShardWriter, shard_path  # noqa: E402
-from pipeline.pretrain.augment import MultiCropSpec, resolve_preset  # noqa: E402
-from pipeline.pretrain.data import ImageBatch, ShardLoader, StreamSpec, describe_folder  # noqa: E402
-from pipeline.pretrain.device_augment import device_multicrop, load_size, loader_transform  # noqa: E402
+from pipeline.io.shards import AtomicShardWriter, shard_path
+from pipeline.pretrain.augment import MultiCropSpec, resolve_preset
+from pipeline.pretrain.data import ImageBatch, ShardLoader, StreamSpec, describe_folder
+from pipeline.pretrain.device_augment import device_multicrop, load_size, loader_transform
 
 AUGMENTS = {"cpu": "pil", "gpu": "gpu", "decode": "gpu"}  # benchmark name -> pretrain.augment.backend
 

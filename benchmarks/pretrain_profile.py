@@ -19,9 +19,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import pretrain_throughput as pt  # noqa: I001 (puts the repo on sys.path)
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
+import pretrain_throughput as pt  # importing it puts the repo on sys.path
+import torch
+from torch.profiler import ProfilerActivity, profile
 
 
 CATEGORIES = (

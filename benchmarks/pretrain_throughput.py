@@ -34,19 +34,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-from torch._dynamo.utils import counters  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import timm
+import torch
+from torch._dynamo.utils import counters
+from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec  # noqa: E402
-from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder  # noqa: E402
-from pipeline.pretrain.compile import compile_method, compile_trunks  # noqa: E402
-from pipeline.core.malloc import keep_freed_memory  # noqa: E402
-from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs  # noqa: E402
+from pipeline.pretrain.augment import MultiCrop, MultiCropSpec
+from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder
+from pipeline.pretrain.compile import compile_method, compile_trunks
+from pipeline.core.malloc import keep_freed_memory
+from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lightly_reference import ReferenceDINOv2, reference_step  # noqa: E402
+from lightly_reference import ReferenceDINOv2, reference_step
 
 PEAK_BF16 = 989e12  # H100 / H200 SXM dense bf16 FLOP/s
 COMPILE_MODES = ("off", "trunks", "full")
@@ -185,7 +185,7 @@ def largest_batch(name: str, a: argparse.Namespace, device: torch.device) -> int
         except torch.cuda.OutOfMemoryError:
             break
         finally:
-            m = opt = None  # noqa: F841
+            m = opt = None
             torch.cuda.empty_cache()
     return best
 

@@ -143,13 +143,13 @@ def test_wrong_type_on_the_command_line_fails_naming_it(override: str, key: str)
     assert key in str(e.value) + str(e.value.__cause__)
 
 
-def test_misspelt_key_in_a_yaml_option_fails_naming_it(conf_copy) -> None:  # noqa: ANN001
+def test_misspelt_key_in_a_yaml_option_fails_naming_it(conf_copy) -> None:
     with pytest.raises(ConfigCompositionException) as e:
         conf_copy("ingest", "typo", {"defaults": ["schema"], "shard_sise": 5})
     assert "shard_sise" in str(e.value) + str(e.value.__cause__)
 
 
-def test_wrong_type_in_a_yaml_option_fails_naming_it(conf_copy) -> None:  # noqa: ANN001
+def test_wrong_type_in_a_yaml_option_fails_naming_it(conf_copy) -> None:
     with pytest.raises(ConfigCompositionException) as e:
         conf_copy("ingest", "bad_type", {"defaults": ["schema"], "workers": "many"})
     assert "workers" in str(e.value) + str(e.value.__cause__)

@@ -19,6 +19,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -106,7 +107,7 @@ class FinetuneModule(L.LightningModule):
         loss = F.cross_entropy(self(x), y)
         return loss
 
-    def configure_optimizers(self):  # noqa: ANN201 - Lightning's union type
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         groups = [{"params": self.head.parameters()}]
         opt = self.optimizer_factory(groups + [{"params": self.backbone.parameters()}])
         base = opt.param_groups[0]["lr"]

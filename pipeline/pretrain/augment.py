@@ -12,7 +12,7 @@ the channel to three at the very end so any timm ViT takes it unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -134,7 +134,7 @@ class MultiCrop:
         return out
 
 
-def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]):  # noqa: ANN201 - a callable
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image], torch.Tensor]:
     """Resize the whole image to ``size`` and normalise: the kNN monitor's view of an image."""
     import torchvision.transforms as T
 

@@ -309,6 +309,6 @@ def score(ctx: Context, results: dict[str, Manifest]) -> dict[str, float]:
     return out
 
 
-from pipeline.stages.curate_report import report_step  # noqa: E402  (uses this module's helpers)
+from pipeline.stages.curate_report import report_step  # uses this module's helpers
 
 __all__ = ["Context", "load_backbone", "dedup_step", "decontam_step", "retrieve_step", "write_step", "report_step", "score"]

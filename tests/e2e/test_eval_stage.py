@@ -58,7 +58,7 @@ def _pretrain_export(folder: Path) -> None:
     Manifest(stage="pretrain", config_hash="fake", artifacts={"export": "export"}).write(folder)
 
 
-def _cfg(root: Path, *extra: str):  # noqa: ANN202
+def _cfg(root: Path, *extra: str):
     register_configs()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose(

@@ -24,7 +24,7 @@ def test_gpu_augment_stage_runs_in_workers_and_exports(tmp_path: Path, monkeypat
     seen: list[list[tuple[int, ...]]] = []
     original = PretrainModule.training_step
 
-    def spy(self, batch, batch_idx):  # noqa: ANN001, ANN202
+    def spy(self, batch, batch_idx):
         assert isinstance(self.device_augment, GPUMultiCrop)
         seen.append([tuple(v.shape) for v in batch])
         return original(self, batch, batch_idx)
@@ -57,7 +57,7 @@ def test_gpu_augment_killed_run_resumes_with_identical_losses(tmp_path: Path, mo
 
     original = PretrainModule.on_train_batch_end
 
-    def dying(self, outputs, batch, batch_idx):  # noqa: ANN001, ANN202
+    def dying(self, outputs, batch, batch_idx):
         original(self, outputs, batch, batch_idx)
         if self.global_step == 8:
             raise Killed("simulated crash")
@@ -83,7 +83,7 @@ def test_gpu_augment_stage_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     devices: list[str] = []
     original = PretrainModule.training_step
 
-    def spy(self, batch, batch_idx):  # noqa: ANN001, ANN202
+    def spy(self, batch, batch_idx):
         devices.extend(v.device.type for v in batch)
         return original(self, batch, batch_idx)
 

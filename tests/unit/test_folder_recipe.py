@@ -23,7 +23,7 @@ def _img(path: Path, seed: int) -> None:
     path.write_bytes(encode(Image.fromarray(noise(16, 16, seed=seed)), "PNG"))
 
 
-def _cfg(**kw: object):  # noqa: ANN202
+def _cfg(**kw: object):
     return OmegaConf.structured(FolderRecipe(**kw))
 
 
