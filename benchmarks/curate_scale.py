@@ -153,7 +153,7 @@ def run_size(n: int, dim: int, k: int, tmp: Path) -> dict:
     labels = np.load(tmp / "labels.npy")
     dup_recall = float(np.mean(labels[pairs[:, 0]] == labels[pairs[:, 1]]))
     res = {"n": n, "dim": dim, "k": k, "pipeline": pipe, "bare_faiss": bare, f"recall@{k}_vs_exact": recall,
-           "planted_duplicate_recall": dup_recall, "planted_pairs": int(len(pairs)),
+           "planted_duplicate_recall": dup_recall, "planted_pairs": len(pairs),
            "overhead_ratio_search": pipe["search_total_s"] / bare["total_s"], "overhead_ratio_total": pipe["total_s"] / bare["total_s"]}
     print(json.dumps(res), flush=True)
     return res

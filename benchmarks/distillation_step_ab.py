@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+from pretrain_throughput import make_method, views
 
 from pipeline.pretrain.methods import StepInputs
 from pipeline.pretrain.methods import distillation as dist
-from pretrain_throughput import make_method, views
 
 FULL = dist.encode_cls
 

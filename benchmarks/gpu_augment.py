@@ -22,9 +22,8 @@ import argparse
 import time
 from typing import Any
 
-from gpu_common import parse_args, resolve_device, timed, write_results  # importing it puts the repo on sys.path
-
 import torch
+from gpu_common import parse_args, resolve_device, timed, write_results  # importing it puts the repo on sys.path
 from lightly.transforms.dino_transform import DINOTransform
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset

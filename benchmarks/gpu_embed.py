@@ -33,11 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_common import parse_args, resolve_device, sync, timed, write_results  # importing it puts the repo on sys.path
-
 import numpy as np
 import torch
 import webdataset as wds
+from gpu_common import parse_args, resolve_device, sync, timed, write_results  # importing it puts the repo on sys.path
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as TF

@@ -27,12 +27,10 @@ import math
 import time
 from typing import Any
 
-import numpy as np
-
-from gpu_common import parse_args, resolve_device, sync, write_results  # importing it puts the repo on sys.path
-
 import faiss
+import numpy as np
 import torch
+from gpu_common import parse_args, resolve_device, sync, write_results  # importing it puts the repo on sys.path
 
 from pipeline.curate.knn_torch import knn
 
@@ -270,7 +268,7 @@ def main() -> None:
                 "dup_recall": dup_recall(pairs, r["d_idx"], r["d_sim"], args.dup_threshold),
                 "extrapolated": r["extrapolated"],
             })
-        per_size[str(n)] = {"n_duplicates": int(len(pairs)),
+        per_size[str(n)] = {"n_duplicates": len(pairs),
                             "crossover": crossover(n, args.dim, torch_s, pq_runs[-1] if pq_runs else None, args, dev)}
         del x
         if dev.type == "cuda":

@@ -171,7 +171,6 @@ def cmd_knn(a: argparse.Namespace) -> None:
     out = Path(a.out)
     if a.elpv_all:  # every cell is a query once per repeat, its fold's bank the other four folds
         from PIL import Image
-
         from pretrain_knn_select import cv_bacc, elpv_labels
 
         from data_recipes.elpv_demo.prepare import elpv_records
@@ -194,7 +193,7 @@ def cmd_knn(a: argparse.Namespace) -> None:
                 tr, te = task_splits(task, data.is_test)
                 pred, proba = knn_classify(feats[tr], task.y[tr], feats[te], task.num_classes, k=20, temperature=0.07)
                 m = classification_metrics(task.y[te], pred, proba, task.num_classes)
-                rows[tname] = {k: float(v) for k, v in m.items()} | {"n_train": int(len(tr)), "n_test": int(len(te))}
+                rows[tname] = {k: float(v) for k, v in m.items()} | {"n_train": len(tr), "n_test": len(te)}
             return rows
 
         result, evaluated = out / "knn.json", str(a.eval)

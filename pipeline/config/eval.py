@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -28,11 +28,11 @@ class BackboneEntryConfig:
     """
 
     name: str = "???"
-    arch: Optional[str] = None
-    weights: Optional[str] = None
-    img_size: Optional[int] = None
+    arch: str | None = None
+    weights: str | None = None
+    img_size: int | None = None
     role: str = "baseline"
-    arch_from: Optional[str] = None
+    arch_from: str | None = None
     finetune: bool = True
 
 
@@ -54,7 +54,7 @@ class LinearProbeConfig:
     val_fraction: float = 0.2
     min_val_per_class: int = 5
     select_metric: str = "balanced_accuracy"
-    class_weight: Optional[str] = None
+    class_weight: str | None = None
     max_iter: int = 2000
     max_folds: int = 3
 
@@ -73,12 +73,12 @@ class FinetuneConfig:
 
     enabled: bool = True
     tasks: list[str] = field(default_factory=lambda: ["primary"])
-    fractions: Optional[list[float]] = None
-    seeds: Optional[list[int]] = None
+    fractions: list[float] | None = None
+    seeds: list[int] | None = None
     img_size: int = 64
     epochs: int = 2
     min_steps: int = 10
-    max_steps: Optional[int] = None
+    max_steps: int | None = None
     batch_size: int = 32
     backbone_lr_scale: float = 0.1
     warmup_fraction: float = 0.1
@@ -107,13 +107,13 @@ class EvalConfig:
     """
 
     backbones: list[BackboneEntryConfig] = field(default_factory=list)
-    tasks: Optional[list[str]] = None
+    tasks: list[str] | None = None
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     min_per_class: int = 1
     headline_metric: str = "balanced_accuracy"
     feature_batch_size: int = 64
-    limit: Optional[int] = None
+    limit: int | None = None
     folder: str = "eval"
     knn: KnnConfig = field(default_factory=KnnConfig)
     linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)

@@ -9,7 +9,7 @@ objective), ``augment`` (multi-crop preset). Everything else lives in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -28,8 +28,8 @@ class ModelConfig:
     """
 
     name: str = "vit_tiny_patch16_224"
-    patch_size: Optional[int] = None
-    weights: Optional[str] = None
+    patch_size: int | None = None
+    weights: str | None = None
     drop_path_rate: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)
 

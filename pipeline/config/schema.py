@@ -12,7 +12,7 @@ names it first in its defaults list.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -66,8 +66,8 @@ class TrackingConfig:
     enabled: bool = True
     tracking_uri: str = "sqlite:///${paths.root}/mlflow.db"
     experiment: str = "${data_recipe.name}"
-    artifact_location: Optional[str] = "${paths.root}/mlartifacts"
-    run_name: Optional[str] = None
+    artifact_location: str | None = "${paths.root}/mlartifacts"
+    run_name: str | None = None
 
 
 @dataclass

@@ -47,4 +47,4 @@ def completed(folder: Path, expected_hash: str, what: str) -> Manifest | None:
     return None
 
 
-__all__ = ["section", "stage_dir", "completed", "config_hash"]
+__all__ = ["completed", "config_hash", "section", "stage_dir"]

@@ -161,7 +161,7 @@ class TorchExactIndex:
     is_trained = True
 
     def __init__(self, x: np.ndarray, progress: bool = False) -> None:
-        from pipeline.curate import knn_torch  # fails early, naming the module, when absent
+        from pipeline.curate import knn_torch  # noqa: F401 - fails early, naming the module, when absent
 
         self.db = x if isinstance(x, np.ndarray) else np.asarray(x[0 : x.shape[0]])
         self.ntotal = self.db.shape[0]

@@ -94,7 +94,7 @@ class AtomicShardWriter:
         finally:
             self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "AtomicShardWriter":
+    def __enter__(self) -> AtomicShardWriter:
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:

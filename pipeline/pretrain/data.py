@@ -222,7 +222,7 @@ def _dist() -> tuple[int, int]:
 class _EpochSetter:
     """Lightning calls ``loader.sampler.set_epoch(e)`` at each epoch start."""
 
-    def __init__(self, loader: "ShardLoader") -> None:
+    def __init__(self, loader: ShardLoader) -> None:
         self.loader = loader
 
     def set_epoch(self, epoch: int) -> None:

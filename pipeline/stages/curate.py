@@ -20,15 +20,16 @@ import logging
 import math
 import shutil
 from pathlib import Path
+
 from omegaconf import DictConfig
 
 from pipeline.config.curate import CURATE_STEPS
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, atomic_write_bytes, config_hash, lineage_entry, read_manifest
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.stages import curate_steps as S
 from pipeline.curate.embed import EmbedOptions, consolidate, dist_rank_world, embed_shards, shard_embedded
 from pipeline.io.shards import list_shards
+from pipeline.stages import curate_steps as S
 
 log = logging.getLogger(__name__)
 

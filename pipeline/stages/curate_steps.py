@@ -248,7 +248,7 @@ def retrieve_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
         items = km.balanced_sample(hk, size, ctx.cfg.seed, r.pick)
         top = hk.item_labels(len(hk.labels))
         res = rt.Retrieved(items, hk.labels[0][items], hk.item_sim[items], np.ones(len(items), np.int64),
-                           {"unique": int(len(items)), "top_clusters": int(len(np.unique(top)))})
+                           {"unique": len(items), "top_clusters": len(np.unique(top))})
         for it in items.tolist():
             lineage[ids[cand[it]]] = {"strategy": "hierarchical", "cluster": int(hk.labels[0][it]),
                                       "top_cluster": int(top[it]), "similarity": round(float(hk.item_sim[it]), 5)}
@@ -260,7 +260,7 @@ def retrieve_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
         _jsonl(folder / "seed_neighbours.jsonl", [{"seed": seeds[1][q], "neighbours": [[ids[cand[n]], round(float(s), 4)]
                for n, s in zip(nn[q], sims[q]) if n >= 0]} for q in range(nn.shape[0])])
     return Manifest("curate/retrieve", h, artifacts={"retrieved": "retrieved.jsonl"},
-                    counts={"candidates": int(len(cand)), "retrieved": len(lineage), **res.stats},
+                    counts={"candidates": len(cand), "retrieved": len(lineage), **res.stats},
                     extra={"strategy": r.strategy})
 
 
@@ -311,4 +311,4 @@ def score(ctx: Context, results: dict[str, Manifest]) -> dict[str, float]:
 
 from pipeline.stages.curate_report import report_step  # uses this module's helpers
 
-__all__ = ["Context", "load_backbone", "dedup_step", "decontam_step", "retrieve_step", "write_step", "report_step", "score"]
+__all__ = ["Context", "decontam_step", "dedup_step", "load_backbone", "report_step", "retrieve_step", "score", "write_step"]

@@ -8,8 +8,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from pipeline.augment import GPUMultiCrop, MultiCropConfig
-from pipeline.augment import color
+from pipeline.augment import GPUMultiCrop, MultiCropConfig, color
 from pipeline.augment.gpu_multicrop import crop_resize, sample_boxes
 
 SMALL = MultiCropConfig(global_size=32, local_size=16, n_global=2, n_local=3)

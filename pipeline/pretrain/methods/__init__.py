@@ -4,4 +4,4 @@ from pipeline.pretrain.methods.base import SSLMethod, StepInputs
 from pipeline.pretrain.methods.distillation import Distillation, DistillationSpec
 from pipeline.pretrain.methods.simclr import SimCLR
 
-__all__ = ["SSLMethod", "StepInputs", "Distillation", "DistillationSpec", "SimCLR"]
+__all__ = ["Distillation", "DistillationSpec", "SSLMethod", "SimCLR", "StepInputs"]

@@ -50,7 +50,7 @@ class SSLMethod(nn.Module):
     def compile_losses(self, mode: str | None = None) -> None:  # optional hook
         """``torch.compile`` the loss computations (beyond the backbones, which ``compile_method`` does)."""
 
-    def train(self, mode: bool = True) -> "SSLMethod":
+    def train(self, mode: bool = True) -> SSLMethod:
         super().train(mode)
         for m in self.frozen_modules():
             m.eval()  # the teacher never drops paths, whatever Lightning asks

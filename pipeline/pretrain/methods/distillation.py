@@ -47,7 +47,7 @@ class DistillationSpec:
     param_dtype: str = "float32"
 
 
-def _twin(src: nn.Module, make: "callable") -> nn.Module:
+def _twin(src: nn.Module, make: callable) -> nn.Module:
     dst = make()
     dst.load_state_dict(src.state_dict())
     return dst
