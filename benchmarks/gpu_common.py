@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: import this checkout's pipeline, not an installed one
     sys.path.insert(0, str(REPO))
 
-import torch
+import torch  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 

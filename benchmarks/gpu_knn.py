@@ -276,7 +276,7 @@ def main() -> None:
 
     largest = per_size[max(per_size, key=int)]["crossover"]
     gm = largest["gpu_model"]
-    hours = lambda d: ", ".join(f"{k}: {v:.3g} h" for k, v in d.items())
+    hours = lambda d: ", ".join(f"{k}: {v:.3g} h" for k, v in d.items())  # noqa: E731
     notes = (
         f"Exact search ran at {largest['exact_effective_tflops']:.3g} effective TFLOP/s on this device "
         f"(all-vs-all under 1 h up to N = {largest['exact_max_n_in_1h']:.3g}"

@@ -47,7 +47,7 @@ def main() -> None:
     for t in tasks:
         init = [r[f"knn_start.{t}"] for r in runs]
         done = [r[f"knn.{t}"] for r in runs]
-        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
+        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
         summary[t] = {"init_mean": statistics.mean(init), "init_sd": sd(init), "trained_mean": statistics.mean(done), "trained_sd": sd(done)}
         per = ", ".join(f"s{r['seed']}: {a_:.3f} -> {b:.3f}" for r, a_, b in zip(runs, init, done))
         lines.append(f"| {t} | {statistics.mean(init):.3f} ± {sd(init):.3f} | {statistics.mean(done):.3f} ± {sd(done):.3f} | {per} |")

@@ -150,7 +150,7 @@ def _decode(data: bytes, max_pixels: int, min_side: int) -> NormalizedImage:
             raise ImageRejected("not_an_image", str(e).split(" <")[0]) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageRejected("decompression_bomb", str(e)) from None
-        except Exception as e:  # any parser failure is a reason, not a crash
+        except Exception as e:  # noqa: BLE001 - any parser failure is a reason, not a crash
             raise _load_failure(e, data) from None
         source_format = img.format or "unknown"
         source_mode = img.mode
@@ -161,7 +161,7 @@ def _decode(data: bytes, max_pixels: int, min_side: int) -> NormalizedImage:
             img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise ImageRejected("decompression_bomb", str(e)) from None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             raise _load_failure(e, data) from None
     if source_format == "PNG" and _PNG_IEND not in data:
         # PIL stops reading once it has the pixel data, so a PNG cut after
@@ -174,7 +174,7 @@ def _decode(data: bytes, max_pixels: int, min_side: int) -> NormalizedImage:
     rotated = _has_orientation(img)
     try:
         oriented = ImageOps.exif_transpose(img) if rotated else img
-    except Exception as e:  # a broken EXIF block must not crash ingest
+    except Exception as e:  # noqa: BLE001 - a broken EXIF block must not crash ingest
         raise ImageRejected("decode_error", f"EXIF orientation: {type(e).__name__}: {e}") from None
     assert oriented is not None
     canon = _canonical_mode(oriented)
@@ -223,7 +223,7 @@ def _load_failure(e: Exception, data: bytes) -> ImageRejected:
 def _has_orientation(img: Image.Image) -> bool:
     try:
         return int(img.getexif().get(0x0112, 1)) != 1
-    except Exception:  # a broken EXIF block means no usable orientation
+    except Exception:  # noqa: BLE001 - a broken EXIF block means no usable orientation
         return False
 
 

@@ -195,7 +195,7 @@ def _write_shard(task: _ShardTask) -> list[dict[str, Any]]:
                 rec.update(status="rejected", reason=e.reason, detail=e.detail)
             except OSError as e:
                 rec.update(status="rejected", reason="unreadable", detail=f"{type(e).__name__}: {e}")
-            except Exception as e:  # one bad file must never stop a shard
+            except Exception as e:  # noqa: BLE001 - one bad file must never stop a shard
                 rec.update(status="rejected", reason="decode_error", detail=f"{type(e).__name__}: {e}")
             else:
                 sid = sample_id(sha)

@@ -229,7 +229,7 @@ def inflate_archives(refs: list[InputRef], folder: Path) -> list[InputRef]:
                     shutil.copyfileobj(tf.fileobj, dst, 1 << 20)
                 os.replace(tmp, target)
                 copies[ref.path] = str(target)
-            except Exception:  # a broken archive is read (and reported) member by member
+            except Exception:  # noqa: BLE001 - a broken archive is read (and reported) member by member
                 tmp.unlink(missing_ok=True)
                 copies[ref.path] = ""
         copy = copies[ref.path]
@@ -270,6 +270,6 @@ def read_bytes(ref: InputRef) -> bytes:
                     return fh.read()
     except OSError:
         raise
-    except Exception as e:  # tarfile/zlib/lzma errors are not OSErrors
+    except Exception as e:  # noqa: BLE001 - tarfile/zlib/lzma errors are not OSErrors
         raise OSError(f"{ref.path}: {type(e).__name__}: {e}") from None
     raise OSError(f"{ref.path}: member {ref.member} not found")

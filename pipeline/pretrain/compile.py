@@ -45,7 +45,7 @@ def compile_trunks(model: nn.Module, mode: str | None = None) -> int:
     trunks = vit_trunks(model)
     if not trunks:
         raise ValueError("compile: no timm ViT (a module with .blocks and .patch_embed) found to compile")
-    cfg = torch._dynamo.config
+    cfg = torch._dynamo.config  # noqa: SLF001 - where torch.compile keeps its limits
     cfg.recompile_limit = max(cfg.recompile_limit, 64)
     for t in trunks:
         t.compile(mode=mode)

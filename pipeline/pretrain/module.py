@@ -86,7 +86,7 @@ class PretrainModule(pl.LightningModule):
 
     @property
     def _batch_size(self) -> int:
-        loader = self.trainer.fit_loop._combined_loader.flattened[0]  # our ShardLoader
+        loader = self.trainer.fit_loop._combined_loader.flattened[0]  # noqa: SLF001 - our ShardLoader
         return int(getattr(getattr(loader, "spec", None), "batch_size", 1))
 
     def _apply_schedules(self) -> None:

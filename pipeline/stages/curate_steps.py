@@ -309,6 +309,6 @@ def score(ctx: Context, results: dict[str, Manifest]) -> dict[str, float]:
     return out
 
 
-from pipeline.stages.curate_report import report_step  # uses this module's helpers
+from pipeline.stages.curate_report import report_step  # noqa: E402 - uses this module's helpers
 
 __all__ = ["Context", "decontam_step", "dedup_step", "load_backbone", "report_step", "retrieve_step", "score", "write_step"]

@@ -81,7 +81,7 @@ def _precision(t: DictConfig, gpu: bool) -> str:
 
 def _cpu_has_bf16() -> bool:
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # no public query
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # noqa: SLF001 - no public query
     except (AttributeError, RuntimeError):
         return False
 

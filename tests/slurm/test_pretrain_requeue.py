@@ -68,7 +68,7 @@ def test_pretrain_stage_requeued_on_two_nodes(slurm_cluster, tmp_path: Path) -> 
         if ref.poll() is None:
             os.killpg(ref.pid, signal.SIGKILL)
         ref_log.close()
-    log = lambda: "\n".join(p.read_text(errors="replace") for p in a.glob("slurm-*.out"))[-4000:]
+    log = lambda: "\n".join(p.read_text(errors="replace") for p in a.glob("slurm-*.out"))[-4000:]  # noqa: E731
     assert wait_final(job, timeout=400) == "COMPLETED", log()
     assert job_info(job)["Restarts"] == "1", log()
     assert "resuming from" in log() and "hpc_ckpt_1.ckpt" in log()

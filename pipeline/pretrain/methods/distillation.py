@@ -142,7 +142,7 @@ class Distillation(SSLMethod):
         # stay at its initial identity and undo the point of the option.
         heads = [h for h in (self.teacher_head, self.teacher_ibot_head) if h is not None]
         for m in (m for h in heads for m in h.modules()):
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):  # noqa: SLF001 - the base of every BatchNorm
                 m.train(mode)
         return self
 
