@@ -31,7 +31,7 @@ from pipeline.curate import verify as vf
 
 
 def _scores(a: Image.Image, b: Image.Image, o: vf.VerifyOptions) -> tuple[float, float, float]:
-    x, y, sx, sy = vf.align(vf.thumbnail(a, o.size), vf.thumbnail(b, o.size), o)
+    x, y, _sx, _sy = vf.align(vf.thumbnail(a, o.size), vf.thumbnail(b, o.size), o)
     s = vf.pair_score(vf.thumbnail(a, o.size), vf.thumbnail(b, o.size), o)
     hx = vf._highpass(x, o.sigma).ravel()
     hy = vf._highpass(y, o.sigma).ravel()

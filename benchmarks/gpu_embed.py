@@ -80,7 +80,7 @@ class Preprocess:
     """Resize the short side to ``size / crop_pct``, centre-crop ``size``: timm's eval transform, on tensors."""
 
     def __init__(self, size: int, crop_pct: float) -> None:
-        self.size, self.resize = size, int(math.floor(size / crop_pct))
+        self.size, self.resize = size, math.floor(size / crop_pct)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         img = TF.resize(img, [self.resize], antialias=True)

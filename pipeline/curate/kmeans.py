@@ -9,6 +9,7 @@ concepts; flat sampling reproduces that imbalance, balanced sampling flattens it
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import faiss
@@ -68,7 +69,7 @@ def hierarchical_kmeans(
     x: np.ndarray, ks: list[int], niter: int = 20, sample: int = 1_000_000, seed: int = 0
 ) -> Hierarchy:
     """k-means with ``ks[0]`` clusters on the items, then ``ks[1]`` on those centroids, and so on."""
-    if not ks or any(a < b for a, b in zip(ks, ks[1:])):
+    if not ks or any(a < b for a, b in itertools.pairwise(ks)):
         raise ValueError(f"hierarchical k-means needs decreasing cluster counts per level, got {ks}")
     cent = fit_kmeans(x, ks[0], niter, sample, seed)
     lab, sim = assign(x, cent)

@@ -13,6 +13,7 @@ row batches, so memory is the index plus one batch, never the whole matrix.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -108,10 +109,8 @@ def build_index(x: np.ndarray, opts: IndexOptions, progress: bool = False) -> fa
 
 
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # flat indexes have no nprobe
         faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
-    except RuntimeError:
-        pass  # flat indexes have no nprobe
 
 
 def search(

@@ -62,10 +62,7 @@ class _Rows:
     def take(self, idx: Tensor) -> Tensor:
         """Rows ``idx`` (any shape) as ``[*idx.shape, dim]``."""
         flat = idx.reshape(-1)
-        if self.is_numpy:
-            out = _from_numpy(np.asarray(self.x[flat.cpu().numpy()]))
-        else:
-            out = self.x[flat.to(self.x.device)]
+        out = _from_numpy(np.asarray(self.x[flat.cpu().numpy()])) if self.is_numpy else self.x[flat.to(self.x.device)]
         return out.view(*idx.shape, self.shape[1])
 
 

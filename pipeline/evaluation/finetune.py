@@ -109,7 +109,7 @@ class FinetuneModule(L.LightningModule):
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         groups = [{"params": self.head.parameters()}]
-        opt = self.optimizer_factory(groups + [{"params": self.backbone.parameters()}])
+        opt = self.optimizer_factory([*groups, {"params": self.backbone.parameters()}])
         base = opt.param_groups[0]["lr"]
         opt.param_groups[1]["lr"] = base * self.opts.backbone_lr_scale
         warm = max(1, int(self.opts.warmup_fraction * self.total_steps))

@@ -70,7 +70,7 @@ def iter_tar(archive: Path, key_prefix: str) -> Iterator[InputRef]:
     except OSError:
         compressed = False
     try:
-        tf = tarfile.open(archive, "r:*")
+        tf = tarfile.open(archive, "r:*")  # noqa: SIM115 - entered below, once the open error is reported
     except (tarfile.TarError, OSError) as e:
         yield InputRef(key=key_prefix, kind="tar", path=str(archive), rejected=f"bad_archive: {e}")
         return

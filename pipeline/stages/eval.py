@@ -69,7 +69,7 @@ def _log_backbone(b: EvalBackbone, summary: list[dict[str, Any]]) -> None:
             if not np.isnan(s[f"{m}_mean"]):
                 flat[f"{base}.{m}.{pct}"] = s[f"{m}_mean"]
                 flat[f"{base}.{m}.{pct}.std"] = s[f"{m}_std"]
-                steps.setdefault(int(round(s["n_labels"])), {})[f"{base}.{m}.curve"] = s[f"{m}_mean"]
+                steps.setdefault(round(s["n_labels"]), {})[f"{base}.{m}.curve"] = s[f"{m}_mean"]
     # Few large batches: one MLflow call per metric is slow on a SQLite store.
     items = list(flat.items())
     for i in range(0, len(items), 500):
@@ -210,6 +210,6 @@ def _write_report(
         head += ["No domain backbone was evaluated" + (f": {'; '.join(notes)}" if notes else "") + ".",
                  "Baselines against each other:", ""]
     head += [f"- {h}" for h in headline] + [""]
-    md = "\n".join(head + ["## Results", ""] + body)
+    md = "\n".join([*head, "## Results", "", *body])
     (rep_dir / "report.md").write_text(md)
     return metrics, headline

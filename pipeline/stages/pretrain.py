@@ -48,10 +48,7 @@ SOURCES = {"curate": ("curate", "shards"), "pool": ("ingest", "pool"), "seeds": 
 def source_folder(cfg: DictConfig) -> Path:
     """The shard folder named by ``pretrain.data.source``."""
     src = cfg.pretrain.data.source
-    if src in SOURCES:
-        folder = stage_dir(cfg, *SOURCES[src])
-    else:
-        folder = Path(src)
+    folder = stage_dir(cfg, *SOURCES[src]) if src in SOURCES else Path(src)
     if not folder.is_dir():
         hint = " Run `python run.py stage=curate` first, or train on pretrain.data.source=pool." if src == "curate" else ""
         raise FileNotFoundError(f"pretrain.data.source={src!r}: {folder} does not exist.{hint}")

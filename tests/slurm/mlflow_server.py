@@ -50,7 +50,7 @@ class MlflowServer:
     def start(self) -> MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        self._log = open(self.root / "server.log", "wb")
+        self._log = open(self.root / "server.log", "wb")  # noqa: SIM115 - the server writes it until stop()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         self.proc = subprocess.Popen(
             server_command(self.root, port), stdout=self._log, stderr=subprocess.STDOUT, env=env,

@@ -52,7 +52,7 @@ def test_pretrain_stage_requeued_on_two_nodes(slurm_cluster, tmp_path: Path) -> 
          "--wrap", "srun " + shlex.join(run)],
         capture_output=True, text=True, check=True, timeout=30,
     ).stdout.strip()
-    ref_log = open(tmp_path / "reference.log", "w")
+    ref_log = open(tmp_path / "reference.log", "w")  # noqa: SIM115 - the reference run writes it
     ref = subprocess.Popen(
         [sys.executable, "run.py", f"paths.root={b}", *COMMON, "pretrain.trainer.num_nodes=1", "pretrain.trainer.devices=2"],
         cwd=REPO, stdout=ref_log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True,

@@ -51,7 +51,7 @@ def test_requeued_ddp_training_resumes_exactly(slurm_cluster, tmp_path: Path) ->
     # The uninterrupted reference: the same 2-process DDP run, started by Lightning outside Slurm
     # (the cluster's 2 CPUs are taken by `job`), at the same time.
     reference.mkdir()
-    ref_log = open(reference / "run.log", "w")
+    ref_log = open(reference / "run.log", "w")  # noqa: SIM115 - the reference run writes it
     ref = subprocess.Popen(
         [sys.executable, "-m", "tests.slurm.tiny_train", str(reference)], cwd=REPO, stdout=ref_log,
         stderr=subprocess.STDOUT, env={**os.environ, "TINY_DEVICES": "2"}, start_new_session=True,

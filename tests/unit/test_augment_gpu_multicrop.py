@@ -179,7 +179,7 @@ def test_colour_domain_changes_colour() -> None:
 
 
 @pytest.mark.parametrize(
-    "ours, theirs, factors",
+    ("ours", "theirs", "factors"),
     [
         (color.adjust_brightness, TF.adjust_brightness, [0.6, 1.0, 1.4]),
         (color.adjust_contrast, TF.adjust_contrast, [0.6, 1.0, 1.4]),

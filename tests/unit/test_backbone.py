@@ -59,7 +59,7 @@ def test_weights_that_do_not_fit_are_an_error(tmp_path: Path) -> None:
     save_file({"nope": torch.zeros(1)}, str(tmp_path / "w.safetensors"))
     with pytest.raises(ValueError, match="do not fit"):
         create_backbone(BackboneSpec(ARCH, weights=str(tmp_path / "w.safetensors")))
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         load_state_dict(tmp_path / "missing.pt")
 
 

@@ -60,10 +60,10 @@ def test_unknown_class_missing_split_and_missing_tasks_are_errors(tmp_path: Path
     labelled, unlabelled = tmp_path / "labelled", tmp_path / "unlabelled"
     write_shards(labelled, N, per_shard=5, labels=True, stage="ingest/eval")
     write_shards(unlabelled, N, per_shard=5, labels=False, stage="ingest/eval")
-    with pytest.raises(ValueError, match="no extra.tasks"):
+    with pytest.raises(ValueError, match=r"no extra\.tasks"):
         load_eval_set(unlabelled)
     _retask(unlabelled, {"stripe": {"column": "stripe", "classes": ["h", "v"]}})
-    with pytest.raises(ValueError, match="labels.split is None"):
+    with pytest.raises(ValueError, match=r"labels\.split is None"):
         load_eval_set(unlabelled)
     _retask(labelled, {"stripe": {"column": "stripe", "classes": ["h"]}})
     with pytest.raises(ValueError, match=r"task stripe label 'v' is not one of \['h'\]"):

@@ -63,7 +63,7 @@ def test_write_csv_takes_the_union_of_columns_in_first_seen_order(tmp_path: Path
 
 
 def test_curves_select_one_task_and_protocol() -> None:
-    summary = report.summarize(ROWS + [_row("domain", 1.0, 0, 0.1, task="type")])
+    summary = report.summarize([*ROWS, _row("domain", 1.0, 0, 0.1, task="type")])
     assert report.curves(summary, "defect", "knn", "accuracy") == {
         "domain": {0.1: pytest.approx(0.7), 1.0: pytest.approx(0.85)},
         "pixels": {1.0: pytest.approx(0.6)},

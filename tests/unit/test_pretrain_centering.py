@@ -101,7 +101,7 @@ def test_lightly_losses_take_sinkhorn_targets_as_logits_at_temperature_one() -> 
 
 
 def test_unknown_centering_names_the_key() -> None:
-    with pytest.raises(ValueError, match="pretrain.method.centering"):
+    with pytest.raises(ValueError, match=r"pretrain\.method\.centering"):
         check_centering("sinkhorn_knopp")
 
 

@@ -53,7 +53,7 @@ def test_continued_pretraining_resamples_position_embedding(tmp_path: Path) -> N
     vit, kw = build_vit(MODEL, 32)
     folder = export_backbone(vit, tmp_path / "export", MODEL.name, kw, 32, (0.5,) * 3, (0.25,) * 3)
     cont = OmegaConf.merge(MODEL, {"weights": str(folder)})
-    vit48, kw48 = build_vit(cont, 48)  # 6x6 grid from a 4x4 one
+    vit48, _kw48 = build_vit(cont, 48)  # 6x6 grid from a 4x4 one
     assert vit48.pos_embed.shape[1] == 1 + 36
     assert torch.equal(vit48.blocks[1].mlp.fc2.weight, vit.blocks[1].mlp.fc2.weight)
     bad = OmegaConf.merge(MODEL, {"weights": str(folder), "kwargs": {"depth": 3}})

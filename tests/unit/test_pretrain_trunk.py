@@ -21,7 +21,7 @@ def _vit() -> torch.nn.Module:
 
 def test_param_dtype_names() -> None:
     assert param_dtype("float32") is None and param_dtype("bfloat16") is torch.bfloat16
-    with pytest.raises(ValueError, match="pretrain.method.param_dtype='float64'"):
+    with pytest.raises(ValueError, match=r"pretrain\.method\.param_dtype=\'float64\'"):
         param_dtype("float64")
 
 

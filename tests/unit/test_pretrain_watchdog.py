@@ -32,7 +32,7 @@ def _trainer(tmp_path: Path, cb: pl.Callback, **kw) -> pl.Trainer:
 
 
 def test_stop_names_the_step(tmp_path: Path) -> None:
-    with pytest.raises(FloatingPointError, match="non-finite loss .* at step 3"):
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step 3"):
         _trainer(tmp_path, NonFiniteWatchdog("stop")).fit(_Blowup(3))
 
 
