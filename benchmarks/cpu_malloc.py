@@ -86,7 +86,8 @@ def main() -> None:
                 print(f"{name} {variant} rep {rep}: {row['images_per_s']:.2f} images/s, "
                       f"peak RSS {row['peak_rss_gib']:.2f} GiB, load {row['load'][0]:.1f}", flush=True)
     lines = ["# CPU training step: glibc's default malloc vs keep_freed_memory()", "",
-             f"{platform.platform()}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}; "
+             f"{platform.platform()}, {os.cpu_count()} cores, "
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}; "
              f"{a.reps} fresh processes per variant, alternating; median of {a.steps} steps each after 1 warm-up step.", "",
              "| settings | malloc | images/s per process | median images/s | peak RSS GiB | load avg (1 min) |",
              "|---|---|---|---|---|---|"]

@@ -169,14 +169,17 @@ def write_results(results: list[dict]) -> None:
     meta = {"machine": f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}", "threshold": THRESHOLD,
             "dup_rate": DUP_RATE, "seeds": N_SEEDS, "recall_sample": SAMPLE}
     (RESULTS / "curate_scale.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    lines = ["# Curate scale benchmark", "", f"Last invocation `{' '.join(sys.argv)}` on {meta['machine']}, load average {os.getloadavg()[0]:.1f} at the end; rows of other "
-             "sizes are kept from earlier invocations.", "",
-             "| n | index | pipeline wall s | bare FAISS wall s | wall ratio | CPU s (pipe / bare) | CPU ratio | peak RSS GiB (pipe / bare) | recall@k vs exact | dup recall |",
+    lines = ["# Curate scale benchmark", "", f"Last invocation `{' '.join(sys.argv)}` on {meta['machine']}, "
+             f"load average {os.getloadavg()[0]:.1f} at the end; rows of other sizes are kept from earlier invocations.",
+             "",
+             "| n | index | pipeline wall s | bare FAISS wall s | wall ratio | CPU s (pipe / bare) | CPU ratio "
+             "| peak RSS GiB (pipe / bare) | recall@k vs exact | dup recall |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         p, b = r["pipeline"], r["bare_faiss"]
         rec = r[f"recall@{r['k']}_vs_exact"]
-        lines.append(f"| {r['n']:,} | {p['factory']} | {p['total_s']:.1f} | {b['total_s']:.1f} | {r['overhead_ratio_total']:.2f} "
+        lines.append(f"| {r['n']:,} | {p['factory']} | {p['total_s']:.1f} | {b['total_s']:.1f} "
+                     f"| {r['overhead_ratio_total']:.2f} "
                      f"| {p['cpu_s']:.1f} / {b['cpu_s']:.1f} | {p['cpu_s'] / b['cpu_s']:.2f} "
                      f"| {p['peak_rss_gib']:.2f} / {b['peak_rss_gib']:.2f} | {rec:.3f} "
                      f"| {r['planted_duplicate_recall']:.3f} |")

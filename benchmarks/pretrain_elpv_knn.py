@@ -50,17 +50,20 @@ def main() -> None:
         sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
         summary[t] = {"init_mean": statistics.mean(init), "init_sd": sd(init), "trained_mean": statistics.mean(done), "trained_sd": sd(done)}
         per = ", ".join(f"s{r['seed']}: {a_:.3f} -> {b:.3f}" for r, a_, b in zip(runs, init, done))
-        lines.append(f"| {t} | {statistics.mean(init):.3f} ± {sd(init):.3f} | {statistics.mean(done):.3f} ± {sd(done):.3f} | {per} |")
+        lines.append(f"| {t} | {statistics.mean(init):.3f} ± {sd(init):.3f} "
+                     f"| {statistics.mean(done):.3f} ± {sd(done):.3f} | {per} |")
     ips = [r["images_per_s"] for r in runs if "images_per_s" in r]
     wait = [r["loader_wait_frac"] for r in runs if "loader_wait_frac" in r]
-    lines += ["", f"Runs: {len(runs)} seeds, {runs[0]['steps']} steps each; throughput {statistics.mean(ips):.1f} images/s per run "
+    lines += ["", f"Runs: {len(runs)} seeds, {runs[0]['steps']} steps each; "
+              f"throughput {statistics.mean(ips):.1f} images/s per run "
               f"(see the note below for the load), loader wait {100 * statistics.mean(wait):.1f} % of step time.", ""]
     for t in tasks:
         d = [r[f"knn.{t}"] - r[f"knn_start.{t}"] for r in runs]
         summary[t]["paired_delta_mean"] = statistics.mean(d)
         summary[t]["paired_delta_sd"] = statistics.stdev(d) if len(d) > 1 else 0.0
         per = ", ".join(f"s{r['seed']}: {x:+.3f}" for r, x in zip(runs, d))
-        deltas[t] = f"Paired delta (trained - {a.start_label}), {t}: {per}; mean {statistics.mean(d):+.3f} ± {summary[t]['paired_delta_sd']:.3f}."
+        deltas[t] = (f"Paired delta (trained - {a.start_label}), {t}: {per}; "
+                     f"mean {statistics.mean(d):+.3f} ± {summary[t]['paired_delta_sd']:.3f}.")
     lines = lines[: 4 + len(tasks)] + [""] + [deltas[t] + "  " for t in tasks] + lines[4 + len(tasks) :]
     if a.note:
         lines += [a.note, ""]

@@ -12,7 +12,8 @@ CPU (so CI-like checks run it): a tiny ViT with small crops, fp32, a few steps.
 
     python benchmarks/pretrain_throughput.py                      # auto: GPU recipe, or the CPU smoke sizes
     python benchmarks/pretrain_throughput.py --device cpu --models vit_tiny_patch16_224 \
-        --global-size 224 --local-size 96 --local-crops 6 --batch 64 --method dino --out-dim 65536  # LightlyTrain settings
+        --global-size 224 --local-size 96 --local-crops 6 --batch 64 --method dino \
+        --out-dim 65536  # LightlyTrain settings
 
 Compute is timed on batches already on the device; data loading is timed separately by
 draining our ``ShardLoader`` (decode + multi-crop in workers) over real shards (``--shards``)

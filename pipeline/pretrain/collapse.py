@@ -62,12 +62,14 @@ class CollapseMonitor(pl.Callback):
                 "(one cell type, one tissue), pretrain.method.head_batch_norm=true with weaker photometric "
                 "augmentation (pretrain.augment.jitter_prob, blur, solarize)"
                 if kind == "uniform"
-                else "lower pretrain.method.center_momentum (the center then follows faster) or raise pretrain.method.teacher_temp"
+                else "lower pretrain.method.center_momentum (the center then follows faster) "
+                "or raise pretrain.method.teacher_temp"
             )
             others = getattr(getattr(pl_module.method, "spec", None), "ibot_weight", 0) > 0
             log.warning(
                 "DINO collapse: the teacher's targets have been %s (entropy per image %.3f, of the batch mean %.3f) "
-                "for %d checks up to step %d; the DINO [CLS] loss no longer teaches the backbone anything%s. Usual fixes: %s.",
+                "for %d checks up to step %d; the DINO [CLS] loss no longer teaches the backbone anything%s. "
+                "Usual fixes: %s.",
                 kind, self.last, self.last_batch, self.streak, step,
                 " (iBOT and KoLeo still train it)" if others else "", fix,
             )

@@ -39,7 +39,8 @@ class NonFiniteWatchdog(pl.Callback):
             return
         step = self._step
         msg = (
-            f"non-finite loss ({loss.item() if loss is not None else 'n/a'}) at step {step}, epoch {trainer.current_epoch}, "
+            f"non-finite loss ({loss.item() if loss is not None else 'n/a'}) at step {step}, "
+            f"epoch {trainer.current_epoch}, "
             f"batch {batch_idx}. Usual causes: learning rate too high (pretrain.optim.lr), fp16 overflow "
             "(use bf16-mixed or 32-true), too low teacher temperature, or a corrupt image."
         )

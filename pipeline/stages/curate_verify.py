@@ -64,7 +64,10 @@ def threshold(v: DictConfig, pool: Path, pool_ids: Sequence[str], seed: int, fol
 def score(
     v: DictConfig, pairs: Sequence[tuple[str, str]], folders: tuple[Path, Path], progress: bool = False
 ) -> np.ndarray:
-    """``(n, 2)`` verification scores of ``(id_a, id_b)`` pairs, ``id_a`` read from ``folders[0]``, ``id_b`` from ``folders[1]``."""
+    """``(n, 2)`` verification scores of ``(id_a, id_b)`` pairs.
+
+    ``id_a`` is read from ``folders[0]``, ``id_b`` from ``folders[1]``.
+    """
     opts = options(v)
     if not pairs:
         return np.zeros((0, 2), np.float32)
