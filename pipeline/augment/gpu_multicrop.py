@@ -156,6 +156,9 @@ class GPUMultiCrop(nn.Module):
             memory of the views for bf16 training).
     """
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(
         self, cfg: MultiCropConfig | None = None, seed: int = 0, out_dtype: torch.dtype = torch.float32
     ) -> None:
@@ -194,7 +197,7 @@ class GPUMultiCrop(nn.Module):
         rot = torch.rand(n, generator=g) < c.rot90_p if c.rot90_p > 0 else torch.zeros(n, dtype=torch.bool)
         return ViewParams(boxes, flip, vflip, jitter, factors, order, gray, blur, sigma, sol, rot)
 
-    def apply(self, x: Tensor, p: ViewParams, size: int) -> Tensor:
+    def apply(self, x: Tensor, p: ViewParams, size: int) -> Tensor:  # type: ignore[override]  # not Module.apply(fn)
         """One view of a float ``[0, 1]`` batch ``x`` with parameters ``p``; returns normalised crops."""
         c = self.cfg
         dev = x.device

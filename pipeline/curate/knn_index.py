@@ -75,7 +75,7 @@ def choose_factory(n: int, d: int, opts: IndexOptions) -> str:
     raise ValueError(f"curate index kind {kind!r}: use auto, flat, ivf, ivfpq or torch")
 
 
-def _rows(x: np.ndarray, start: int, stop: int) -> np.ndarray:
+def _rows(x: np.ndarray | RowSubset, start: int, stop: int) -> np.ndarray:
     return np.ascontiguousarray(x[start:stop], dtype=np.float32)
 
 
@@ -88,7 +88,7 @@ def _gpu_wanted(use_gpu: str) -> bool:
     return n > 0
 
 
-def build_index(x: np.ndarray, opts: IndexOptions, progress: bool = False) -> faiss.Index:
+def build_index(x: np.ndarray | RowSubset, opts: IndexOptions, progress: bool = False) -> faiss.Index:
     """Build and fill an inner-product index over the rows of ``x`` (may be a memmap)."""
     n, d = x.shape
     factory = choose_factory(n, d, opts)
@@ -134,7 +134,7 @@ def search(
 
 
 def knn(
-    base: np.ndarray, queries: np.ndarray, k: int, opts: IndexOptions, progress: bool = False
+    base: np.ndarray | RowSubset, queries: np.ndarray, k: int, opts: IndexOptions, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Build an index over ``base`` and search ``queries`` in it."""
     return search(build_index(base, opts, progress), queries, k, opts.batch_rows, progress)
@@ -159,7 +159,7 @@ class TorchExactIndex:
 
     is_trained = True
 
-    def __init__(self, x: np.ndarray, progress: bool = False) -> None:
+    def __init__(self, x: np.ndarray | RowSubset, progress: bool = False) -> None:
         from pipeline.curate import knn_torch  # noqa: F401 - fails early, naming the module, when absent
 
         self.db = x if isinstance(x, np.ndarray) else np.asarray(x[0 : x.shape[0]])

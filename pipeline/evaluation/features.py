@@ -73,7 +73,7 @@ def preprocessing(model: torch.nn.Module, img_size: int | None, overrides: dict 
     """
     dc = {**data_config(model), **(overrides or {})}
     built, fixed = built_input_size(model)
-    size = built if fixed else (img_size or built or dc["input_size"][-1])
+    size = built if fixed and built is not None else (img_size or built or dc["input_size"][-1])
     return {
         "size": int(size),
         "mean": [float(v) for v in dc["mean"]],

@@ -14,6 +14,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import lightning as L
 import numpy as np
@@ -73,6 +74,9 @@ def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
 class FinetuneModule(L.LightningModule):
     """Backbone + linear head; inputs are uint8 images, normalised here."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -85,7 +89,7 @@ class FinetuneModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(int(backbone.num_features), num_classes)
+        self.head = nn.Linear(int(cast(int, backbone.num_features)), num_classes)  # timm models declare it
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
         self.opts = opts
@@ -179,7 +183,7 @@ def finetune_and_predict(
             max_epochs=-1,
             accelerator=opts.accelerator,
             devices=1,
-            precision=opts.precision,
+            precision=opts.precision,  # type: ignore[arg-type]  # Lightning validates the string
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,

@@ -14,6 +14,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import IO, cast
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tbz2", ".tar.xz", ".txz")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -226,7 +227,7 @@ def inflate_archives(refs: list[InputRef], folder: Path) -> list[InputRef]:
                 with tarfile.open(ref.path, "r:*") as tf, open(tmp, "wb") as dst:
                     assert tf.fileobj is not None
                     tf.fileobj.seek(0)
-                    shutil.copyfileobj(tf.fileobj, dst, 1 << 20)
+                    shutil.copyfileobj(cast(IO[bytes], tf.fileobj), dst, 1 << 20)
                 os.replace(tmp, target)
                 copies[ref.path] = str(target)
             except Exception:  # noqa: BLE001 - a broken archive is read (and reported) member by member
@@ -264,10 +265,10 @@ def read_bytes(ref: InputRef) -> bytes:
         with tarfile.open(ref.path, "r:*") as tf:
             for m in tf:
                 if m.name == ref.member:
-                    fh = tf.extractfile(m)
-                    if fh is None:
+                    member = tf.extractfile(m)
+                    if member is None:
                         raise OSError(f"member {ref.member} has no data")
-                    return fh.read()
+                    return member.read()
     except OSError:
         raise
     except Exception as e:  # noqa: BLE001 - tarfile/zlib/lzma errors are not OSErrors

@@ -98,7 +98,7 @@ class MultiCrop:
         def view(size: int, scale: tuple[float, float], blur: float, solarize: float) -> DINOViewTransform:
             return DINOViewTransform(
                 crop_size=size,
-                crop_scale=tuple(scale),
+                crop_scale=(scale[0], scale[1]),  # a tuple, also when Hydra hands a list
                 hf_prob=spec.hflip,
                 vf_prob=spec.vflip,
                 rr_prob=spec.rotate90,  # rr_degrees=None: lightly rotates by exactly 90 degrees

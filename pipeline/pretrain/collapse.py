@@ -11,9 +11,12 @@ the method's ``teacher_entropy`` and ``teacher_batch_entropy`` diagnostics (see
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
+
+if TYPE_CHECKING:
+    from pipeline.pretrain.module import PretrainModule
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class CollapseMonitor(pl.Callback):
         step = trainer.global_step
         if step < (self.start_step or 0) or step % self.every:
             return
-        diag = pl_module.method.diagnostics()
+        diag = cast("PretrainModule", pl_module).method.diagnostics()
         if "teacher_entropy" not in diag:
             return
         self.last = float(diag["teacher_entropy"])

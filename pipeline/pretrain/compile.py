@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def vit_trunks(model: nn.Module) -> list[nn.Module]:
     """The ``blocks`` containers of every timm ViT inside ``model`` (student and teacher)."""
-    return [m.blocks for m in model.modules() if hasattr(m, "blocks") and hasattr(m, "patch_embed")]
+    return [cast(nn.Module, m.blocks) for m in model.modules() if hasattr(m, "blocks") and hasattr(m, "patch_embed")]
 
 
 def is_compiled(module: nn.Module) -> bool:

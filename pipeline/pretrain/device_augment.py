@@ -16,6 +16,8 @@ and crop scales are relative to the square.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -65,8 +67,8 @@ def multicrop_config(spec: MultiCropSpec) -> MultiCropConfig:
         local_size=spec.local_size,
         n_global=spec.global_crops,
         n_local=spec.local_crops,
-        global_scale=tuple(spec.global_scale),
-        local_scale=tuple(spec.local_scale),
+        global_scale=cast(tuple[float, float], tuple(spec.global_scale)),  # Hydra hands lists
+        local_scale=cast(tuple[float, float], tuple(spec.local_scale)),
         hflip_p=spec.hflip,
         vflip_p=spec.vflip,
         rot90_p=spec.rotate90,
@@ -79,8 +81,8 @@ def multicrop_config(spec: MultiCropSpec) -> MultiCropConfig:
         blur_p=(spec.blur, 0.1 * spec.blur, 0.5 * spec.blur),
         solarize_p=spec.solarize,
         grayscale_domain=gray,
-        mean=tuple(spec.mean),
-        std=tuple(spec.std),
+        mean=cast(tuple[float, float, float], tuple(spec.mean)),
+        std=cast(tuple[float, float, float], tuple(spec.std)),
     )
 
 

@@ -51,6 +51,7 @@ class NonFiniteWatchdog(pl.Callback):
             raise FloatingPointError(msg)
         self.rollbacks += 1
         log.warning("%s Rolling back to %s (rollback %d/%d).", msg, self.checkpoint, self.rollbacks, self.max_rollbacks)
+        assert self.checkpoint is not None  # can_roll
         ckpt = torch.load(self.checkpoint, map_location=pl_module.device, weights_only=True)
         pl_module.load_state_dict(ckpt["state_dict"])
         for opt, state in zip(trainer.optimizers, ckpt["optimizer_states"]):

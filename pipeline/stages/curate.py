@@ -83,7 +83,7 @@ def run(cfg: DictConfig) -> Manifest:
         return Manifest("curate/embed", config_hash([m.config_hash for m in emb.values() if m]),
                         counts={f"embed.{s}": m.counts["images"] for s, m in emb.items() if m})
     ctx = S.Context(cfg=cfg, root=root, ingest=ingest, emb={s: root / "embed" / s for s in sources},
-                    emb_hash={s: m.config_hash for s, m in emb.items()})
+                    emb_hash={s: m.config_hash for s, m in emb.items() if m})
     results: dict[str, Manifest] = {}
     for name, fn in (("dedup", S.dedup_step), ("decontaminate", S.decontam_step), ("retrieve", S.retrieve_step),
                      ("write", S.write_step), ("report", S.report_step)):
@@ -95,7 +95,7 @@ def run(cfg: DictConfig) -> Manifest:
                 if name in ("dedup", "decontaminate", "retrieve") and any(s in steps for s in CURATE_STEPS[CURATE_STEPS.index(name) + 1 :]):
                     raise
             continue
-        h = fn.hash(ctx, results)
+        h = fn.hash(ctx, results)  # type: ignore[union-attr]  # attached by curate_steps._step
         m = completed(folder, h, f"curate/{name}")
         if m is None:
             m = fn(ctx, results, folder, h)

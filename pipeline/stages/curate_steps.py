@@ -184,7 +184,7 @@ def decontam_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
     index = build_index(eval_rows, opts)
     v = d.verify
     thr = v.candidate_threshold if v.enabled else d.threshold
-    found, best = [], []
+    found, best_parts = [], []
     step = max(1, opts.batch_rows // per) * per  # whole items per batch
     for b in range(0, pool_rows.shape[0], step):
         q = np.ascontiguousarray(pool_rows[b : b + step], dtype=np.float32)
@@ -193,8 +193,8 @@ def decontam_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
             found += [Contamination(c.pool + b // per, c.eval, c.similarity) for c in candidate_pairs(sims, nn, thr, per, per)]
         else:
             found += [Contamination(c.pool + b // per, c.eval, c.similarity) for c in find_contaminated(sims, nn, thr, per, per)]
-        best.append(best_match(sims, nn, per))
-    best = np.concatenate(best) if best else np.zeros(0, np.float32)
+        best_parts.append(best_match(sims, nn, per))
+    best = np.concatenate(best_parts) if best_parts else np.zeros(0, np.float32)
     pool = ctx.ingest / "pool"
     ok, extra, vcounts, vmetrics = _verify(
         ctx, v, folder, "decontam", [(pool_ids[c.pool], eval_ids[c.eval]) for c in found], (pool, ctx.ingest / "eval"),
@@ -231,11 +231,13 @@ def retrieve_step(ctx: Context, results: dict[str, Manifest], folder: Path, h: s
         raise FileNotFoundError(f"curate/retrieval={r.strategy} needs seeds; use curate/retrieval=hierarchical without them")
     lineage: dict[str, dict[str, Any]] = {}
     if r.strategy == "knn":
+        assert seeds is not None  # checked above
         sims, nn = knn(sub, seeds[0], r.k, opts, ctx.cfg.progress)
         res = rt.knn_retrieve(sims, nn, min_similarity=r.min_similarity)
         for it, sd, s in zip(res.items.tolist(), res.source.tolist(), res.similarity.tolist()):
             lineage[ids[cand[it]]] = {"strategy": "knn", "seed": seeds[1][sd], "similarity": round(s, 5)}
     elif r.strategy == "cluster":
+        assert seeds is not None  # checked above
         cent = km.fit_kmeans(sub, r.n_clusters, r.niter, seed=ctx.cfg.seed)
         lab, psim = km.assign(sub, cent)
         slab, _ = km.assign(seeds[0], cent)

@@ -130,6 +130,12 @@ def run(cfg: DictConfig) -> Manifest:
                 )
             if b.finetune and ft_tasks:
                 bar = tqdm(desc=f"finetune {b.name}", disable=not cfg.progress, unit="run")
+
+                def progress(msg: str, bar: Any = bar) -> None:
+                    bar.set_postfix_str(msg)
+                    bar.update(1)
+                    log.debug(msg)
+
                 for t in ft_tasks:
                     b_rows += finetune_protocol(
                         b, images_at, data.tasks[t], data.is_test, ft["fractions"] or ec["fractions"],
@@ -137,7 +143,7 @@ def run(cfg: DictConfig) -> Manifest:
                         [b.arch, repr(b.spec), b.fingerprint, cfg.seed, data.manifest_hash,
                          *([repr(b.data_cfg)] if b.data_cfg else []),
                          {k: v for k, v in ft.items() if k not in ("tasks", "fractions", "seeds", "enabled")}],
-                        progress=lambda msg, bar=bar: (bar.set_postfix_str(msg), bar.update(1), log.debug(msg)),
+                        progress=progress,
                     )
                 bar.close()
             _log_backbone(b, report.summarize(b_rows))

@@ -14,7 +14,7 @@ import logging
 import shutil
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -144,7 +144,7 @@ def run(cfg: DictConfig) -> Manifest:
         keep = frozenset(ids[i] for i in pick)
         metas = [m for m in metas if str(m.get("id", m.get("key"))) in keep]
     gray = float(np.mean([m.get("mode") == "L" for m in metas])) if metas else 0.0
-    aug = OmegaConf.to_container(p.augment, resolve=True)
+    aug = cast(dict[str, Any], OmegaConf.to_container(p.augment, resolve=True))
     aug["preset"] = resolve_preset(aug["preset"], gray)
     aug = {k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}
     crop_spec = MultiCropSpec(**aug)
@@ -210,7 +210,7 @@ def run(cfg: DictConfig) -> Manifest:
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=_strategy(t.strategy),
-        precision=_precision(t, gpu),
+        precision=_precision(t, gpu),  # type: ignore[arg-type]  # Lightning validates the string
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         accumulate_grad_batches=t.accumulate_grad_batches,
@@ -252,7 +252,7 @@ def run(cfg: DictConfig) -> Manifest:
     if perf["images"]:
         metrics["images_per_s"] = perf["images"] / (perf["step_s"] + perf["wait_s"])
         metrics["loader_wait_frac"] = perf["wait_s"] / (perf["step_s"] + perf["wait_s"])
-    if collapse.last is not None:
+    if collapse.last is not None and collapse.last_batch is not None:  # set together
         metrics["teacher_entropy"] = collapse.last
         metrics["teacher_batch_entropy"] = collapse.last_batch
     final = trainer.callback_metrics.get("train/loss")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,7 +48,7 @@ class DistillationSpec:
     param_dtype: str = "float32"
 
 
-def _twin(src: nn.Module, make: callable) -> nn.Module:
+def _twin(src: nn.Module, make: Callable[[], nn.Module]) -> nn.Module:
     dst = make()
     dst.load_state_dict(src.state_dict())
     return dst
@@ -196,9 +197,9 @@ class Distillation(SSLMethod):
         g = torch.cat(views[:ng])
         local = views[ng:]
         use_ibot = s.ibot_weight > 0
-        block, seq_mask, idx = self._mask(g.shape[0], g.device) if use_ibot else (None, None, None)
-        if use_ibot and idx.numel() == 0:
-            use_ibot = False  # e.g. a batch of 1 with mask_probability 0.5: no masked patch this step
+        if use_ibot:
+            block, seq_mask, idx = self._mask(g.shape[0], g.device)
+            use_ibot = idx.numel() > 0  # e.g. a batch of 1 with mask_probability 0.5: no masked patch this step
         t_ibot_head = self.teacher_ibot_head or self.teacher_head
         s_ibot_head = self.student_ibot_head or self.student_head
         dt = self._dtype
@@ -232,6 +233,7 @@ class Distillation(SSLMethod):
             parts["dino"] = d.detach()
             total = total + s.dino_weight * d
         if use_ibot:
+            assert t_patch_out is not None and s_tokens is not None  # both computed when use_ibot
             i = self._ibot_term(t_patch_out, s_ibot_head(_rows(s_tokens, idx)), block, temp)
             parts["ibot"] = i.detach()
             total = total + s.ibot_weight * i
@@ -272,8 +274,8 @@ class Distillation(SSLMethod):
         few kernels. The number of masked patches changes every step: after one recompile,
         dynamo treats it as a dynamic size.
         """
-        self._dino_term = quiet_tensor_copy(torch.compile(self._dino_term, mode=mode))
-        self._ibot_term = quiet_tensor_copy(torch.compile(self._ibot_term, mode=mode))
+        self._dino_term = quiet_tensor_copy(torch.compile(self._dino_term, mode=mode))  # type: ignore[method-assign]
+        self._ibot_term = quiet_tensor_copy(torch.compile(self._ibot_term, mode=mode))  # type: ignore[method-assign]
         self._losses_compiled = True
 
     def _teacher_logits(
