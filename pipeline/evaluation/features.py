@@ -58,12 +58,6 @@ def built_input_size(model: torch.nn.Module) -> tuple[int | None, bool]:
     return int(size[0] if isinstance(size, (tuple, list)) else size), fixed
 
 
-def native_input_size(model: torch.nn.Module) -> int | None:
-    """The input size a model is fixed to (ViTs without dynamic image size), else ``None``."""
-    size, fixed = built_input_size(model)
-    return size if fixed else None
-
-
 def preprocessing(model: torch.nn.Module, img_size: int | None, overrides: dict | None = None) -> dict:
     """Input size, mean, std and interpolation from timm's data config, updated with ``overrides``
     (an export's ``pretrained_cfg``).

@@ -30,7 +30,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +328,3 @@ def _merge_records(out_dir: Path, tasks: list[_ShardTask], index: list[dict[str,
         counts={"inputs": len(final), **{k: counts.get(k, 0) for k in ("accepted", "rejected", "duplicate")}},
         reasons=dict(sorted(reasons.items())),
     )
-
-
-def options_dict(opts: IngestOptions) -> dict[str, Any]:
-    return asdict(opts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,3 @@ def export_backbone(
     }
     atomic_write_json(folder / "config.json", cfg)
     return folder
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / "config.json").read_text())
