@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("LIGHTLY_TRAIN_EVENTS_DISABLED", "1")  # offline machine: no telemetry
 
-import pytorch_lightning as pl  # noqa: E402  (LightlyTrain uses the ``pytorch_lightning`` namespace)
+import pytorch_lightning as pl  # LightlyTrain uses the ``pytorch_lightning`` namespace
 
 
 class StepTimer(pl.Callback):
@@ -28,22 +28,22 @@ class StepTimer(pl.Callback):
         self._t0 = 0.0
         self._wait = 0.0
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t_end = None
         self.epoch_t0 = time.perf_counter()
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         now = time.perf_counter()
         self._wait = 0.0 if self._t_end is None else now - self._t_end
         self._t0 = now
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
         views = batch["views"]
         self.steps.append({"step_s": now - self._t0, "wait_s": self._wait, "images": int(views[0].shape[0])})
         self._t_end = now
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.epoch_s = time.perf_counter() - self.epoch_t0
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     timer = StepTimer()
     orig_init = pl.Trainer.__init__
 
-    def init(self, *args, callbacks=None, **kw):  # noqa: ANN001, ANN002, ANN003
+    def init(self, *args, callbacks=None, **kw):
         orig_init(self, *args, callbacks=[*(callbacks or []), timer], **kw)
 
     pl.Trainer.__init__ = init
@@ -71,7 +71,7 @@ def main() -> None:
         out=a.out, data=a.data, model="timm/vit_tiny_patch16_224", method="dino", epochs=a.epochs,
         batch_size=a.batch, num_workers=a.workers if a.workers == "auto" else int(a.workers),
         accelerator="cpu", devices=1, precision=a.precision, overwrite=True, seed=0,
-    )  # fmt: skip
+    )
     wall = time.perf_counter() - t0
     s = timer.steps
     timed = s[1:]  # the first step of the epoch includes worker start-up (as in ours)

@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--model", default="vit_small_patch16_224", help="'none' to skip the training-step rate")
     args = parse_args(ap, "96 px source, 2x64 + 4x32 crops", dict(
         src_size=96, global_size=64, local_size=32, n_local=4, batch_size=16, batches=2, pil_images=16,
-        model="vit_tiny_patch16_224"))  # fmt: skip
+        model="vit_tiny_patch16_224"))
     dev = resolve_device(args.device)
     cfg = AugmentConfig(preset="grayscale" if args.grayscale_domain else "rgb", global_size=args.global_size,
                         local_size=args.local_size, local_crops=args.n_local)

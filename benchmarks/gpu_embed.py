@@ -82,7 +82,7 @@ class Preprocess:
     """Resize the short side to ``size / crop_pct``, centre-crop ``size``: timm's eval transform, on tensors."""
 
     def __init__(self, size: int, crop_pct: float) -> None:
-        self.size, self.resize = size, int(math.floor(size / crop_pct))
+        self.size, self.resize = size, math.floor(size / crop_pct)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         img = TF.resize(img, [self.resize], antialias=True)
@@ -157,7 +157,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = parse_args(ap, "vit_tiny at 64 px, a few hundred images", dict(
         model="vit_tiny_patch16_224", img_size=64, batch_size=32, batches=4, warmup=1, synthetic_n=256,
-        synthetic_size="96x96", workers="1", decode="workers,device"))  # fmt: skip
+        synthetic_size="96x96", workers="1", decode="workers,device"))
     if args.gpu_decode and "device" not in args.decode:
         args.decode += ",device"
     dev = resolve_device(args.device)

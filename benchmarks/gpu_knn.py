@@ -27,7 +27,10 @@ import math
 import time
 from typing import Any
 
+import faiss
 import numpy as np
+import torch
+from gpu_common import parse_args, resolve_device, sync, write_results  # importing it puts the repo on sys.path
 
 from gpu_common import parse_args, resolve_device, sync, write_results
 
@@ -122,19 +125,19 @@ def run_faiss(
     k_search = k * max(1, refine)
     queries = np.arange(len(x32)) if full else sample
     t0 = time.perf_counter()
-    S, I = index.search(x32[queries], k_search)
+    sims, ids = index.search(x32[queries], k_search)
     search_s = (time.perf_counter() - t0) * len(x32) / len(queries)
     if full:
-        s_sim, s_idx, d_sim, d_idx = S[sample], I[sample], S[pairs[:, 0]], I[pairs[:, 0]]
+        s_sim, s_idx, d_sim, d_idx = sims[sample], ids[sample], sims[pairs[:, 0]], ids[pairs[:, 0]]
     else:
-        s_sim, s_idx = S, I
+        s_sim, s_idx = sims, ids
         d_sim, d_idx = index.search(x32[pairs[:, 0]], k_search)
     base = {"build_s": train_s + add_s, "train_s": train_s, "add_s": add_s, "extrapolated": not full}
     out = [{**base, "method": name, "search_s": search_s, "s_idx": s_idx[:, :k], "s_sim": s_sim[:, :k],
             "d_idx": d_idx[:, :k], "d_sim": d_sim[:, :k]}]
     if refine:
         t0 = time.perf_counter()
-        rs_sim, rs_idx = rerank(x32, queries, I, k)
+        rs_sim, rs_idx = rerank(x32, queries, ids, k)
         rerank_s = (time.perf_counter() - t0) * len(x32) / len(queries)
         if full:
             s_sim, s_idx, d_sim, d_idx = rs_sim[sample], rs_idx[sample], rs_sim[pairs[:, 0]], rs_idx[pairs[:, 0]]
@@ -238,14 +241,14 @@ def main() -> None:
         sync(dev)
         t0 = time.perf_counter()
         tdtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, None: None}[args.torch_dtype]
-        S, I = knn(x, x, args.k, device=dev, dtype=tdtype, query_chunk=args.query_chunk, db_chunk=args.db_chunk,
+        sims, ids = knn(x, x, args.k, device=dev, dtype=tdtype, query_chunk=args.query_chunk, db_chunk=args.db_chunk,
                    progress=n >= 1_000_000)
         sync(dev)
         torch_s = time.perf_counter() - t0
-        S, I = np.asarray(S), np.asarray(I)
+        sims, ids = np.asarray(sims), np.asarray(ids)
         results = [{"method": f"torch_exact_{dev.type}", "build_s": 0.0, "search_s": torch_s, "total_s": torch_s,
-                    "extrapolated": False, "s_idx": I[sample], "s_sim": S[sample],
-                    "d_idx": I[pairs[:, 0]], "d_sim": S[pairs[:, 0]]}]
+                    "extrapolated": False, "s_idx": ids[sample], "s_sim": sims[sample],
+                    "d_idx": ids[pairs[:, 0]], "d_sim": sims[pairs[:, 0]]}]
         full = n <= args.full_max
         if n <= args.flat_max:
             results += run_faiss("faiss_cpu_flat", faiss.IndexFlatIP(args.dim), x32, sample, pairs, args.k, full)
@@ -270,7 +273,7 @@ def main() -> None:
                 "dup_recall": dup_recall(pairs, r["d_idx"], r["d_sim"], args.dup_threshold),
                 "extrapolated": r["extrapolated"],
             })
-        per_size[str(n)] = {"n_duplicates": int(len(pairs)),
+        per_size[str(n)] = {"n_duplicates": len(pairs),
                             "crossover": crossover(n, args.dim, torch_s, pq_runs[-1] if pq_runs else None, args, dev)}
         del x
         if dev.type == "cuda":

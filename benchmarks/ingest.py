@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def _run_one(pool: Path, workers: int, shard_size: int) -> dict:
         proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(pool), str(Path(tmp) / "out"), str(workers), str(shard_size)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        )
         peak = [0]
 
         def sample() -> None:
@@ -138,13 +138,13 @@ def main() -> None:
     rows = [_run_one(pool, w, args.shard_size) for w in args.workers]
     result = {
         "benchmark": "ingest",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "pool": str(pool),
         "shard_size": args.shard_size,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(os.getloadavg()[0], 2)},
         "runs": rows,
-    }  # fmt: skip
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [

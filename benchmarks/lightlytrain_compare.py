@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "lightlytrain_compare"
 SETTINGS = {"model": "vit_tiny_patch16_224", "method": "dino", "global_crops": "2x224", "local_crops": "6x96",
             "batch": 64, "epochs": 1, "out_dim": 1024, "hidden_dim": 2048, "bottleneck_dim": 256,
-            "loader_workers": 1}  # fmt: skip
+            "loader_workers": 1}
 # Our stage at LightlyTrain's settings (its DINO: output_dim "auto" = 1024 below 20k images,
 # hidden 2048, bottleneck 256). The rest is our demo recipe (conf/experiment/elpv_demo.yaml).
 OURS = [
@@ -60,7 +60,7 @@ OURS = [
     "pretrain.augment.local_crops=6", "pretrain.data.batch_size=64", "pretrain.data.num_workers=1",
     "pretrain.trainer.checkpoint_every_n_steps=0", "pretrain.monitor.knn_every_n_epochs=-1",
     "pretrain.trainer.log_every_n_steps=1",
-]  # fmt: skip
+]
 # ``--method dino`` also takes LightlyTrain's DINO head sizes; ``--method dinov2`` is our default recipe.
 DINO_HEAD = ["pretrain.method.out_dim=1024", "pretrain.method.hidden_dim=2048", "pretrain.method.bottleneck_dim=256"]
 
@@ -98,7 +98,7 @@ def cmd_lt(a: argparse.Namespace) -> None:
     out = Path(a.out) / "runs" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [a.python, str(ROOT / "benchmarks" / "_lt_runner.py"), "--data", str(elpv_images()), "--out", str(out),
-           "--epochs", str(a.epochs)]  # fmt: skip
+           "--epochs", str(a.epochs)]
     info = _run(cmd, out.parent / f"{name}.log")
     label = f"lightly-train 0.18.0 (dino, fp32, {a.epochs} ep)"
     (out / "run.json").write_text(json.dumps({**info, "tool": "lt", "label": label, "epochs": a.epochs}, indent=2) + "\n")
@@ -111,7 +111,7 @@ def cmd_ours(a: argparse.Namespace) -> None:
     method = [f"pretrain/method={a.method}"] + (DINO_HEAD if a.method == "dino" else [])
     cmd = [sys.executable, str(ROOT / "run.py"), *OURS, *method, f"pretrain.trainer.max_epochs={a.epochs}",
            f"pretrain.data.source={Path(a.out) / 'elpv_all'}", f"pretrain.trainer.precision={a.precision}",
-           *a.set]  # fmt: skip
+           *a.set]
     info = _run(cmd, root.parent / f"{name}.log", env={"PIPELINE_OUTPUT_ROOT": str(root)})
     label = f"ours ({a.method}, {prec}, {a.epochs} ep{', ' + ' '.join(a.set) if a.set else ''})"
     run = {**info, "tool": "ours", "label": label, "epochs": a.epochs, "overrides": [*method, *a.set]}
@@ -122,7 +122,7 @@ def _timing(steps: list[float], waits: list[float], batch: int) -> dict:
     """images/s and loader wait without the first step (worker start-up), as both tools define them."""
     s, w = sum(steps[1:]), sum(waits[1:])
     return {"steps": len(steps), "images_per_s": batch * (len(steps) - 1) / (s + w), "loader_wait_frac": w / (s + w),
-            "train_loop_s": sum(steps) + sum(waits), "median_step_s": sorted(steps[1:])[len(steps[1:]) // 2]}  # fmt: skip
+            "train_loop_s": sum(steps) + sum(waits), "median_step_s": sorted(steps[1:])[len(steps[1:]) // 2]}
 
 
 def runs(out: Path) -> dict[str, dict]:
@@ -171,7 +171,6 @@ def cmd_knn(a: argparse.Namespace) -> None:
     out = Path(a.out)
     if a.elpv_all:  # every cell is a query once per repeat, its fold's bank the other four folds
         from PIL import Image
-
         from pretrain_knn_select import cv_bacc, elpv_labels
 
         from data_recipes.elpv_demo.prepare import elpv_records
@@ -194,7 +193,7 @@ def cmd_knn(a: argparse.Namespace) -> None:
                 tr, te = task_splits(task, data.is_test)
                 pred, proba = knn_classify(feats[tr], task.y[tr], feats[te], task.num_classes, k=20, temperature=0.07)
                 m = classification_metrics(task.y[te], pred, proba, task.num_classes)
-                rows[tname] = {k: float(v) for k, v in m.items()} | {"n_train": int(len(tr)), "n_test": int(len(te))}
+                rows[tname] = {k: float(v) for k, v in m.items()} | {"n_train": len(tr), "n_test": len(te)}
             return rows
 
         result, evaluated = out / "knn.json", str(a.eval)
@@ -216,7 +215,7 @@ def cmd_knn(a: argparse.Namespace) -> None:
         print(label, json.dumps(scores))
         res[label] = {"weights": weights, "normalisation": norm} | scores
     result.write_text(json.dumps({"eval": evaluated, "protocol": "knn k=20 T=0.07, 224 px whole image", "results": res},
-                                 indent=2) + "\n")  # fmt: skip
+                                 indent=2) + "\n")
 
 
 def _knn_backbone(kind: str, weights: str | None) -> tuple[torch.nn.Module, dict[str, list[float]]]:
@@ -252,30 +251,30 @@ def cmd_report(a: argparse.Namespace) -> None:
 
     res = {"settings": SETTINGS, "timing": timing, "knn": knn,
            "machine": f"{platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}",
-           "notes": a.notes or ""}  # fmt: skip
+           "notes": a.notes or ""}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     lines = ["# Ours vs LightlyTrain on CPU (2,624 ELPV images, ViT-Tiny/16, 2x224 + 6x96 crops, batch 64)", "",
              f"Machine: {res['machine']}", "", res["notes"], "",
              "| run | images/s | median step s | loader wait | train loop s | load avg after (1/5/15 min) |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             "|---|---|---|---|---|---|"]
     for k, t in timing.items():
         la = "/".join(f"{x:.1f}" for x in t.get("load_after", []))
         lines.append(f"| {k} | {t['images_per_s']:.2f} | {t['median_step_s']:.1f} | {100 * t['loader_wait_frac']:.2f} % | "
-                     f"{t['train_loop_s']:.0f} | {la} |")  # fmt: skip
+                     f"{t['train_loop_s']:.0f} | {la} |")
     lines += ["", f"kNN ({knn.get('protocol', '')}) on {knn.get('eval', '')}:", "",
-              "| backbone | defect balanced acc. | defect AUROC | type balanced acc. |", "|---|---|---|---|"]  # fmt: skip
+              "| backbone | defect balanced acc. | defect AUROC | type balanced acc. |", "|---|---|---|---|"]
     for k, r in knn["results"].items():
         d, t = r.get("defect", {}), r.get("type", {})
         lines.append(f"| {k} | {d.get('balanced_accuracy', float('nan')):.3f} | {d.get('auroc', float('nan')):.3f} | "
-                     f"{t.get('balanced_accuracy', float('nan')):.3f} |")  # fmt: skip
+                     f"{t.get('balanced_accuracy', float('nan')):.3f} |")
     every = out / "knn_elpv_all.json"
     if every.is_file():
         allk = json.loads(every.read_text())
         res["knn_elpv_all"] = allk
         RESULTS.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
         lines += ["", f"kNN ({allk['protocol']}) by 5-fold CV over {allk['eval']} (`knn --elpv-all`):", "",
-                  "| backbone | defect balanced acc. | type balanced acc. |", "|---|---|---|"]  # fmt: skip
+                  "| backbone | defect balanced acc. | type balanced acc. |", "|---|---|---|"]
         lines += [f"| {k} | {r['defect']['balanced_accuracy']:.3f} | {r['type']['balanced_accuracy']:.3f} |" for k, r in allk["results"].items()]
     RESULTS.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -100,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--augment", default="cpu,gpu", help=(
         "comma list: cpu (PIL multi-crop in the workers), gpu (decode+resize in the workers, GPUMultiCrop on "
-        "the device), decode (gpu's loader without the crops)"))  # fmt: skip
+        "the device), decode (gpu's loader without the crops)"))
     ap.add_argument("--workers", default="8", help="comma list of DataLoader worker counts")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--batches", type=int, default=20, help="timed batches per configuration")
@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", default="/tmp/pretrain_loader_shards")
     args = parse_args(ap, "96x96 JPEGs, 2x64 + 4x32 crops, batch 16, 0 and 1 workers", dict(
         workers="0,1", batch_size=16, batches=3, global_size=64, local_size=32, local_crops=4,
-        synthetic_size="96x96"))  # fmt: skip
+        synthetic_size="96x96"))
     dev = resolve_device(args.device)
     workers = [int(v) for v in args.workers.split(",")]
     augments = args.augment.split(",")
@@ -153,7 +153,7 @@ def main() -> None:
             rate = n_img / dt
             rates[a][str(nw)] = rate
             rows.append({"augment": a, "workers": nw, "device": str(dev), "batch": bs, "batches": batches,
-                         "images_per_s": rate, "h2d_mb_per_batch": mb})  # fmt: skip
+                         "images_per_s": rate, "h2d_mb_per_batch": mb})
             print(rows[-1], flush=True)
     if "gpu" in specs:
         aug = device_multicrop(specs["gpu"]).to(dev)  # type: ignore[union-attr]
@@ -161,7 +161,7 @@ def main() -> None:
         x = torch.randint(0, 256, (bs, 1 if preset == "grayscale" else 3, side, side), dtype=torch.uint8, device=dev)
         s = timed(lambda: aug(x), dev, iters=max(2, batches))
         rows.append({"augment": "device_augment_only", "workers": None, "device": str(dev), "batch": bs,
-                     "batches": max(2, batches), "images_per_s": bs / s})  # fmt: skip
+                     "batches": max(2, batches), "images_per_s": bs / s})
         rates["device_augment_only"] = {"-": bs / s}
     speedup = {w: rates["gpu"][w] / rates["cpu"][w] for w in rates.get("gpu", {}) if w in rates.get("cpu", {})}
     results = {"images_per_s": rates, "speedup_gpu_vs_cpu": speedup, "preset": preset, "images": len(metas),

@@ -52,7 +52,7 @@ def main() -> None:
     s = argparse.Namespace(
         global_size=224 if gpu else 64, local_size=96 if gpu else 32, local_crops=8 if gpu else 2,
         out_dim=65536 if gpu else 2048, method="dinov2", drop_path=0.1, fused_adamw=1,
-    )  # fmt: skip
+    )
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
     m, opt, step = pt.build(a.impl, a.model, s, device, a.param_dtype)
@@ -83,7 +83,7 @@ def main() -> None:
         "model": a.model, "batch": a.batch, "compile": a.compile, "param_dtype": a.param_dtype, "impl": a.impl,
         "step_wall_s": wall, "kernel_busy_s": busy,
         "categories_s": dict(by_cat), "top_kernels_s": top,
-    }  # fmt: skip
+    }
     tag = a.tag or f"{a.model}_{a.impl}_compile-{a.compile}_{a.param_dtype}"
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def main() -> None:
     lines = [f"# Step profile: {a.impl}, {a.model}, batch {a.batch}, compile {a.compile}, params {a.param_dtype} "
              f"({res['device']})", "",
              f"Step wall {wall * 1e3:.1f} ms; kernels busy {busy * 1e3:.1f} ms ({100 * busy / wall:.0f} % of wall).", "",
-             "| category | ms/step | share of kernel time |", "|---|---|---|"]  # fmt: skip
+             "| category | ms/step | share of kernel time |", "|---|---|---|"]
     lines += [f"| {c} | {t * 1e3:.1f} | {100 * t / busy:.1f} % |" for c, t in sorted(by_cat.items(), key=lambda kv: -kv[1])]
     lines += ["", "| kernel | ms/step | category |", "|---|---|---|"]
     lines += [f"| `{k[:90]}` | {t * 1e3:.2f} | {category(k)} |" for k, t in top]

@@ -12,7 +12,8 @@ CPU (so CI-like checks run it): a tiny ViT with small crops, fp32, a few steps.
 
     python benchmarks/pretrain_throughput.py                      # auto: GPU recipe, or the CPU smoke sizes
     python benchmarks/pretrain_throughput.py --device cpu --models vit_tiny_patch16_224 \
-        --global-size 224 --local-size 96 --local-crops 6 --batch 64 --method dino --out-dim 65536  # LightlyTrain settings
+        --global-size 224 --local-size 96 --local-crops 6 --batch 64 --method dino \
+        --out-dim 65536  # LightlyTrain settings
 
 Compute is timed on batches already on the device; data loading is timed separately by
 draining our ``ShardLoader`` (decode + multi-crop in workers) over real shards (``--shards``)
@@ -153,7 +154,7 @@ def bench_compute(
     out = {"impl": impl, "model": name, "batch": batch, "compile": compile_, "param_dtype": param_dtype,
            "step_s": dt, "images_per_s": batch / dt, "gflop_per_image": flops / batch / 1e9,
            "achieved_tflops": flops / dt / 1e12, "first_step_loss": first_loss, "first_step_s": first_s,
-           "dynamo_graphs_so_far": int(counters["stats"]["unique_graphs"])}  # fmt: skip
+           "dynamo_graphs_so_far": int(counters["stats"]["unique_graphs"])}
     if device.type == "cuda":
         out["mfu"] = flops / dt / PEAK_BF16
         out["max_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -184,7 +185,7 @@ def largest_batch(name: str, a: argparse.Namespace, device: torch.device) -> int
         except torch.cuda.OutOfMemoryError:
             break
         finally:
-            m = opt = None  # noqa: F841
+            m = opt = None
             torch.cuda.empty_cache()
     return best
 
@@ -211,24 +212,24 @@ def bench_data(a: argparse.Namespace, batch: int) -> dict:
         dt = time.perf_counter() - t0
         del it
     return {"workers": a.workers, "preset": preset, "batch": batch, "batches": n - 1,
-            "images_per_s": (n - 1) * batch / dt if n > 1 else float("nan")}  # fmt: skip
+            "images_per_s": (n - 1) * batch / dt if n > 1 else float("nan")}
 
 
 def to_markdown(res: dict) -> str:
     lines = [f"# Pretrain throughput ({res['device']})", "", f"Settings: {res['settings']}", ""]
     lines += ["| impl | model | batch | compile | param dtype | step s | images/s (compute) | GFLOP/image | TFLOP/s | MFU "
-              "| peak GiB | first-step loss |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "| peak GiB | first-step loss |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["compute"]:
         if "error" in r:
             lines.append(f"| {r['impl']} | {r['model']} | {r['batch']} | {r['compile']} | {r['param_dtype']} | "
-                         f"{r['error']} |||||||")  # fmt: skip
+                         f"{r['error']} |||||||")
             continue
         mfu = f"{100 * r['mfu']:.1f} %" if "mfu" in r else "n/a (CPU)"
         mem = f"{r['max_mem_gib']:.1f}" if "max_mem_gib" in r else "-"
         lines.append(f"| {r.get('impl', 'ours')} | {r['model']} | {r['batch']} | {r['compile']} | "
                      f"{r.get('param_dtype', 'float32')} | {r['step_s']:.3f} | {r['images_per_s']:.2f} | "
                      f"{r['gflop_per_image']:.2f} | {r['achieved_tflops']:.3f} | {mfu} | {mem} | "
-                     f"{r.get('first_step_loss', float('nan')):.4f} |")  # fmt: skip
+                     f"{r.get('first_step_loss', float('nan')):.4f} |")
     d = res["data"]
     if d:
         lines += ["", f"Data loading alone ({d['workers']} workers, preset {d['preset']}): {d['images_per_s']:.1f} images/s."]
@@ -290,7 +291,7 @@ def main() -> None:
                         r = bench_compute(name, a, device, batch, c, impl, dt)
                     except torch.cuda.OutOfMemoryError:
                         r = {"impl": impl, "model": name, "batch": batch, "compile": c, "param_dtype": dt,
-                             "error": "out of memory"}  # fmt: skip
+                             "error": "out of memory"}
                         torch.cuda.empty_cache()
                     print(json.dumps(r), flush=True)
                     compute.append(r)
@@ -310,7 +311,7 @@ def write(a: argparse.Namespace, device: torch.device, compute: list[dict], data
         "compute": compute,
         "data": data,
         "machine": f"{platform.platform()}, torch {torch.__version__}, load average {os.getloadavg()}",
-    }  # fmt: skip
+    }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")

@@ -73,7 +73,7 @@ class RecipeOutput:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RecipeOutput":
+    def from_dict(cls, d: dict[str, Any]) -> RecipeOutput:
         tasks = {k: TaskSpec(**v) for k, v in d.get("tasks", {}).items()}
         return cls(
             sources={k: list(v) for k, v in d["sources"].items()},

@@ -68,7 +68,7 @@ def main() -> None:
         if step % 20 == 0:
             d = method.diagnostics()
             print(f"step {step:4d}  dino {float(parts['dino']):.3f}  teacher entropy per image "
-                  f"{float(d['teacher_entropy']):.3f}  of the batch mean {float(d['teacher_batch_entropy']):.3f}", flush=True)  # fmt: skip
+                  f"{float(d['teacher_entropy']):.3f}  of the batch mean {float(d['teacher_batch_entropy']):.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def main() -> None:
 
     groups: dict[str, list[tuple[float, float, float]]] = {}
     planted = [(k, v["copy_of"]["key"]) for k, v in gt.items()
-               if v.get("copy_of", {}).get("source") == "pool" and v["transform"] != "byte_copy" and v["in_domain"]]  # fmt: skip
+               if v.get("copy_of", {}).get("source") == "pool" and v["transform"] != "byte_copy" and v["in_domain"]]
     groups["planted copies (ELPV)"] = [_scores(Image.open(pool / a), Image.open(pool / b), o) for a, b in planted]
     groups["consecutive cells N, N+1"] = [_scores(cell(n), cell(n + 1), o) for n in rng.sample(range(1, n_cells), args.pairs)]
     groups["random cell pairs"] = [_scores(*(cell(n) for n in rng.sample(range(1, n_cells + 1), 2)), o) for _ in range(args.pairs)]
@@ -81,14 +81,14 @@ def main() -> None:
              f"`python experiments/elpv_neighbour_cells.py --recipe {args.recipe} --pairs {args.pairs}`; "
              "96 px thumbnails, registration and scores of `pipeline/curate/verify.py` (defaults).", "",
              "| pairs | n | high-pass NCC q05 / q25 / median / q75 / q95 | structure median (q05) | outlier median (q95) |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             "|---|---|---|---|---|"]
     for name, v in groups.items():
         a = np.array(v).reshape(-1, 3)
         if not len(a):
             continue
         ncc = " / ".join(f"{x:.3f}" for x in np.quantile(a[:, 0], qs))
         lines.append(f"| {name} | {len(a)} | {ncc} | {np.median(a[:, 1]):.3f} ({np.quantile(a[:, 1], 0.05):.3f}) "
-                     f"| {np.median(a[:, 2]):.1f} ({np.quantile(a[:, 2], 0.95):.1f}) |")  # fmt: skip
+                     f"| {np.median(a[:, 2]):.1f} ({np.quantile(a[:, 2], 0.95):.1f}) |")
     if removals.is_file():
         lines += ["", f"ELPV cell numbers in the 'wrong' removals: {nums}"]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def main() -> None:
                 if src.exists() and not (out / a.recipe / sub).exists():
                     (out / a.recipe / sub).symlink_to(src.resolve())
             env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONUNBUFFERED": "1"}
-            log = open(out / "log.txt", "w")
+            log = open(out / "log.txt", "w")  # noqa: SIM115 - the child process writes it
             cmd = [sys.executable, __file__, "--root", str(out), "--child", *shlex.split(ov)]
             running.append((name, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), time.time()))
         time.sleep(2)

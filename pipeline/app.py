@@ -6,6 +6,7 @@ import importlib
 import logging
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,7 +20,7 @@ from pipeline.core.stage import section
 log = logging.getLogger(__name__)
 
 
-def _load_stage(name: str):  # noqa: ANN202 - a module
+def _load_stage(name: str) -> ModuleType | None:
     try:
         return importlib.import_module(f"pipeline.stages.{name}")
     except ModuleNotFoundError as e:

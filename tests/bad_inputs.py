@@ -182,7 +182,7 @@ def build_corpus(root: Path) -> dict[str, Expect]:
         "tars/plain.tar/link.png": Expect("rejected", "tar_member_not_a_file"),
         "tars/plain.tar/copy.jpg": Expect("duplicate", "byte_identical"),
         "tars/plain.tar/ok/member.png#2": Expect("rejected", "duplicate_input"),
-    })  # fmt: skip
+    })
     gz_member = encode(Image.fromarray(noise(24, 32, 1, seed=9)), "PNG")
     with tarfile.open(root / "tars/packed.tar.gz", "w:gz") as tf:
         _add(tf, "a/gray.png", gz_member)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from hydra.errors import ConfigCompositionException
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipeline.config import register_configs
@@ -41,7 +41,7 @@ def _plugin_missing(group: str, option: str) -> str | None:
         return None
     text = (CONF_DIR / group / f"{option}.yaml").read_text()
     for plugin in ("hydra_plugins.hydra_submitit_launcher", "hydra_plugins.hydra_joblib_launcher",
-                   "hydra_plugins.hydra_ray_launcher", "hydra_plugins.hydra_optuna_sweeper"):  # fmt: skip
+                   "hydra_plugins.hydra_ray_launcher", "hydra_plugins.hydra_optuna_sweeper"):
         if plugin in text and importlib.util.find_spec(plugin) is None:
             return plugin
     return None
@@ -143,13 +143,13 @@ def test_wrong_type_on_the_command_line_fails_naming_it(override: str, key: str)
     assert key in str(e.value) + str(e.value.__cause__)
 
 
-def test_misspelt_key_in_a_yaml_option_fails_naming_it(conf_copy) -> None:  # noqa: ANN001
+def test_misspelt_key_in_a_yaml_option_fails_naming_it(conf_copy) -> None:
     with pytest.raises(ConfigCompositionException) as e:
         conf_copy("ingest", "typo", {"defaults": ["schema"], "shard_sise": 5})
     assert "shard_sise" in str(e.value) + str(e.value.__cause__)
 
 
-def test_wrong_type_in_a_yaml_option_fails_naming_it(conf_copy) -> None:  # noqa: ANN001
+def test_wrong_type_in_a_yaml_option_fails_naming_it(conf_copy) -> None:
     with pytest.raises(ConfigCompositionException) as e:
         conf_copy("ingest", "bad_type", {"defaults": ["schema"], "workers": "many"})
     assert "workers" in str(e.value) + str(e.value.__cause__)

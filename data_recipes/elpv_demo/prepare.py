@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 SKIMAGE_PHOTOS = (
     "astronaut", "camera", "cat", "clock", "coffee", "coins", "colorwheel", "hubble_deep_field",
     "immunohistochemistry", "logo", "moon", "page", "retina", "rocket", "text", "microaneurysms", "horse",
-)  # fmt: skip
+)
 TRANSFORMS = ("jpeg_q70", "resize_0.8", "crop_6pct", "brighten_1.2")
 
 
@@ -204,7 +204,7 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
         img.load()
         kind = TRANSFORMS[i % len(TRANSFORMS)]
         items.append((transform(img, kind), {"origin": f"elpv/{eval_set[ei]['path'].name}", "in_domain": True,
-                                              "copy_of": ("eval", eval_keys[ei]), "transform": kind}))  # fmt: skip
+                                              "copy_of": ("eval", eval_keys[ei]), "transform": kind}))
     for ext, data, reason in _corrupt_files(cfg.n_corrupt):
         items.append((data, {"origin": "corrupt", "in_domain": False, "expected_rejection": reason, "ext": ext}))
 
@@ -235,7 +235,7 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
                                description="ELPV defect probability >= 0.5 (the representation yardstick)"),
             "type": TaskSpec(column="type", classes=["mono", "poly"],
                              description="mono- vs polycrystalline cell (separable from raw pixels)"),
-        },  # fmt: skip
+        },
         ground_truth=str(out_dir / "ground_truth.json"),
         info={
             "elpv": "elpv-dataset (PyPI), Buerhop-Lutz et al. 2018 / Deitsch et al. 2019, images CC BY-NC-SA 4.0",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -29,7 +28,7 @@ class ElpvDemoRecipe(DataRecipeBase):
 
     name: str = "elpv_demo"
     prepare: str = "data_recipes.elpv_demo.prepare.prepare"
-    elpv_limit: Optional[int] = None
+    elpv_limit: int | None = None
     eval_fraction: float = 0.3
     test_fraction: float = 0.3
     n_seeds: int = 150

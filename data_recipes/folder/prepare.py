@@ -39,7 +39,7 @@ def _check_keys(csv_path: Path, keys: list[str], labeled: Path) -> None:
     extra = len(present - set(keys))
     if extra:
         log.warning("%s: %d files under %s have no row in %s; they are ingested without labels",
-                    "folder recipe", extra, labeled, csv_path)  # fmt: skip
+                    "folder recipe", extra, labeled, csv_path)
 
 
 def fingerprint(cfg: Any) -> str:

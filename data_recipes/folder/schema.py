@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -30,8 +29,8 @@ class FolderRecipe(DataRecipeBase):
     prepare: str = "data_recipes.folder.prepare.prepare"
     pool: list[str] = field(default_factory=list)
     seeds: list[str] = field(default_factory=list)
-    labeled: Optional[str] = None
-    labels_csv: Optional[str] = None
+    labeled: str | None = None
+    labels_csv: str | None = None
     task: str = "label"
     test_fraction: float = 0.3
     seed: int = 0

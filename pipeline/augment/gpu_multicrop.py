@@ -169,7 +169,7 @@ class GPUMultiCrop(nn.Module):
         rot = torch.rand(n, generator=g) < c.rotate90 if c.rotate90 > 0 else torch.zeros(n, dtype=torch.bool)
         return ViewParams(boxes, flip, vflip, jitter, factors, order, gray, blur, sigma, sol, rot)
 
-    def apply(self, x: Tensor, p: ViewParams, size: int) -> Tensor:
+    def apply(self, x: Tensor, p: ViewParams, size: int) -> Tensor:  # type: ignore[override]  # not Module.apply(fn)
         """One view of a float ``[0, 1]`` batch ``x`` with parameters ``p``; returns normalised crops."""
         c = self.cfg
         dev = x.device

@@ -52,7 +52,7 @@ class MultiCrop:
         def view(size: int, scale: tuple[float, float], blur: float, solarize: float) -> DINOViewTransform:
             return DINOViewTransform(
                 crop_size=size,
-                crop_scale=tuple(scale),
+                crop_scale=(scale[0], scale[1]),  # a tuple, also when Hydra hands a list
                 hf_prob=spec.hflip,
                 vf_prob=spec.vflip,
                 rr_prob=spec.rotate90,  # rr_degrees=None: lightly rotates by exactly 90 degrees
@@ -88,7 +88,7 @@ class MultiCrop:
         return out
 
 
-def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]):  # noqa: ANN201 - a callable
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image], torch.Tensor]:
     """Resize the whole image to ``size`` and normalise: the kNN monitor's view of an image."""
     import torchvision.transforms as T
 

@@ -38,7 +38,7 @@ def load_cluster(name: str, overrides: list[str] | None = None) -> DictConfig:
         raw = OmegaConf.load(path)
         if isinstance(raw, DictConfig) and "defaults" in raw:
             # The Hydra defaults list (`- schema`) is for composing with run.py's config.
-            raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "defaults"])
+            raw = OmegaConf.masked_copy(raw, [str(k) for k in raw if k != "defaults"])
         cfg = OmegaConf.merge(OmegaConf.structured(ClusterConfig), raw)
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))

@@ -69,7 +69,7 @@ def next_hpc_path(folder: str | Path) -> Path:
 
 
 def _resumable(trainer: pl.Trainer) -> bool:
-    loaders = trainer.fit_loop._combined_loader
+    loaders = trainer.fit_loop._combined_loader  # noqa: SLF001 - no public accessor for the loaders
     if loaders is None:
         return False
     return all(hasattr(dl, "state_dict") and hasattr(dl, "load_state_dict") for dl in loaders.flattened)

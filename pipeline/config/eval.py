@@ -36,11 +36,11 @@ class BackboneEntryConfig:
     """
 
     name: str = "???"
-    arch: Optional[str] = None
-    weights: Optional[str] = None
-    img_size: Optional[int] = None
+    arch: str | None = None
+    weights: str | None = None
+    img_size: int | None = None
     role: str = "baseline"
-    arch_from: Optional[str] = None
+    arch_from: str | None = None
     finetune: bool = True
 
 
@@ -77,7 +77,7 @@ class LinearProbeConfig:
     val_fraction: float = 0.2
     min_val_per_class: int = 5
     select_metric: str = "balanced_accuracy"
-    class_weight: Optional[str] = None
+    class_weight: str | None = None
     max_iter: int = 2000
     max_folds: int = 3
 
@@ -166,13 +166,13 @@ class EvalConfig:
     """
 
     backbones: list[BackboneEntryConfig] = field(default_factory=list)
-    tasks: Optional[list[str]] = None
+    tasks: list[str] | None = None
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     min_per_class: int = 1
     headline_metric: str = "balanced_accuracy"
     feature_batch_size: int = 64
-    limit: Optional[int] = None
+    limit: int | None = None
     folder: str = "eval"
     knn: KnnConfig = field(default_factory=KnnConfig)
     linear_probe: EvalLinearProbeConfig = field(default_factory=EvalLinearProbeConfig)

@@ -32,8 +32,8 @@ class ModelConfig:
     """
 
     name: str = "vit_tiny_patch16_224"
-    patch_size: Optional[int] = None
-    weights: Optional[str] = None
+    patch_size: int | None = None
+    weights: str | None = None
     drop_path_rate: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)
 

@@ -9,7 +9,7 @@ Each stage's own parameter classes live in ``pipeline/config/<area>.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from pipeline.config.ingest import IngestConfig
 
@@ -55,8 +55,8 @@ class TrackingConfig:
     enabled: bool = True
     tracking_uri: str = "sqlite:///${paths.root}/mlflow.db"
     experiment: str = "${data_recipe.name}"
-    artifact_location: Optional[str] = "${paths.root}/mlartifacts"
-    run_name: Optional[str] = None
+    artifact_location: str | None = "${paths.root}/mlartifacts"
+    run_name: str | None = None
 
 
 @dataclass

@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
         return cls(
             stage=d["stage"],
             config_hash=d["config_hash"],
@@ -116,7 +116,7 @@ class Manifest:
     def write(self, folder: Path) -> Path:
         """Write ``manifest.json`` into ``folder``; this marks the folder complete."""
         if not self.created:
-            self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.created = datetime.now(UTC).isoformat(timespec="seconds")
         path = Path(folder) / MANIFEST_NAME
         atomic_write_json(path, self.to_dict())
         return path

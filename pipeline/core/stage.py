@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,7 +20,7 @@ def section(cfg: DictConfig, key: str) -> dict[str, Any]:
         return {}
     out = OmegaConf.to_container(node, resolve=True)
     assert isinstance(out, dict)
-    return out
+    return cast(dict[str, Any], out)
 
 
 def stage_dir(cfg: DictConfig, *parts: str) -> Path:

@@ -97,10 +97,7 @@ def _ensure_experiment(mlflow: Any, uri: str, experiment: str, artifact_location
 def _is_global_zero() -> bool:
     """False in the other processes of a multi-process job (srun tasks, torchrun ranks):
     each runs ``run.py``, but only global rank 0 logs, so a job is one MLflow run."""
-    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if os.environ.get(key, "0") != "0":
-            return False
-    return True
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"))
 
 
 @contextlib.contextmanager

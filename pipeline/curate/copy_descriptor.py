@@ -35,7 +35,7 @@ def copy_descriptor(img: Image.Image, grid: int = 32, scales: tuple[float, ...] 
     for s in scales:
         dx, dy = w * (1 - s) / 2, h * (1 - s) / 2
         box = (round(dx), round(dy), max(round(dx) + 1, round(w - dx)), max(round(dy) + 1, round(h - dy)))
-        g = np.asarray(gray.crop(box).resize((grid, grid), Image.BOX), dtype=np.float32).ravel()
+        g = np.asarray(gray.crop(box).resize((grid, grid), Image.Resampling.BOX), dtype=np.float32).ravel()
         out.append(_standardise(g))
     return np.concatenate(out)
 

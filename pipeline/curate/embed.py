@@ -121,8 +121,8 @@ def embed_shard(
     rows: list[tuple[int, str, np.ndarray, np.ndarray]] = []
     bar = tqdm(desc=f"embed {shard.parent.name}/{shard.name}", unit="img", disable=not progress, leave=False)
     for batch in loader:
-        idx, keys, x, c = zip(*batch)
-        x = torch.stack(x).to(dev, non_blocking=True)
+        idx, keys, images, c = zip(*batch)
+        x = torch.stack(images).to(dev, non_blocking=True)
         # bf16 autocast on GPU (fast, plenty for cosine similarities); fp32 on CPU,
         # where bf16 matmuls are slower than fp32 on most machines.
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):

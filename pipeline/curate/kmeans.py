@@ -9,14 +9,19 @@ concepts; flat sampling reproduces that imbalance, balanced sampling flattens it
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
+if TYPE_CHECKING:
+    from pipeline.curate.knn_index import RowSubset
+
 
 def fit_kmeans(
-    x: np.ndarray, k: int, niter: int = 20, sample: int = 1_000_000, seed: int = 0, nredo: int = 3
+    x: np.ndarray | RowSubset, k: int, niter: int = 20, sample: int = 1_000_000, seed: int = 0, nredo: int = 3
 ) -> np.ndarray:
     """Spherical k-means centroids ``(k, d)`` (float32), trained on at most ``sample`` rows of ``x``.
 
@@ -29,12 +34,13 @@ def fit_kmeans(
     take = np.sort(rng.choice(n, size=min(n, max(sample, k)), replace=False))
     train = np.ascontiguousarray(x[take], dtype=np.float32)
     km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False, nredo=nredo,
-                      gpu=faiss.get_num_gpus() > 0, max_points_per_centroid=max(256, len(train) // k + 1))  # fmt: skip
+                      gpu=faiss.get_num_gpus() > 0, max_points_per_centroid=max(256, len(train) // k + 1))
     km.train(train)
+    assert km.centroids is not None  # set by train()
     return km.centroids.astype(np.float32)
 
 
-def assign(x: np.ndarray, centroids: np.ndarray, batch_rows: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+def assign(x: np.ndarray | RowSubset, centroids: np.ndarray, batch_rows: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid (by cosine) of every row: ``(labels int64, similarity float32)``."""
     index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
@@ -65,10 +71,10 @@ class Hierarchy:
 
 
 def hierarchical_kmeans(
-    x: np.ndarray, ks: list[int], niter: int = 20, sample: int = 1_000_000, seed: int = 0
+    x: np.ndarray | RowSubset, ks: list[int], niter: int = 20, sample: int = 1_000_000, seed: int = 0
 ) -> Hierarchy:
     """k-means with ``ks[0]`` clusters on the items, then ``ks[1]`` on those centroids, and so on."""
-    if not ks or any(a < b for a, b in zip(ks, ks[1:])):
+    if not ks or any(a < b for a, b in itertools.pairwise(ks)):
         raise ValueError(f"hierarchical k-means needs decreasing cluster counts per level, got {ks}")
     cent = fit_kmeans(x, ks[0], niter, sample, seed)
     lab, sim = assign(x, cent)

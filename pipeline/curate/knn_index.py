@@ -13,6 +13,7 @@ row batches, so memory is the index plus one batch, never the whole matrix.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -45,7 +46,7 @@ def choose_factory(n: int, d: int, opts: IndexConfig) -> str:
     raise ValueError(f"curate index kind {kind!r}: use auto, flat, ivf, ivfpq or torch")
 
 
-def _rows(x: np.ndarray, start: int, stop: int) -> np.ndarray:
+def _rows(x: np.ndarray | RowSubset, start: int, stop: int) -> np.ndarray:
     return np.ascontiguousarray(x[start:stop], dtype=np.float32)
 
 
@@ -82,10 +83,8 @@ def build_index(x: np.ndarray, opts: IndexConfig, progress: bool = False, seed: 
 
 
 def set_nprobe(index: faiss.Index, nprobe: int) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # flat indexes have no nprobe
         faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
-    except RuntimeError:
-        pass  # flat indexes have no nprobe
 
 
 def search(
@@ -134,8 +133,8 @@ class TorchExactIndex:
 
     is_trained = True
 
-    def __init__(self, x: np.ndarray, progress: bool = False) -> None:
-        from pipeline.curate import knn_torch  # noqa: F401  (fails early, naming the module, when absent)
+    def __init__(self, x: np.ndarray | RowSubset, progress: bool = False) -> None:
+        from pipeline.curate import knn_torch  # noqa: F401 - fails early, naming the module, when absent
 
         self.db = x if isinstance(x, np.ndarray) else np.asarray(x[0 : x.shape[0]])
         self.ntotal = self.db.shape[0]

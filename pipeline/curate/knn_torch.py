@@ -52,26 +52,23 @@ class _Rows:
             raise ValueError(f"expected a 2-D [n, dim] array, got shape {tuple(x.shape)}")
         self.x, self.shape = x, tuple(x.shape)
         self.is_numpy = isinstance(x, np.ndarray)
-        self.dtype = _from_numpy(np.empty(0, x.dtype)).dtype if self.is_numpy else x.dtype
+        self.dtype = _from_numpy(np.empty(0, x.dtype)).dtype if isinstance(x, np.ndarray) else x.dtype
 
     def rows(self, start: int, stop: int) -> Tensor:
-        if self.is_numpy:
+        if isinstance(self.x, np.ndarray):
             return _from_numpy(np.ascontiguousarray(self.x[start:stop]))
         return self.x[start:stop]
 
     def take(self, idx: Tensor) -> Tensor:
         """Rows ``idx`` (any shape) as ``[*idx.shape, dim]``."""
         flat = idx.reshape(-1)
-        if self.is_numpy:
-            out = _from_numpy(np.asarray(self.x[flat.cpu().numpy()]))
-        else:
-            out = self.x[flat.to(self.x.device)]
+        out = _from_numpy(np.asarray(self.x[flat.cpu().numpy()])) if isinstance(self.x, np.ndarray) else self.x[flat.to(self.x.device)]
         return out.view(*idx.shape, self.shape[1])
 
 
 def _resident(db: _Rows, dev: torch.device, dtype: torch.dtype, chunk: int) -> Tensor | None:
     """The pool in ``dtype`` on ``dev`` when that is cheap or fits; ``None`` means stream it per chunk."""
-    if not db.is_numpy and db.x.device == dev and db.dtype == dtype:
+    if isinstance(db.x, Tensor) and db.x.device == dev and db.dtype == dtype:
         return db.x  # already there, no second copy
     nbytes = db.shape[0] * db.shape[1] * torch.finfo(dtype).bits // 8
     if dev.type == "cuda":
@@ -84,7 +81,7 @@ def _resident(db: _Rows, dev: torch.device, dtype: torch.dtype, chunk: int) -> T
         for j in range(0, db.shape[0], chunk):  # fill by chunks: no full host copy of a memmap
             out[j : j + chunk] = db.rows(j, j + chunk).to(dev, dtype, non_blocking=True)
         return out
-    if db.dtype == dtype and db.is_numpy:
+    if db.dtype == dtype and isinstance(db.x, np.ndarray):
         return _from_numpy(db.x)  # no copy; a memmap is paged in as it is read
     return None  # convert each chunk as it is used: memory stays bounded by the chunk
 

@@ -57,7 +57,7 @@ def knn_retrieve(
     first[1:] = item[1:] != item[:-1]
     uniq, hits = np.unique(item, return_counts=True)
     stats = {"pairs": int(item.size), "unique": int(uniq.size), "collisions": int(item.size - uniq.size),
-             "items_hit_by_several_seeds": int((hits > 1).sum()), "max_hits": int(hits.max()) if hits.size else 0}  # fmt: skip
+             "items_hit_by_several_seeds": int((hits > 1).sum()), "max_hits": int(hits.max()) if hits.size else 0}
     return Retrieved(item[first], seed[first], s[first].astype(np.float32), hits, stats)
 
 
@@ -94,5 +94,5 @@ def cluster_retrieve(
     src = pool_labels[items]
     hits = np.array([seeds_in[int(c)] for c in src], np.int64)
     stats = {"seed_clusters": int(clusters.size), "unique": int(items.size),
-             "seeds_sharing_a_cluster": int(seed_labels.size - clusters.size)}  # fmt: skip
+             "seeds_sharing_a_cluster": int(seed_labels.size - clusters.size)}
     return Retrieved(items, src, pool_sim[items].astype(np.float32), hits, stats)

@@ -54,7 +54,7 @@ def score_dedup(
     present = set(present)
     group = _group_of(gt)
     pairs = [(k, v["copy_of"]["key"]) for k, v in gt.items()
-             if v.get("copy_of", {}).get("source") == "pool" and v.get("transform") != "byte_copy"]  # fmt: skip
+             if v.get("copy_of", {}).get("source") == "pool" and v.get("transform") != "byte_copy"]
     pairs = [(a, b) for a, b in pairs if a in present and b in present]
     found = sum(1 for a, b in pairs if same_group.get(a) is not None and same_group.get(a) == same_group.get(b))
     removals = list(removals)
@@ -113,4 +113,4 @@ def score_retrieval(
     n_in = sum(bool(gt[k].get("in_domain")) for k in pool)
     rec = sum(bool(gt[k].get("in_domain")) for k in retrieved) / n_in if n_in else float("nan")
     return {"retrieve.in_domain_precision": prec, "retrieve.pool_in_domain_rate": base,
-            "retrieve.in_domain_recall": rec, "retrieve.size": float(len(retrieved))}  # fmt: skip
+            "retrieve.in_domain_recall": rec, "retrieve.size": float(len(retrieved))}

@@ -48,7 +48,7 @@ from pipeline.config.curate import VerifyConfig
 
 def thumbnail(img: Image.Image, size: int) -> np.ndarray:
     """Grayscale ``size x size`` float32 thumbnail (box filter: averages JPEG and resampling noise)."""
-    return np.asarray(img.convert("L").resize((size, size), Image.BOX), dtype=np.float32)
+    return np.asarray(img.convert("L").resize((size, size), Image.Resampling.BOX), dtype=np.float32)
 
 
 def _highpass(t: np.ndarray, sigma: float) -> np.ndarray:
@@ -78,7 +78,7 @@ def _patch_min(a: np.ndarray, b: np.ndarray, grid: int, c: float) -> float:
 def _resize(t: np.ndarray, w: int, h: int) -> np.ndarray:
     if (h, w) == t.shape:
         return t
-    return np.asarray(Image.fromarray(t, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(Image.fromarray(t, mode="F").resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _match(x: np.ndarray, y: np.ndarray, sx: float, sy: float, m0: int) -> tuple[float, np.ndarray, tuple[int, int]]:
@@ -217,7 +217,7 @@ def synthetic_copy(img: Image.Image, rng: np.random.Generator, ops: Sequence[str
             out = out.crop((round(w * f[0]), round(h * f[1]), w - round(w * f[2]), h - round(h * f[3])))
         elif op == "resize":
             s = rng.uniform(0.5, 1.0)
-            out = out.resize((max(8, round(w * s)), max(8, round(h * s))), Image.BILINEAR)
+            out = out.resize((max(8, round(w * s)), max(8, round(h * s))), Image.Resampling.BILINEAR)
         elif op == "brightness":
             out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.8, 1.25)))
         elif op == "contrast":

@@ -125,7 +125,7 @@ def resolve_backbones(entries: list[BackboneEntryConfig], seed: int) -> tuple[li
                 # default config for the architecture would not know.
                 pc = cfg.get("pretrained_cfg", {})
                 data_cfg = {k: tuple(pc[k]) if isinstance(pc[k], list) else pc[k]
-                            for k in ("mean", "std", "interpolation", "input_size") if k in pc}  # fmt: skip
+                            for k in ("mean", "std", "interpolation", "input_size") if k in pc}
                 wfile = export / cfg.get("weights", "model.safetensors")
                 fingerprint, source, weights = f"export:{_sha256(wfile)}", str(export), str(export)
             elif Path(weights).is_file():

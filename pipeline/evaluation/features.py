@@ -54,7 +54,7 @@ def built_input_size(model: torch.nn.Module) -> tuple[int | None, bool]:
     if size is None:
         return None, False
     fixed = not (getattr(model, "dynamic_img_size", False) or getattr(pe, "dynamic_img_size", False)
-                 or getattr(pe, "strict_img_size", True) is False)  # fmt: skip
+                 or getattr(pe, "strict_img_size", True) is False)
     return int(size[0] if isinstance(size, (tuple, list)) else size), fixed
 
 
@@ -67,7 +67,7 @@ def preprocessing(model: torch.nn.Module, img_size: int | None, overrides: dict 
     """
     dc = {**data_config(model), **(overrides or {})}
     built, fixed = built_input_size(model)
-    size = built if fixed else (img_size or built or dc["input_size"][-1])
+    size = built if fixed and built is not None else (img_size or built or dc["input_size"][-1])
     return {
         "size": int(size),
         "mean": [float(v) for v in dc["mean"]],
@@ -105,7 +105,7 @@ def feature_key(backbone: EvalBackbone, data_hash: str, seed: int) -> str:
     """Cache key: everything that changes the features, and nothing else."""
     return config_hash(
         {"arch": backbone.arch, "spec": repr(backbone.spec), "fingerprint": backbone.fingerprint,
-         "img_size": backbone.img_size, **({"data_cfg": repr(backbone.data_cfg)} if backbone.data_cfg else {})},  # fmt: skip
+         "img_size": backbone.img_size, **({"data_cfg": repr(backbone.data_cfg)} if backbone.data_cfg else {})},
         data_hash,
         seed if backbone.fingerprint.startswith("random") else None,
     )

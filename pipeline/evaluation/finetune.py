@@ -18,6 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -38,6 +39,9 @@ def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
 class FinetuneModule(L.LightningModule):
     """Backbone + linear head; inputs are uint8 images, normalised here."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -50,7 +54,7 @@ class FinetuneModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(int(backbone.num_features), num_classes)
+        self.head = nn.Linear(int(cast(int, backbone.num_features)), num_classes)  # timm models declare it
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
         self.opts = opts
@@ -72,9 +76,9 @@ class FinetuneModule(L.LightningModule):
         loss = F.cross_entropy(self(x), y)
         return loss
 
-    def configure_optimizers(self):  # noqa: ANN201 - Lightning's union type
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         groups = [{"params": self.head.parameters()}]
-        opt = self.optimizer_factory(groups + [{"params": self.backbone.parameters()}])
+        opt = self.optimizer_factory([*groups, {"params": self.backbone.parameters()}])
         base = opt.param_groups[0]["lr"]
         opt.param_groups[1]["lr"] = base * self.opts.backbone_lr_scale
         warm = max(1, int(self.opts.warmup_fraction * self.total_steps))
@@ -144,7 +148,7 @@ def finetune_and_predict(
             max_epochs=-1,
             accelerator=opts.accelerator,
             devices=1,
-            precision=opts.precision,
+            precision=opts.precision,  # type: ignore[arg-type]  # Lightning validates the string
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,

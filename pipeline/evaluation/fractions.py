@@ -49,7 +49,7 @@ def nested_label_subsets(
     for f in fractions:
         parts = []
         for members in perms.values():
-            n = max(min_per_class, int(round(f * len(members))))
+            n = max(min_per_class, round(f * len(members)))
             parts.append(members[: min(n, len(members))])
         out[float(f)] = np.sort(np.concatenate(parts))
     return out

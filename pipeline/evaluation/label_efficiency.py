@@ -8,6 +8,7 @@ crossing. Outside the measured range the answer is a bound, never an extrapolati
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ def fraction_to_match(fractions: Sequence[float], scores: Sequence[float], targe
         return FractionToMatch("not_reached", None, target)
     if pts[0][1] >= target:
         return FractionToMatch("at_or_below_min", pts[0][0], target)
-    for (f0, s0), (f1, s1) in zip(pts, pts[1:]):
+    for (f0, s0), (f1, s1) in itertools.pairwise(pts):
         if s1 >= target > s0:
             t = (target - s0) / (s1 - s0)
             lf = math.log(f0) + t * (math.log(f1) - math.log(f0))

@@ -39,7 +39,7 @@ def task_splits(task: Task, is_test: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def _row(b: EvalBackbone, task: str, protocol: str, frac: float, seed: int, n: int, m: dict) -> dict[str, Any]:
     return {"backbone": b.name, "role": b.role, "task": task, "protocol": protocol, "fraction": frac, "seed": seed,
-            "n_labels": n, **m}  # fmt: skip
+            "n_labels": n, **m}
 
 
 # Hundreds of small fits: multi-threaded BLAS only adds synchronisation (and, on a
@@ -69,7 +69,7 @@ def frozen_protocols(
                 r = fit_linear_probe(feats[idx], y[idx], feats[test_idx], C, probe, seed)
                 m = classification_metrics(y[test_idx], r.pred, r.proba, C)
                 rows.append({**_row(b, task.name, "linear_probe", frac, seed, len(idx), m), "probe_c": r.c,
-                             "probe_selection": r.selection})  # fmt: skip
+                             "probe_selection": r.selection})
     return rows
 
 

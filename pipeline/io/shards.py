@@ -44,7 +44,7 @@ class _TarSampleWriter:
     """
 
     def __init__(self, fileobj: IO[bytes]) -> None:
-        self._tf = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT)
+        self._tf = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115 - closed in close()
 
     def write(self, sample: dict[str, Any]) -> None:
         key = sample["__key__"]
@@ -73,7 +73,7 @@ class AtomicShardWriter:
         self.shard = Path(shard)
         self.shard.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.shard.with_name(f".{self.shard.name}.{os.getpid()}.tmp")
-        self._fh = open(self.tmp, "wb")
+        self._fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()
         self._writer = _TarSampleWriter(self._fh)
         self.count = 0
 
@@ -95,7 +95,7 @@ class AtomicShardWriter:
         finally:
             self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "AtomicShardWriter":
+    def __enter__(self) -> AtomicShardWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> None:

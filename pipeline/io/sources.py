@@ -14,6 +14,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import IO, cast
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tbz2", ".tar.xz", ".txz")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -70,7 +71,7 @@ def iter_tar(archive: Path, key_prefix: str) -> Iterator[InputRef]:
     except OSError:
         compressed = False
     try:
-        tf = tarfile.open(archive, "r:*")
+        tf = tarfile.open(archive, "r:*")  # noqa: SIM115 - entered below, once the open error is reported
     except (tarfile.TarError, OSError) as e:
         yield InputRef(key=key_prefix, kind="tar", path=str(archive), rejected=f"bad_archive: {e}")
         return
@@ -86,7 +87,7 @@ def iter_tar(archive: Path, key_prefix: str) -> Iterator[InputRef]:
                     yield InputRef(key=key, kind="tar", path=str(archive), member=m.name, rejected="tar_member_not_a_file")
                 elif compressed:
                     yield InputRef(key=key, kind="tar", path=str(archive), member=m.name, size=m.size,
-                                   offset=m.offset_data, compressed=True)  # fmt: skip
+                                   offset=m.offset_data, compressed=True)
                 else:
                     yield InputRef(key=key, kind="tar", path=str(archive), offset=m.offset_data, size=m.size, member=m.name)
         except (tarfile.TarError, OSError, EOFError) as e:
@@ -154,7 +155,7 @@ def _not_regular(f: Path) -> str:
         else "a socket" if stat.S_ISSOCK(st.st_mode)
         else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
         else "not a regular file"
-    )  # fmt: skip
+    )
     return f"not_a_regular_file: {kind}" + (" (symlink, not followed)" if f.is_symlink() else "")
 
 
@@ -226,7 +227,7 @@ def inflate_archives(refs: list[InputRef], folder: Path) -> list[InputRef]:
                 with tarfile.open(ref.path, "r:*") as tf, open(tmp, "wb") as dst:
                     assert tf.fileobj is not None
                     tf.fileobj.seek(0)
-                    shutil.copyfileobj(tf.fileobj, dst, 1 << 20)
+                    shutil.copyfileobj(cast(IO[bytes], tf.fileobj), dst, 1 << 20)
                 os.replace(tmp, target)
                 copies[ref.path] = str(target)
             except Exception:  # noqa: BLE001 - a broken archive is read (and reported) member by member
@@ -264,10 +265,10 @@ def read_bytes(ref: InputRef) -> bytes:
         with tarfile.open(ref.path, "r:*") as tf:
             for m in tf:
                 if m.name == ref.member:
-                    fh = tf.extractfile(m)
-                    if fh is None:
+                    member = tf.extractfile(m)
+                    if member is None:
                         raise OSError(f"member {ref.member} has no data")
-                    return fh.read()
+                    return member.read()
     except OSError:
         raise
     except Exception as e:  # noqa: BLE001 - tarfile/zlib/lzma errors are not OSErrors

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
-from timm.models.vision_transformer import checkpoint_filter_fn
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 from pipeline.config.models import BackboneConfig
@@ -22,7 +22,7 @@ def model_kwargs_of(model_cfg: DictConfig | dict[str, Any], img_size: int) -> di
     kw: dict[str, Any] = {"img_size": int(img_size), "dynamic_img_size": True}
     if c.patch_size:
         kw["patch_size"] = int(c.patch_size)
-    kw.update(OmegaConf.to_container(c.kwargs, resolve=True) if c.kwargs else {})
+    kw.update(cast(dict[str, Any], OmegaConf.to_container(c.kwargs, resolve=True)) if c.kwargs else {})
     return kw
 
 
@@ -32,7 +32,7 @@ def load_weights_resampled(model: nn.Module, weights: str) -> None:
     path = Path(weights)
     if path.is_dir():
         path = path / read_export(path).get("weights", "model.safetensors")
-    sd = checkpoint_filter_fn(load_state_dict(path), model)
+    sd = checkpoint_filter_fn(load_state_dict(path), cast(VisionTransformer, model))  # reads only ViT attributes
     load_matching(model, sd, f"weights {weights} do not fit the model", optional=("head",))
     log.info("continued pretraining from %s", weights)
 

@@ -11,9 +11,12 @@ the method's ``teacher_entropy`` and ``teacher_batch_entropy`` diagnostics (see
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
+
+if TYPE_CHECKING:
+    from pipeline.pretrain.module import PretrainModule
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class CollapseMonitor(pl.Callback):
         step = trainer.global_step
         if step < (self.start_step or 0) or step % self.every:
             return
-        diag = pl_module.method.diagnostics()
+        diag = cast("PretrainModule", pl_module).method.diagnostics()
         if "teacher_entropy" not in diag:
             return
         self.last = float(diag["teacher_entropy"])
@@ -62,12 +65,14 @@ class CollapseMonitor(pl.Callback):
                 "(one cell type, one tissue), pretrain.method.head_batch_norm=true with weaker photometric "
                 "augmentation (pretrain.augment.jitter_prob, blur, solarize)"
                 if kind == "uniform"
-                else "lower pretrain.method.center_momentum (the center then follows faster) or raise pretrain.method.teacher_temp"
+                else "lower pretrain.method.center_momentum (the center then follows faster) "
+                "or raise pretrain.method.teacher_temp"
             )
             others = getattr(getattr(pl_module.method, "spec", None), "ibot_weight", 0) > 0
             log.warning(
                 "DINO collapse: the teacher's targets have been %s (entropy per image %.3f, of the batch mean %.3f) "
-                "for %d checks up to step %d; the DINO [CLS] loss no longer teaches the backbone anything%s. Usual fixes: %s.",
+                "for %d checks up to step %d; the DINO [CLS] loss no longer teaches the backbone anything%s. "
+                "Usual fixes: %s.",
                 kind, self.last, self.last_batch, self.streak, step,
                 " (iBOT and KoLeo still train it)" if others else "", fix,
-            )  # fmt: skip
+            )

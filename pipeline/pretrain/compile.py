@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def vit_trunks(model: nn.Module) -> list[nn.Module]:
     """The ``blocks`` containers of every timm ViT inside ``model`` (student and teacher)."""
-    return [m.blocks for m in model.modules() if hasattr(m, "blocks") and hasattr(m, "patch_embed")]
+    return [cast(nn.Module, m.blocks) for m in model.modules() if hasattr(m, "blocks") and hasattr(m, "patch_embed")]
 
 
 def is_compiled(module: nn.Module) -> bool:
@@ -45,7 +45,7 @@ def compile_trunks(model: nn.Module, mode: str | None = None) -> int:
     trunks = vit_trunks(model)
     if not trunks:
         raise ValueError("compile: no timm ViT (a module with .blocks and .patch_embed) found to compile")
-    cfg = torch._dynamo.config
+    cfg = torch._dynamo.config  # noqa: SLF001 - where torch.compile keeps its limits
     cfg.recompile_limit = max(cfg.recompile_limit, 64)
     for t in trunks:
         t.compile(mode=mode)

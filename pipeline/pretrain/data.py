@@ -36,7 +36,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -131,7 +131,7 @@ def _rank_items(spec: StreamSpec, epoch: int, rank: int, world: int) -> Iterator
             j = int(brng.integers(len(buf)))
             buf[j], sample = sample, buf[j]
             yield sample
-        brng.shuffle(buf)  # type: ignore[arg-type]
+        brng.shuffle(buf)
         yield from buf
         if i == 0:
             raise RuntimeError(f"shards {list(spec.shards)[:3]}... yielded no samples")
@@ -208,7 +208,7 @@ class EpochBatches(IterableDataset):
             draft = getattr(self.transform, "draft", None)  # set by transforms that resize to a fixed size
             views = [self.transform(decode(s, draft)) for s in samples]
             if isinstance(views[0], torch.Tensor):  # decoded images; the module makes the views
-                yield ImageBatch(torch.stack(views), seed_for(self.spec.seed, self.epoch, self.rank, j, 17))
+                yield ImageBatch(torch.stack(cast(list[torch.Tensor], views)), seed_for(self.spec.seed, self.epoch, self.rank, j, 17))
             else:
                 yield [torch.stack(v) for v in zip(*views)]
 
@@ -222,7 +222,7 @@ def _dist() -> tuple[int, int]:
 class _EpochSetter:
     """Lightning calls ``loader.sampler.set_epoch(e)`` at each epoch start."""
 
-    def __init__(self, loader: "ShardLoader") -> None:
+    def __init__(self, loader: ShardLoader) -> None:
         self.loader = loader
 
     def set_epoch(self, epoch: int) -> None:

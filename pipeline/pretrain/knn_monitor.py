@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -17,6 +17,9 @@ from torch import nn
 from pipeline.augment.pil_multicrop import eval_transform
 from pipeline.core.manifest import read_manifest
 from pipeline.io.shards import image_of, iter_samples, list_shards
+
+if TYPE_CHECKING:
+    from pipeline.pretrain.module import PretrainModule
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ def load_eval_set(folder: Path, size: int, mean: Any, std: Any, max_images: int 
     if not tasks:
         raise ValueError(f"{folder}/manifest.json lists no tasks (extra.tasks); the kNN monitor needs labels")
     tf = eval_transform(size, mean, std)
-    imgs, train, labels = [], [], {t: [] for t in tasks}
+    imgs, train = [], []
+    labels: dict[str, list[int]] = {t: [] for t in tasks}
     for s in iter_samples(list_shards(folder)):
         lab = s["meta"].get("labels") or {}
         if lab.get("split") not in ("train", "test"):
@@ -103,7 +107,7 @@ class KNNMonitor(pl.Callback):
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        feats = embed(pl_module.method.export_backbone(), self.data.images)
+        feats = embed(cast("PretrainModule", pl_module).method.export_backbone(), self.data.images)
         scores = knn_scores(feats, self.data, self.k)
         step = trainer.global_step
         if self.history and self.history[-1][0] == step:

@@ -9,9 +9,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightly.models.utils import get_weight_decay_parameters
-from torch import nn
 from torch.optim import Optimizer
 
+from pipeline.augment import GPUMultiCrop
 from pipeline.pretrain.data import ImageBatch, seed_everything_for
 from pipeline.pretrain.methods.base import SSLMethod, StepInputs
 from pipeline.pretrain.schedules import Schedules
@@ -49,7 +49,7 @@ class PretrainModule(pl.LightningModule):
         schedules: ScheduleFactory,
         n_global: int,
         seed: int = 0,
-        device_augment: nn.Module | None = None,
+        device_augment: GPUMultiCrop | None = None,
     ) -> None:
         super().__init__()
         self.method = method
@@ -76,7 +76,7 @@ class PretrainModule(pl.LightningModule):
         total = int(t.estimated_stepping_batches)
         per_epoch = max(1, t.num_training_batches // t.accumulate_grad_batches)
         global_batch = self._batch_size * t.world_size * t.accumulate_grad_batches
-        self.schedules = self._schedule_factory(total, per_epoch, global_batch)
+        self.schedules = self._schedule_factory(total, per_epoch, global_batch)  # type: ignore[arg-type]  # a sized loader: int
         decay, no_decay = get_weight_decay_parameters(self.method.trainable_modules())
         groups = [
             {"params": [p for p in decay if p.requires_grad], "apply_wd": True},
@@ -86,7 +86,9 @@ class PretrainModule(pl.LightningModule):
 
     @property
     def _batch_size(self) -> int:
-        loader = self.trainer.fit_loop._combined_loader.flattened[0]  # noqa: SLF001 - our ShardLoader
+        loaders = self.trainer.fit_loop._combined_loader  # noqa: SLF001 - no public accessor
+        assert loaders is not None  # set up by configure_optimizers
+        loader = loaders.flattened[0]  # our ShardLoader
         return int(getattr(getattr(loader, "spec", None), "batch_size", 1))
 
     def _apply_schedules(self) -> None:
@@ -135,7 +137,7 @@ class PretrainModule(pl.LightningModule):
         temp = self.schedules.teacher_temperature(step)
         loss, parts = self.method.loss(batch, StepInputs(teacher_temp=temp, n_global=self.n_global))
         bs = batch[0].shape[0]
-        logs = {f"train/loss_{k}": v for k, v in parts.items()}
+        logs: dict[str, torch.Tensor | float] = {f"train/loss_{k}": v for k, v in parts.items()}
         logs.update({f"diag/{k}": v for k, v in self.method.diagnostics().items()})
         logs.update({"train/loss": loss.detach(), "sched/lr": self.schedules.learning_rate(step), "sched/wd": self.schedules.wd(step)})
         if self.method.has_teacher:

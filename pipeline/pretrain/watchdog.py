@@ -39,7 +39,8 @@ class NonFiniteWatchdog(pl.Callback):
             return
         step = self._step
         msg = (
-            f"non-finite loss ({loss.item() if loss is not None else 'n/a'}) at step {step}, epoch {trainer.current_epoch}, "
+            f"non-finite loss ({loss.item() if loss is not None else 'n/a'}) at step {step}, "
+            f"epoch {trainer.current_epoch}, "
             f"batch {batch_idx}. Usual causes: learning rate too high (pretrain.optim.lr), fp16 overflow "
             "(use bf16-mixed or 32-true), too low teacher temperature, or a corrupt image."
         )
@@ -50,6 +51,7 @@ class NonFiniteWatchdog(pl.Callback):
             raise FloatingPointError(msg)
         self.rollbacks += 1
         log.warning("%s Rolling back to %s (rollback %d/%d).", msg, self.checkpoint, self.rollbacks, self.max_rollbacks)
+        assert self.checkpoint is not None  # can_roll
         ckpt = torch.load(self.checkpoint, map_location=pl_module.device, weights_only=True)
         pl_module.load_state_dict(ckpt["state_dict"])
         for opt, state in zip(trainer.optimizers, ckpt["optimizer_states"]):

@@ -64,7 +64,7 @@ def _log_backbone(b: EvalBackbone, summary: list[dict[str, Any]]) -> None:
             if not np.isnan(s[f"{m}_mean"]):
                 flat[f"{base}.{m}.{pct}"] = s[f"{m}_mean"]
                 flat[f"{base}.{m}.{pct}.std"] = s[f"{m}_std"]
-                steps.setdefault(int(round(s["n_labels"])), {})[f"{base}.{m}.curve"] = s[f"{m}_mean"]
+                steps.setdefault(round(s["n_labels"]), {})[f"{base}.{m}.curve"] = s[f"{m}_mean"]
     # Few large batches: one MLflow call per metric is slow on a SQLite store.
     items = list(flat.items())
     for i in range(0, len(items), 500):
@@ -152,7 +152,7 @@ def run(cfg: DictConfig) -> Manifest:
     for b in backbones:
         b_rows: list[dict[str, Any]] = []
         with tracking.child_run(f"eval:{b.name}", params={"backbone": b.name, "role": b.role, "arch": b.arch,
-                                                           "weights": b.source, "fingerprint": b.fingerprint}):  # fmt: skip
+                                                           "weights": b.source, "fingerprint": b.fingerprint}):
             tracking.set_tags({"backbone": b.name, "role": b.role})
             feats = extract(
                 b, data.images, feat_dir, data.manifest_hash, cfg.seed, ec["feature_batch_size"], cfg.progress
@@ -164,6 +164,12 @@ def run(cfg: DictConfig) -> Manifest:
                 )  # fmt: skip
             if b.finetune and ft_tasks:
                 bar = tqdm(desc=f"finetune {b.name}", disable=not cfg.progress, unit="run")
+
+                def progress(msg: str, bar: Any = bar) -> None:
+                    bar.set_postfix_str(msg)
+                    bar.update(1)
+                    log.debug(msg)
+
                 for t in ft_tasks:
                     b_rows += finetune_protocol(
                         b, images_at, data.tasks[t], data.is_test, ft.fractions or ec["fractions"],
@@ -185,9 +191,9 @@ def run(cfg: DictConfig) -> Manifest:
         stage="eval",
         config_hash=h,
         inputs=[lineage_entry(eval_dir)] + [lineage_entry(Path(b.source).parent) for b in backbones
-                                            if (Path(b.source).parent / "manifest.json").is_file()],  # fmt: skip
+                                            if (Path(b.source).parent / "manifest.json").is_file()],
         artifacts={"report": "report/report.md", "results": "report/results.csv", "summary": "report/summary.csv",
-                   "features": str(feat_dir), "finetune": str(ft_dir)},  # fmt: skip
+                   "features": str(feat_dir), "finetune": str(ft_dir)},
         counts={"backbones": len(backbones), "runs": len(rows), "eval_images": len(data.ids)},
         metrics=metrics,
         extra={"backbones": [{"name": b.name, "role": b.role, "arch": b.arch, "weights": b.source} for b in backbones],
@@ -223,7 +229,7 @@ def _write_report(
             png = report.plot_label_efficiency(summary, t, p, metric, rep_dir / f"label_efficiency_{t}_{p}.png")
             eff = efficiency_against_baselines(report.curves(summary, t, p, metric), roles)
             body += [f"### {t}: {p}", "", f"![{t} {p}]({png.name})", "", report.markdown_table(summary, t, p, metric), "",
-                     *report.efficiency_lines(eff, metric), ""]  # fmt: skip
+                     *report.efficiency_lines(eff, metric), ""]
             for s in summary:
                 if s["task"] == t and s["protocol"] == p and s["fraction"] == 1.0:
                     metrics[f"{t}.{p}.{s['backbone']}.{metric}.p100"] = s[f"{metric}_mean"]
@@ -245,8 +251,8 @@ def _write_report(
     ]
     if not has_domain:
         head += ["No domain backbone was evaluated" + (f": {'; '.join(notes)}" if notes else "") + ".",
-                 "Baselines against each other:", ""]  # fmt: skip
+                 "Baselines against each other:", ""]
     head += [f"- {h}" for h in headline] + [""]
-    md = "\n".join(head + ["## Results", ""] + body)
+    md = "\n".join([*head, "## Results", "", *body])
     (rep_dir / "report.md").write_text(md)
     return metrics, headline

@@ -180,4 +180,4 @@ def _report(source: str, m: Manifest) -> None:
     log.info(
         "ingest/%s: %d inputs -> %d accepted, %d byte-identical duplicates, %d rejected %s",
         source, c["inputs"], c["accepted"], c["duplicate"], c["rejected"], m.extra.get("reasons", {}),
-    )  # fmt: skip
+    )

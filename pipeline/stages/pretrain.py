@@ -15,7 +15,7 @@ import logging
 import shutil
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -50,10 +50,7 @@ SOURCES = {"curate": ("curate", "shards"), "pool": ("ingest", "pool"), "seeds": 
 def source_folder(cfg: DictConfig) -> Path:
     """The shard folder named by ``pretrain.data.source``."""
     src = cfg.pretrain.data.source
-    if src in SOURCES:
-        folder = stage_dir(cfg, *SOURCES[src])
-    else:
-        folder = Path(src)
+    folder = stage_dir(cfg, *SOURCES[src]) if src in SOURCES else Path(src)
     if not folder.is_dir():
         hint = " Run `python run.py stage=curate` first, or train on pretrain.data.source=pool." if src == "curate" else ""
         raise FileNotFoundError(f"pretrain.data.source={src!r}: {folder} does not exist.{hint}")
@@ -77,7 +74,7 @@ def _precision(t: DictConfig, gpu: bool) -> str:
         return "bf16-mixed" if gpu else "32-true"
     if not gpu and p.startswith("bf16") and not _cpu_has_bf16():
         log.warning("pretrain.trainer.precision=%s on a CPU without native bf16 (AVX512-BF16/AMX): "
-                    "expect it to be slower than 32-true", p)  # fmt: skip
+                    "expect it to be slower than 32-true", p)
     return p
 
 
@@ -114,7 +111,7 @@ def build_method(m: MethodConfig, vit: torch.nn.Module) -> Any:
     if m.kind == "simclr":
         if m.param_dtype != "float32":
             raise ValueError(f"pretrain.method.param_dtype={m.param_dtype!r} applies to distillation only; "
-                             "SimCLR computes with its fp32 weights under autocast")  # fmt: skip
+                             "SimCLR computes with its fp32 weights under autocast")
         return SimCLR(vit, hidden_dim=m.hidden_dim, projection_dim=m.projection_dim, temperature=m.temperature)
     raise ValueError(f"pretrain.method.kind={m.kind!r}; expected distillation or simclr")
 
@@ -212,7 +209,7 @@ def run(cfg: DictConfig) -> Manifest:
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=_strategy(t.strategy),
-        precision=_precision(t, gpu),
+        precision=_precision(t, gpu),  # type: ignore[arg-type]  # Lightning validates the string
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         accumulate_grad_batches=t.accumulate_grad_batches,
@@ -246,7 +243,7 @@ def run(cfg: DictConfig) -> Manifest:
     export_backbone(
         backbone, out / p.export_dir, p.model.name, model_kwargs, aug.global_size, aug.mean, aug.std,
         extra={"method": m.name, "steps": trainer.global_step, "data": str(src), "seed": cfg.seed},
-    )  # fmt: skip
+    )
     metrics: dict[str, float] = {}
     if knn is not None and knn.history:
         if knn.history[0][0] == 0:  # a resumed run has no step-0 (starting weights) evaluation
@@ -258,7 +255,7 @@ def run(cfg: DictConfig) -> Manifest:
     if perf["images"]:
         metrics["images_per_s"] = perf["images"] / (perf["step_s"] + perf["wait_s"])
         metrics["loader_wait_frac"] = perf["wait_s"] / (perf["step_s"] + perf["wait_s"])
-    if collapse.last is not None:
+    if collapse.last is not None and collapse.last_batch is not None:  # set together
         metrics["teacher_entropy"] = collapse.last
         metrics["teacher_batch_entropy"] = collapse.last_batch
     final = trainer.callback_metrics.get("train/loss")

@@ -24,7 +24,7 @@ TINY = [
     "curate.embed.backbone.name=test_efficientnet", "curate.embed.backbone.weights=null",
     "curate.embed.workers=0", "curate.embed.batch_size=32", "curate.shard_size=20",
     "curate/retrieval=knn", "curate.retrieval.k=4",
-]  # fmt: skip
+]
 
 
 def _cfg(tmp: Path, *extra: str):

@@ -58,7 +58,7 @@ def _pretrain_export(folder: Path) -> None:
     Manifest(stage="pretrain", config_hash="fake", artifacts={"export": "export"}).write(folder)
 
 
-def _cfg(root: Path, *extra: str):  # noqa: ANN202
+def _cfg(root: Path, *extra: str):
     register_configs()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose(
@@ -73,7 +73,7 @@ def _cfg(root: Path, *extra: str):  # noqa: ANN202
                 "{name:raw_pixels,arch:raw_pixels,img_size:8,finetune:false}]",
                 *extra,
             ],
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_eval_stage_with_export_tracking_and_resume(root: Path) -> None:
     m = run_pipeline(cfg)["eval"]
     rep = root / "out" / "eval" / "report"
     for name in ("report.md", "results.csv", "summary.csv", "label_efficiency_defect_finetune.png",
-                 "label_efficiency_type_knn.png", "label_efficiency_defect_linear_probe.png"):  # fmt: skip
+                 "label_efficiency_type_knn.png", "label_efficiency_defect_linear_probe.png"):
         assert (rep / name).is_file(), name
     assert [b["name"] for b in m.extra["backbones"]] == ["domain", "random_init", "raw_pixels"]
     # random_init copies the domain architecture (a ViT fixed to 32 px) from the export.

@@ -21,7 +21,7 @@ def _run(out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "run.py", "stage=ingest", "progress=false", *TINY_ELPV],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -38,7 +38,7 @@ def test_ingest_stage_end_to_end(tmp_path: Path, mlflow_db_template: Path) -> No
     summary = json.loads((ing / "manifest.json").read_text())
     assert summary["stage"] == "ingest" and [i["stage"] for i in summary["inputs"]] == [
         "recipe", "ingest/pool", "ingest/seeds", "ingest/eval"
-    ]  # fmt: skip
+    ]
 
     # Pool: every planted file is accounted for, as the ground truth says.
     pool = json.loads((ing / "pool" / "manifest.json").read_text())
@@ -50,7 +50,7 @@ def test_ingest_stage_end_to_end(tmp_path: Path, mlflow_db_template: Path) -> No
     assert pool["counts"] == {
         "inputs": len(truth), "accepted": len(truth) - n_byte - sum(expected_rej.values()),
         "rejected": sum(expected_rej.values()), "duplicate": n_byte, "shards": 1,
-    }  # fmt: skip
+    }
     assert pool["extra"]["reasons"] == dict(expected_rej) == {"empty_file": 1, "truncated": 1, "not_an_image": 1}
     for key, t in truth.items():
         r = recs[key]

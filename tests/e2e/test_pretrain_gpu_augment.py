@@ -24,7 +24,7 @@ def test_gpu_augment_stage_runs_in_workers_and_exports(tmp_path: Path, monkeypat
     seen: list[list[tuple[int, ...]]] = []
     original = PretrainModule.training_step
 
-    def spy(self, batch, batch_idx):  # noqa: ANN001, ANN202
+    def spy(self, batch, batch_idx):
         assert isinstance(self.device_augment, GPUMultiCrop)
         seen.append([tuple(v.shape) for v in batch])
         return original(self, batch, batch_idx)
@@ -33,7 +33,7 @@ def test_gpu_augment_stage_runs_in_workers_and_exports(tmp_path: Path, monkeypat
     cfg = compose(
         tmp_path, "pretrain/augment=gpu", "pretrain.data.num_workers=1", "pretrain.trainer.max_steps=2",
         "pretrain.monitor.knn_every_n_epochs=1",
-    )  # fmt: skip
+    )
     m = stage.run(cfg)
     assert m.counts["steps"] == 2
     assert m.extra["augment_backend"] == "gpu" and m.extra["augment_preset"] == "grayscale"
@@ -57,7 +57,7 @@ def test_gpu_augment_killed_run_resumes_with_identical_losses(tmp_path: Path, mo
 
     original = PretrainModule.on_train_batch_end
 
-    def dying(self, outputs, batch, batch_idx):  # noqa: ANN001, ANN202
+    def dying(self, outputs, batch, batch_idx):
         original(self, outputs, batch, batch_idx)
         if self.global_step == 8:
             raise Killed("simulated crash")
@@ -83,7 +83,7 @@ def test_gpu_augment_stage_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     devices: list[str] = []
     original = PretrainModule.training_step
 
-    def spy(self, batch, batch_idx):  # noqa: ANN001, ANN202
+    def spy(self, batch, batch_idx):
         devices.extend(v.device.type for v in batch)
         return original(self, batch, batch_idx)
 
@@ -91,7 +91,7 @@ def test_gpu_augment_stage_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     cfg = compose(
         tmp_path, "pretrain/augment=gpu", "pretrain.trainer.accelerator=auto", "pretrain.trainer.devices=1",
         "pretrain.data.num_workers=1", "pretrain.trainer.max_steps=3", "pretrain.monitor.knn_every_n_epochs=-1",
-    )  # fmt: skip
+    )
     m = stage.run(cfg)
     assert m.counts["steps"] == 3 and m.extra["augment_backend"] == "gpu"
     assert devices and set(devices) == {"cuda"}  # bf16-mixed on the GPU, views made there

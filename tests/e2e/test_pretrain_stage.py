@@ -49,7 +49,7 @@ def test_other_methods_run(tmp_path: Path, method: str) -> None:
     cfg = compose(
         tmp_path, f"pretrain/method={method}", "pretrain.trainer.max_steps=2", "pretrain.monitor.knn_every_n_epochs=-1",
         "pretrain.method.out_dim=64", "pretrain.method.hidden_dim=32",
-    )  # fmt: skip
+    )
     m = stage.run(cfg)
     assert m.counts["steps"] == 2 and (tmp_path / "elpv_demo" / "pretrain" / "export" / "model.safetensors").is_file()
     key = "train/loss_ntxent" if method == "simclr" else "train/loss_dino"
@@ -63,7 +63,7 @@ def test_step_budget_without_epoch_limit(tmp_path: Path) -> None:
     cfg = compose(
         tmp_path, "pretrain.trainer.max_epochs=-1", "pretrain.trainer.max_steps=3",
         "pretrain.monitor.knn_every_n_epochs=-1", "pretrain.method.out_dim=64", "pretrain.method.hidden_dim=32",
-    )  # fmt: skip
+    )
     assert stage.run(cfg).counts["steps"] == 3
 
 

@@ -201,7 +201,7 @@ PartitionName={PARTITION} Nodes={",".join(self.nodes)} Default=YES MaxTime=INFIN
                     subprocess.run(
                         ["scontrol", "update", f"nodename={n}", "state=resume"],
                         capture_output=True, env=self.env, timeout=10,
-                    )  # fmt: skip
+                    )
             time.sleep(0.5)
         raise RuntimeError(f"Slurm nodes not idle after {timeout}s: {states}; logs:\n{self.logs()}")
 

@@ -32,7 +32,7 @@ def server_command(root: Path, port: int) -> list[str]:
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+    ]
 
 
 class MlflowServer:
@@ -50,12 +50,12 @@ class MlflowServer:
     def start(self) -> MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        self._log = open(self.root / "server.log", "wb")
+        self._log = open(self.root / "server.log", "wb")  # noqa: SIM115 - the server writes it until stop()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         self.proc = subprocess.Popen(
             server_command(self.root, port), stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self.uri = f"http://127.0.0.1:{port}"
         return self
 

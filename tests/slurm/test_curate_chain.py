@@ -35,7 +35,7 @@ def test_submit_curate_chain(slurm_cluster, tmp_path: Path) -> None:
         f"ingest.shard_size={SHARD}", "ingest.workers=1", f"paths.root={root}", "tracking=off", "progress=false",
         "curate.embed.backbone.name=test_efficientnet", "curate.embed.backbone.weights=null",
         "curate.embed.workers=0", "curate.embed.batch_size=8", "curate/retrieval=knn", "curate.retrieval.k=2",
-    ]  # fmt: skip
+    ]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400, env=os.environ.copy())
     assert p.returncode == 0, f"{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     ids = dict(re.findall(r"submitted (\w+): job (\d+)", p.stdout))

@@ -30,7 +30,7 @@ COMMON = [
     *pretrain_tiny.TINY_OVERRIDES,
     "pretrain.trainer.max_epochs=8", "pretrain.trainer.strategy=ddp",
     "pretrain.trainer.checkpoint_every_n_steps=100", "pretrain.monitor.knn_every_n_epochs=-1",
-]  # fmt: skip
+]
 
 
 def _metrics(root: Path) -> dict[int, float]:
@@ -51,12 +51,12 @@ def test_pretrain_stage_requeued_on_two_nodes(slurm_cluster, tmp_path: Path) -> 
          "--export=ALL,MASTER_ADDR=127.0.0.1", f"--chdir={REPO}", f"--output={a}/slurm-%j.out", "--open-mode=append",
          "--wrap", "srun " + shlex.join(run)],
         capture_output=True, text=True, check=True, timeout=30,
-    ).stdout.strip()  # fmt: skip
-    ref_log = open(tmp_path / "reference.log", "w")
+    ).stdout.strip()
+    ref_log = open(tmp_path / "reference.log", "w")  # noqa: SIM115 - the reference run writes it
     ref = subprocess.Popen(
         [sys.executable, "run.py", f"paths.root={b}", *COMMON, "pretrain.trainer.num_nodes=1", "pretrain.trainer.devices=2"],
         cwd=REPO, stdout=ref_log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 240
         while len(_metrics(a)) < 16:  # 6 steps per epoch, 48 in all: signal in epoch 3

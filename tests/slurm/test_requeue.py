@@ -37,7 +37,7 @@ def _submit(out: Path, name: str) -> str:
         "--export=ALL,MASTER_ADDR=127.0.0.1",
         f"--chdir={REPO}", f"--output={out}/slurm-%j.out", "--open-mode=append",
         "--wrap", f"srun {sys.executable} -m tests.slurm.tiny_train {out}",
-    ]  # fmt: skip
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30).stdout.strip().split(";")[0]
 
 
@@ -51,11 +51,11 @@ def test_requeued_ddp_training_resumes_exactly(slurm_cluster, tmp_path: Path) ->
     # The uninterrupted reference: the same 2-process DDP run, started by Lightning outside Slurm
     # (the cluster's 2 CPUs are taken by `job`), at the same time.
     reference.mkdir()
-    ref_log = open(reference / "run.log", "w")
+    ref_log = open(reference / "run.log", "w")  # noqa: SIM115 - the reference run writes it
     ref = subprocess.Popen(
         [sys.executable, "-m", "tests.slurm.tiny_train", str(reference)], cwd=REPO, stdout=ref_log,
         stderr=subprocess.STDOUT, env={**os.environ, "TINY_DEVICES": "2"}, start_new_session=True,
-    )  # fmt: skip
+    )
 
     # Signal once training is two epochs in, well before the end.
     progress = interrupted / "progress.json"

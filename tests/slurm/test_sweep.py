@@ -31,7 +31,7 @@ def test_multirun_sweep_runs_every_job_on_slurm(slurm_cluster, mlflow_uri: str, 
         f"paths.root={root}", "paths.output_dir=${paths.root}/tiny_s${ingest.shard_size}",
         "tracking=server", f"tracking.tracking_uri={mlflow_uri}",
         "progress=false",
-    ]  # fmt: skip
+    ]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert p.returncode == 0, f"sweep failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 from PIL import Image
 
 from pipeline.core.manifest import Manifest
@@ -90,7 +91,7 @@ TINY_OVERRIDES = [
 ]
 
 
-def compose(root: Path, *overrides: str):  # noqa: ANN201 - a DictConfig
+def compose(root: Path, *overrides: str) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 

@@ -95,7 +95,7 @@ def test_geometry_only_views_are_crops_with_flips() -> None:
         ("rotate90", "rot90", lambda v: TF.rotate(v, 90)),
     ],
 )
-def test_vertical_flip_and_quarter_turn(option: str, field: str, expected) -> None:  # noqa: ANN001
+def test_vertical_flip_and_quarter_turn(option: str, field: str, expected) -> None:
     x = _gradient().expand(8, -1, -1, -1).contiguous()
     m = GPUMultiCrop(dataclasses.replace(GEOM, hflip=0.0, **{option: 0.5}), seed=2)
     p = m.sample_params(8, 64, 64, local=False, blur_p=0.0, solarize_p=0.0)
@@ -180,7 +180,7 @@ def test_colour_domain_changes_colour() -> None:
 
 
 @pytest.mark.parametrize(
-    "ours, theirs, factors",
+    ("ours", "theirs", "factors"),
     [
         (color.adjust_brightness, TF.adjust_brightness, [0.6, 1.0, 1.4]),
         (color.adjust_contrast, TF.adjust_contrast, [0.6, 1.0, 1.4]),

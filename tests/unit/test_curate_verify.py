@@ -99,7 +99,7 @@ def test_calibration_rule_is_the_keep_quantile_and_separates():
     np.testing.assert_array_equal(cal.scores, again.scores)  # seeded
     different = np.array([tuple(_scores(imgs[k], imgs[k + 1])) for k in range(0, 6, 2)])
     assert not cal.accepts(different).any()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one image"):
         vf.calibrate([])
 
 

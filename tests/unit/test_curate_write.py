@@ -48,7 +48,7 @@ def test_a_rerun_replaces_the_previous_set(tmp_path: Path) -> None:
 
 def test_an_id_missing_from_the_pool_is_an_error_naming_it(tmp_path: Path) -> None:
     shards, pool = _pool(tmp_path / "pool")
-    with pytest.raises(KeyError, match="1 of 2 curated ids.*not-in-pool"):
+    with pytest.raises(KeyError, match=r"1 of 2 curated ids.*not-in-pool"):
         write_curated(shards, {next(iter(pool)): {}, "not-in-pool": {}}, tmp_path / "out", shard_size=2)
     assert list((tmp_path / "out").iterdir()) == []  # no partial set left to pass for the curated one
 
@@ -57,5 +57,5 @@ def test_fetch_images_returns_exactly_the_requested_bytes(tmp_path: Path) -> Non
     shards, pool = _pool(tmp_path / "pool")
     ids = list(pool)
     want = [ids[11], ids[0], ids[5]]
-    assert fetch_images(shards, want + ["missing"]) == {k: pool[k]["image"] for k in want}
+    assert fetch_images(shards, [*want, "missing"]) == {k: pool[k]["image"] for k in want}
     assert fetch_images(shards, []) == {}

@@ -46,7 +46,7 @@ def test_limit_keeps_the_first_ids(tmp_path: Path) -> None:
 def test_a_task_whose_column_is_absent_is_unlabelled_and_primary_is_the_flagged_one(tmp_path: Path) -> None:
     ids = write_shards(tmp_path, N, per_shard=5, labels=True, stage="ingest/eval")
     _retask(tmp_path, {"grade": {"column": "grade", "classes": ["a", "b"]},
-                       "kind": {"column": "stripe", "classes": ["v", "h"], "primary": True}})  # fmt: skip
+                       "kind": {"column": "stripe", "classes": ["v", "h"], "primary": True}})
     data = load_eval_set(tmp_path)
     assert (data.tasks["grade"].y == -1).all() and not data.tasks["grade"].primary
     assert data.primary_task() == "kind"
@@ -60,10 +60,10 @@ def test_unknown_class_missing_split_and_missing_tasks_are_errors(tmp_path: Path
     labelled, unlabelled = tmp_path / "labelled", tmp_path / "unlabelled"
     write_shards(labelled, N, per_shard=5, labels=True, stage="ingest/eval")
     write_shards(unlabelled, N, per_shard=5, labels=False, stage="ingest/eval")
-    with pytest.raises(ValueError, match="no extra.tasks"):
+    with pytest.raises(ValueError, match=r"no extra\.tasks"):
         load_eval_set(unlabelled)
     _retask(unlabelled, {"stripe": {"column": "stripe", "classes": ["h", "v"]}})
-    with pytest.raises(ValueError, match="labels.split is None"):
+    with pytest.raises(ValueError, match=r"labels\.split is None"):
         load_eval_set(unlabelled)
     _retask(labelled, {"stripe": {"column": "stripe", "classes": ["h"]}})
     with pytest.raises(ValueError, match=r"task stripe label 'v' is not one of \['h'\]"):

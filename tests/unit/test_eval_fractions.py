@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -31,7 +33,7 @@ def test_subsets_are_nested_seeded_and_disjoint_from_test() -> None:
     for f in FRACTIONS:
         np.testing.assert_array_equal(a[f], b[f])
         assert not set(a[f]) & set(test)
-    for small, big in zip(FRACTIONS, FRACTIONS[1:]):
+    for small, big in itertools.pairwise(FRACTIONS):
         assert set(a[small]) <= set(a[big])
     assert not np.array_equal(a[0.1], c[0.1])
 

@@ -41,7 +41,7 @@ def test_hand_computed_tiny_example() -> None:
     assert pred.tolist() == [1]
     assert proba[0] == pytest.approx([w0 / (w0 + w1), w1 / (w0 + w1)])
     # With k=2 the far neighbour drops out: the two nearest tie, and ties go to the lower class id.
-    pred2, proba2 = knn_classify(train, labels, query, num_classes=2, k=2, temperature=T)
+    _pred2, proba2 = knn_classify(train, labels, query, num_classes=2, k=2, temperature=T)
     assert proba2[0] == pytest.approx([0.5, 0.5])
 
 

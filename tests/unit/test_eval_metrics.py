@@ -39,7 +39,7 @@ def test_multiclass_macro_f1_counts_absent_classes_and_has_no_auroc() -> None:
 
 
 def test_shape_mismatch_raises() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="differ in shape"):
         classification_metrics(np.zeros(3), np.zeros(4), None, 2)
 
 

@@ -18,7 +18,7 @@ def _row(backbone: str, frac: float, seed: int, acc: float, auroc: float | None 
     """One per-run row as the protocols return it (knn on task ``defect`` unless overridden)."""
     role = "domain" if backbone == "domain" else "baseline"
     r = {"backbone": backbone, "role": role, "task": "defect", "protocol": "knn", "fraction": frac, "seed": seed,
-         "n_labels": int(100 * frac) + seed, "accuracy": acc, "balanced_accuracy": acc, "macro_f1": acc, **kw}  # fmt: skip
+         "n_labels": int(100 * frac) + seed, "accuracy": acc, "balanced_accuracy": acc, "macro_f1": acc, **kw}
     if auroc is not None:
         r["auroc"] = auroc
     return r
@@ -49,7 +49,7 @@ def test_summarize_aggregates_seeds_with_sample_std_and_skips_missing_values() -
     # Sorted by task, protocol, backbone, fraction.
     assert [(s["protocol"], s["backbone"], s["fraction"]) for s in summary] == [
         ("knn", "domain", 0.1), ("knn", "domain", 1.0), ("knn", "pixels", 1.0), ("linear_probe", "pixels", 0.1)
-    ]  # fmt: skip
+    ]
 
 
 def test_write_csv_takes_the_union_of_columns_in_first_seen_order(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_write_csv_takes_the_union_of_columns_in_first_seen_order(tmp_path: Path
 
 
 def test_curves_select_one_task_and_protocol() -> None:
-    summary = report.summarize(ROWS + [_row("domain", 1.0, 0, 0.1, task="type")])
+    summary = report.summarize([*ROWS, _row("domain", 1.0, 0, 0.1, task="type")])
     assert report.curves(summary, "defect", "knn", "accuracy") == {
         "domain": {0.1: pytest.approx(0.7), 1.0: pytest.approx(0.85)},
         "pixels": {1.0: pytest.approx(0.6)},

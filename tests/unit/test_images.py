@@ -131,7 +131,7 @@ def test_max_pixels_above_pil_default_is_honoured() -> None:
     assert e.value.reason == "truncated"  # got past the size check, then ran out of data
     with pytest.raises(ImageRejected, match="decompression_bomb"):
         normalize_image(header_only, max_pixels=100_000_000)
-    assert Image.MAX_IMAGE_PIXELS == limit, "the process-wide limit was not restored"
+    assert limit == Image.MAX_IMAGE_PIXELS, "the process-wide limit was not restored"
 
 
 def test_decode_rgb_gives_rgb() -> None:

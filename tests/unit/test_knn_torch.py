@@ -21,23 +21,23 @@ def _faiss(q: np.ndarray, db: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     return index.search(q.astype(np.float32), k)
 
 
-def _assert_same_neighbours(s: np.ndarray, i: np.ndarray, S: np.ndarray, I: np.ndarray, tol: float = 1e-5) -> None:
-    np.testing.assert_allclose(s, S, atol=tol)
+def _assert_same_neighbours(s: np.ndarray, i: np.ndarray, s_ref: np.ndarray, i_ref: np.ndarray, tol: float = 1e-5) -> None:
+    np.testing.assert_allclose(s, s_ref, atol=tol)
     # Indices may differ only where two neighbours tie within float rounding.
-    diff = i != I
+    diff = i != i_ref
     assert diff.mean() < 0.01
     if diff.any():
-        np.testing.assert_allclose(s[diff], S[diff], atol=tol)
+        np.testing.assert_allclose(s[diff], s_ref[diff], atol=tol)
 
 
-@pytest.mark.parametrize("query_chunk, db_chunk", [(1024, 16384), (37, 101), (1, 7)])
+@pytest.mark.parametrize(("query_chunk", "db_chunk"), [(1024, 16384), (37, 101), (1, 7)])
 def test_matches_faiss_flat_ip_for_any_chunking(query_chunk: int, db_chunk: int) -> None:
     db = _unit(3000, 48, 0)
     q = _unit(200, 48, 1)
     s, i = knn(q, db, 10, device="cpu", query_chunk=query_chunk, db_chunk=db_chunk)
-    S, I = _faiss(q, db, 10)
+    s_ref, i_ref = _faiss(q, db, 10)
     assert s.dtype == np.float32 and i.dtype == np.int64 and s.shape == (200, 10)
-    _assert_same_neighbours(s, i, S, I)
+    _assert_same_neighbours(s, i, s_ref, i_ref)
     assert (np.diff(s, axis=1) <= 0).all()  # best first
 
 
@@ -66,12 +66,12 @@ def test_fp16_with_rerank_equals_fp32_exact() -> None:
     # scores only pick candidates, the fp32 re-score restores exact order.
     db = _unit(4000, 64, 3, "float16")
     q = db[:300]
-    S, I = _faiss(q, db, 10)
+    s_ref, i_ref = _faiss(q, db, 10)
     s, i = knn(q, db, 10, device="cpu", dtype=torch.float16, db_chunk=1000)
-    _assert_same_neighbours(s, i, S, I)
+    _assert_same_neighbours(s, i, s_ref, i_ref)
     # Without the re-score the fp16 ranking does swap near-ties.
-    s2, i2 = knn(q, db, 10, device="cpu", dtype=torch.float16, rerank=False, db_chunk=1000)
-    assert (i2 == I).mean() > 0.9
+    _s2, i2 = knn(q, db, 10, device="cpu", dtype=torch.float16, rerank=False, db_chunk=1000)
+    assert (i2 == i_ref).mean() > 0.9
 
 
 def test_memmap_fp16_pool_and_fp32_rescore_source(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -83,10 +83,10 @@ def test_memmap_fp16_pool_and_fp32_rescore_source(tmp_path) -> None:  # type: ig
     mm.flush()
     pool = np.load(tmp_path / "emb.npy", mmap_mode="r")
     q = _unit(50, 32, 7)
-    S, I = _faiss(q, db, 5)
+    s_ref, i_ref = _faiss(q, db, 5)
     for dtype in (torch.float32, torch.float16):
         s, i = knn(q, pool, 5, device="cpu", dtype=dtype, db_chunk=512)
-        _assert_same_neighbours(s, i, S, I, tol=1e-4)
+        _assert_same_neighbours(s, i, s_ref, i_ref, tol=1e-4)
 
 
 def test_torch_in_torch_out_and_k_larger_than_database() -> None:
@@ -108,6 +108,6 @@ def test_gpu_fp16_matches_faiss() -> None:
         pytest.skip("needs CUDA")
     db = _unit(20000, 384, 5, "float16")
     q = db[:1000]
-    S, I = _faiss(q, db, 10)
+    s_ref, i_ref = _faiss(q, db, 10)
     s, i = knn(q, db, 10, device="cuda")
-    _assert_same_neighbours(s, i, S, I, tol=1e-4)
+    _assert_same_neighbours(s, i, s_ref, i_ref, tol=1e-4)

@@ -16,10 +16,10 @@ def dinov2_sinkhorn_knopp_teacher(
 ) -> torch.Tensor:
     """facebookresearch/dinov2, dinov2/loss/dino_clstoken_loss.py, one process (the all-reduces dropped)."""
     teacher_output = teacher_output.float()
-    Q = torch.exp(teacher_output / teacher_temp).t()  # noqa: N806 - the original's names
-    B = Q.shape[1]  # noqa: N806
-    K = Q.shape[0]  # noqa: N806
-    sum_Q = torch.sum(Q)  # noqa: N806
+    Q = torch.exp(teacher_output / teacher_temp).t()  # the original's names (Q, B, K)
+    B = Q.shape[1]
+    K = Q.shape[0]
+    sum_Q = torch.sum(Q)
     Q /= sum_Q
     for _ in range(n_iterations):
         sum_of_rows = torch.sum(Q, dim=1, keepdim=True)
@@ -101,7 +101,7 @@ def test_lightly_losses_take_sinkhorn_targets_as_logits_at_temperature_one() -> 
 
 
 def test_unknown_centering_names_the_key() -> None:
-    with pytest.raises(ValueError, match="pretrain.method.centering"):
+    with pytest.raises(ValueError, match=r"pretrain\.method\.centering"):
         check_centering("sinkhorn_knopp")
 
 

@@ -19,7 +19,7 @@ def _vit(**kw: object) -> torch.nn.Module:
     return timm.create_model(
         "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2,
         num_classes=0, dynamic_img_size=True, **kw,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("fused", [True, False])

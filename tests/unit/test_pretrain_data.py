@@ -79,5 +79,5 @@ def test_subset_keeps_only_listed_keys(shards) -> None:
 def test_too_few_images_for_a_batch_names_the_key(shards) -> None:
     paths, _ = shards
     spec = D.StreamSpec(tuple(map(str, paths)), 5, batch_size=4)
-    with pytest.raises(ValueError, match="pretrain.data.batch_size"):
+    with pytest.raises(ValueError, match=r"pretrain\.data\.batch_size"):
         spec.batches_per_epoch(2)

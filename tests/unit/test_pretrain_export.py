@@ -18,7 +18,7 @@ from pipeline.pretrain.export import export_backbone
 MODEL = OmegaConf.create(
     {"name": "vit_tiny_patch16_224", "patch_size": 8, "weights": None, "drop_path_rate": 0.0,
      "kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
-)  # fmt: skip
+)
 
 
 def test_export_round_trip(tmp_path: Path) -> None:
@@ -35,7 +35,7 @@ def test_export_round_trip(tmp_path: Path) -> None:
     via_timm = timm.create_model(
         exported["architecture"], pretrained=True,
         pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")), **exported["model_kwargs"],
-    ).eval()  # fmt: skip
+    ).eval()
     assert torch.allclose(via_timm(x), ref, atol=1e-6)
     assert via_timm.pretrained_cfg["mean"] == (0.5,) * 3 or list(via_timm.pretrained_cfg["mean"]) == [0.5] * 3
     # asking timm for a classifier keeps our backbone and adds a fresh head
@@ -54,7 +54,7 @@ def test_continued_pretraining_resamples_position_embedding(tmp_path: Path) -> N
     vit, kw = build_vit(MODEL, 32)
     folder = export_backbone(vit, tmp_path / "export", MODEL.name, kw, 32, (0.5,) * 3, (0.25,) * 3)
     cont = OmegaConf.merge(MODEL, {"weights": str(folder)})
-    vit48, kw48 = build_vit(cont, 48)  # 6x6 grid from a 4x4 one
+    vit48, _kw48 = build_vit(cont, 48)  # 6x6 grid from a 4x4 one
     assert vit48.pos_embed.shape[1] == 1 + 36
     assert torch.equal(vit48.blocks[1].mlp.fc2.weight, vit.blocks[1].mlp.fc2.weight)
     bad = OmegaConf.merge(MODEL, {"weights": str(folder), "kwargs": {"depth": 3}})

@@ -26,7 +26,7 @@ def test_precision_auto_is_fp32_on_cpu_and_explicit_values_pass_through() -> Non
 def test_bf16_mixed_on_cpu_trains_and_saves_fp32(tmp_path: Path, param_dtype: str) -> None:
     out = make_output_dir(tmp_path, n_pool=16)
     cfg = compose(tmp_path, "pretrain.trainer.precision=bf16-mixed", "pretrain.trainer.max_steps=2",
-                  "pretrain.monitor.knn_every_n_epochs=-1", f"pretrain.method.param_dtype={param_dtype}")  # fmt: skip
+                  "pretrain.monitor.knn_every_n_epochs=-1", f"pretrain.method.param_dtype={param_dtype}")
     m = stage.run(cfg)
     assert m.counts["steps"] == 2 and torch.isfinite(torch.tensor(m.metrics["final_loss"]))
     weights = load_state_dict(out / "pretrain" / "export" / "model.safetensors")

@@ -34,7 +34,7 @@ def test_killed_run_resumes_with_identical_losses(
 
     original = PretrainModule.on_train_batch_end
 
-    def dying(self, outputs, batch, batch_idx):  # noqa: ANN001, ANN202
+    def dying(self, outputs, batch, batch_idx):
         original(self, outputs, batch, batch_idx)
         if self.global_step == 8:  # mid-epoch 2, two steps after the step-6 checkpoint
             raise Killed("simulated crash")

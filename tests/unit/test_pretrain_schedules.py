@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -17,7 +18,7 @@ def test_cosine_and_linear_end_points() -> None:
 def test_warmup_then_cosine() -> None:
     vals = [warmup_cosine(s, 100, 10, 1.0, 0.0) for s in range(100)]
     assert vals[0] == pytest.approx(0.1) and vals[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(vals[10:], vals[11:]))  # non-increasing after warm-up
+    assert all(a >= b for a, b in itertools.pairwise(vals[10:]))  # non-increasing after warm-up
     assert vals[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
 
 

@@ -13,26 +13,26 @@ class _Blowup(pl.LightningModule):
         self.w = torch.nn.Parameter(torch.ones(2))
         self.bad_step = bad_step
 
-    def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+    def training_step(self, batch, batch_idx):
         loss = (self.w * batch).sum()
         return loss * float("nan") if self.global_step == self.bad_step else loss
 
-    def configure_optimizers(self):  # noqa: ANN201
+    def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
-    def train_dataloader(self):  # noqa: ANN201
+    def train_dataloader(self):
         return torch.utils.data.DataLoader(torch.ones(8, 2), batch_size=1)
 
 
-def _trainer(tmp_path: Path, cb: pl.Callback, **kw) -> pl.Trainer:  # noqa: ANN003
+def _trainer(tmp_path: Path, cb: pl.Callback, **kw) -> pl.Trainer:
     return pl.Trainer(
         max_steps=6, callbacks=[cb], logger=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=tmp_path, accelerator="cpu", **kw,
-    )  # fmt: skip
+    )
 
 
 def test_stop_names_the_step(tmp_path: Path) -> None:
-    with pytest.raises(FloatingPointError, match="non-finite loss .* at step 3"):
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step 3"):
         _trainer(tmp_path, NonFiniteWatchdog("stop")).fit(_Blowup(3))
 
 

@@ -47,10 +47,9 @@ def test_a_shard_appears_only_when_complete(tmp_path: Path) -> None:
 
 
 def test_an_exception_leaves_no_shard_and_no_temp_file(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError):
-        with AtomicShardWriter(shard_path(tmp_path, 0)) as w:
-            w.write("k", "png", b"x", {})
-            raise RuntimeError("worker died")
+    with pytest.raises(RuntimeError, match="worker died"), AtomicShardWriter(shard_path(tmp_path, 0)) as w:  # noqa: PT012
+        w.write("k", "png", b"x", {})
+        raise RuntimeError("worker died")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -41,16 +41,16 @@ class SSLMethod(nn.Module):
         """Modules the optimizer updates."""
         raise NotImplementedError
 
-    def update_teacher(self, momentum: float) -> None:  # noqa: B027 - optional hook
+    def update_teacher(self, momentum: float) -> None:  # optional hook
         """EMA update of the teacher from the student."""
 
-    def cancel_last_layer_gradients(self) -> None:  # noqa: B027 - optional hook
+    def cancel_last_layer_gradients(self) -> None:  # optional hook
         """Drop the gradients of the heads' last layer (frozen early in training)."""
 
-    def compile_losses(self, mode: str | None = None) -> None:  # noqa: B027 - optional hook
+    def compile_losses(self, mode: str | None = None) -> None:  # optional hook
         """``torch.compile`` the loss computations (beyond the backbones, which ``compile_method`` does)."""
 
-    def train(self, mode: bool = True) -> "SSLMethod":
+    def train(self, mode: bool = True) -> SSLMethod:
         super().train(mode)
         for m in self.frozen_modules():
             m.eval()  # the teacher never drops paths, whatever Lightning asks

@@ -11,6 +11,8 @@ query and everything after the attention are restricted to the class token.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from lightly.models.modules.masked_vision_transformer_timm import MaskedVisionTransformerTIMM
@@ -41,7 +43,7 @@ def cls_block_forward(block: Block, x: torch.Tensor) -> torch.Tensor:
     Returns:
         The class token after the block, ``(B, 1, C)``.
     """
-    attn = block.attn
+    attn = cast(Attention, block.attn)  # supports_cls_only checked the type
     b, n, _ = x.shape
     h, d, dim = attn.num_heads, attn.head_dim, attn.attn_dim
     y = block.norm1(x)
@@ -82,4 +84,5 @@ def encode_cls(
     tokens = vit.norm_pre(encoder.preprocess(images))
     for blk in blocks[:-1]:
         tokens = blk(tokens)
+    assert last is not None  # plain
     return vit.norm(cls_block_forward(last, tokens))[:, 0]

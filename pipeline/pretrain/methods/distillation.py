@@ -121,7 +121,7 @@ class Distillation(SSLMethod):
         # stay at its initial identity and undo the point of the option.
         heads = [h for h in (self.teacher_head, self.teacher_ibot_head) if h is not None]
         for m in (m for h in heads for m in h.modules()):
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):  # noqa: SLF001 - the base of every BatchNorm
                 m.train(mode)
         return self
 
@@ -175,9 +175,9 @@ class Distillation(SSLMethod):
         g = torch.cat(views[:ng])
         local = views[ng:]
         use_ibot = s.ibot_weight > 0
-        block, seq_mask, idx = self._mask(g.shape[0], g.device) if use_ibot else (None, None, None)
-        if use_ibot and idx.numel() == 0:
-            use_ibot = False  # e.g. a batch of 1 with mask_probability 0.5: no masked patch this step
+        if use_ibot:
+            block, seq_mask, idx = self._mask(g.shape[0], g.device)
+            use_ibot = idx.numel() > 0  # e.g. a batch of 1 with mask_probability 0.5: no masked patch this step
         t_ibot_head = self.teacher_ibot_head or self.teacher_head
         s_ibot_head = self.student_ibot_head or self.student_head
         dt = self._dtype
@@ -211,6 +211,7 @@ class Distillation(SSLMethod):
             parts["dino"] = d.detach()
             total = total + s.dino_weight * d
         if use_ibot:
+            assert t_patch_out is not None and s_tokens is not None  # both computed when use_ibot
             i = self._ibot_term(t_patch_out, s_ibot_head(_rows(s_tokens, idx)), block, temp)
             parts["ibot"] = i.detach()
             total = total + s.ibot_weight * i
@@ -251,8 +252,8 @@ class Distillation(SSLMethod):
         few kernels. The number of masked patches changes every step: after one recompile,
         dynamo treats it as a dynamic size.
         """
-        self._dino_term = quiet_tensor_copy(torch.compile(self._dino_term, mode=mode))
-        self._ibot_term = quiet_tensor_copy(torch.compile(self._ibot_term, mode=mode))
+        self._dino_term = quiet_tensor_copy(torch.compile(self._dino_term, mode=mode))  # type: ignore[method-assign]
+        self._ibot_term = quiet_tensor_copy(torch.compile(self._ibot_term, mode=mode))  # type: ignore[method-assign]
         self._losses_compiled = True
 
     def _teacher_logits(
