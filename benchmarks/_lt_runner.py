@@ -68,9 +68,18 @@ def main() -> None:
 
     t0 = time.perf_counter()
     lightly_train.pretrain(
-        out=a.out, data=a.data, model="timm/vit_tiny_patch16_224", method="dino", epochs=a.epochs,
-        batch_size=a.batch, num_workers=a.workers if a.workers == "auto" else int(a.workers),
-        accelerator="cpu", devices=1, precision=a.precision, overwrite=True, seed=0,
+        out=a.out,
+        data=a.data,
+        model="timm/vit_tiny_patch16_224",
+        method="dino",
+        epochs=a.epochs,
+        batch_size=a.batch,
+        num_workers=a.workers if a.workers == "auto" else int(a.workers),
+        accelerator="cpu",
+        devices=1,
+        precision=a.precision,
+        overwrite=True,
+        seed=0,
     )
     wall = time.perf_counter() - t0
     s = timer.steps

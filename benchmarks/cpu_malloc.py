@@ -59,8 +59,15 @@ def child(name: str, keep: bool, steps: int) -> dict:
         step()
         times.append(time.perf_counter() - t0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    return {"settings": name, "malloc": "keep" if keep else "system", "step_s": times, "batch": batch,
-            "images_per_s": batch / statistics.median(times), "peak_rss_gib": rss, "load": os.getloadavg()}
+    return {
+        "settings": name,
+        "malloc": "keep" if keep else "system",
+        "step_s": times,
+        "batch": batch,
+        "images_per_s": batch / statistics.median(times),
+        "peak_rss_gib": rss,
+        "load": os.getloadavg(),
+    }
 
 
 def main() -> None:
@@ -79,18 +86,31 @@ def main() -> None:
         for rep in range(a.reps):
             for variant in ("system", "keep"):
                 cmd = [sys.executable, __file__, "--child", name, variant, "--steps", str(a.steps)]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+                out = subprocess.run(
+                    cmd,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                ).stdout
                 row = json.loads(out.strip().splitlines()[-1])
                 rows.append(row)
-                print(f"{name} {variant} rep {rep}: {row['images_per_s']:.2f} images/s, "
-                      f"peak RSS {row['peak_rss_gib']:.2f} GiB, load {row['load'][0]:.1f}", flush=True)
-    lines = ["# CPU training step: glibc's default malloc vs keep_freed_memory()", "",
-             f"{platform.platform()}, {os.cpu_count()} cores, "
-             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}; "
-             f"{a.reps} fresh processes per variant, alternating; median of {a.steps} steps each after 1 warm-up step.", "",
-             "| settings | malloc | images/s per process | median images/s | peak RSS GiB | load avg (1 min) |",
-             "|---|---|---|---|---|---|"]
+                print(
+                    f"{name} {variant} rep {rep}: {row['images_per_s']:.2f} images/s, "
+                    f"peak RSS {row['peak_rss_gib']:.2f} GiB, load {row['load'][0]:.1f}",
+                    flush=True,
+                )
+    lines = [
+        "# CPU training step: glibc's default malloc vs keep_freed_memory()",
+        "",
+        f"{platform.platform()}, {os.cpu_count()} cores, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}; "
+        f"{a.reps} fresh processes per variant, alternating; median of {a.steps} steps each after 1 warm-up step.",
+        "",
+        "| settings | malloc | images/s per process | median images/s | peak RSS GiB | load avg (1 min) |",
+        "|---|---|---|---|---|---|",
+    ]
     summary = {}
     for name in a.settings.split(","):
         for variant in ("system", "keep"):
@@ -98,11 +118,17 @@ def main() -> None:
             ips = [r["images_per_s"] for r in rs]
             loads = ", ".join(f"{r['load'][0]:.1f}" for r in rs)
             summary[f"{name}/{variant}"] = statistics.median(ips)
-            lines.append(f"| {name} | {variant} | {', '.join(f'{x:.2f}' for x in ips)} | {statistics.median(ips):.2f} | "
-                         f"{max(r['peak_rss_gib'] for r in rs):.2f} | {loads} |")
-        lines.append(f"| {name} | **speed-up** | | **{summary[f'{name}/keep'] / summary[f'{name}/system']:.2f}x** | | |")
+            lines.append(
+                f"| {name} | {variant} | {', '.join(f'{x:.2f}' for x in ips)} | {statistics.median(ips):.2f} | "
+                f"{max(r['peak_rss_gib'] for r in rs):.2f} | {loads} |"
+            )
+        lines.append(
+            f"| {name} | **speed-up** | | **{summary[f'{name}/keep'] / summary[f'{name}/system']:.2f}x** | | |"
+        )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).with_suffix(".json").write_text(json.dumps({"settings": SETTINGS, "rows": rows, "summary": summary}, indent=2) + "\n")
+    Path(a.out).with_suffix(".json").write_text(
+        json.dumps({"settings": SETTINGS, "rows": rows, "summary": summary}, indent=2) + "\n"
+    )
     Path(a.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

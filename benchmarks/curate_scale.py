@@ -46,7 +46,9 @@ def make_data(n: int, dim: int, path: Path, seed: int = 0) -> np.ndarray:
     n_orig = n - n_dup
     for s in range(0, n_orig, 100_000):
         e = min(n_orig, s + 100_000)
-        x = centers[rng.integers(0, n_clusters, e - s)] + rng.normal(scale=1.0 / np.sqrt(dim), size=(e - s, dim)).astype(np.float32)
+        x = centers[rng.integers(0, n_clusters, e - s)] + rng.normal(
+            scale=1.0 / np.sqrt(dim), size=(e - s, dim)
+        ).astype(np.float32)
         out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
     src = np.sort(rng.choice(n_orig, n_dup, replace=False))
     x = out[src].astype(np.float32) + rng.normal(scale=0.12 / np.sqrt(dim), size=(n_dup, dim)).astype(np.float32)
@@ -66,8 +68,8 @@ def _cpu_s() -> float:
 
 
 def worker_pipeline(data: Path, k: int, out: Path) -> dict:
-    from pipeline.curate.dedup import dedup, edges_batched
     from pipeline.config.curate import IndexConfig
+    from pipeline.curate.dedup import dedup, edges_batched
     from pipeline.curate.knn_index import build_index, choose_factory, search
     from pipeline.curate.retrieval import knn_retrieve
 
@@ -93,10 +95,20 @@ def worker_pipeline(data: Path, k: int, out: Path) -> dict:
     t4 = time.perf_counter()
     np.save(out / "labels.npy", labels)
     np.save(out / "sample_ids.npy", sample["ids"])
-    return {"factory": choose_factory(*x.shape, opts), "build_s": t1 - t0, "self_search_s": t2 - t1, "dedup_graph_s": t3 - t2,
-            "retrieve_s": t4 - t3, "total_s": t4 - t0, "search_total_s": (t1 - t0) + (t2 - t1) + (t4 - t3),
-            "removed": len(removals), "retrieved": int(ret.items.size), "collisions": ret.stats["collisions"],
-            "cpu_s": _cpu_s(), "peak_rss_gib": _peak_rss_gib()}
+    return {
+        "factory": choose_factory(*x.shape, opts),
+        "build_s": t1 - t0,
+        "self_search_s": t2 - t1,
+        "dedup_graph_s": t3 - t2,
+        "retrieve_s": t4 - t3,
+        "total_s": t4 - t0,
+        "search_total_s": (t1 - t0) + (t2 - t1) + (t4 - t3),
+        "removed": len(removals),
+        "retrieved": int(ret.items.size),
+        "collisions": ret.stats["collisions"],
+        "cpu_s": _cpu_s(),
+        "peak_rss_gib": _peak_rss_gib(),
+    }
 
 
 def worker_bare(data: Path, k: int, factory: str, nprobe: int) -> dict:
@@ -116,7 +128,14 @@ def worker_bare(data: Path, k: int, factory: str, nprobe: int) -> dict:
     t2 = time.perf_counter()
     index.search(x[:N_SEEDS], k)
     t3 = time.perf_counter()
-    return {"cpu_s": _cpu_s(), "build_s": t1 - t0, "self_search_s": t2 - t1, "retrieve_s": t3 - t2, "total_s": t3 - t0, "peak_rss_gib": _peak_rss_gib()}
+    return {
+        "cpu_s": _cpu_s(),
+        "build_s": t1 - t0,
+        "self_search_s": t2 - t1,
+        "retrieve_s": t3 - t2,
+        "total_s": t3 - t0,
+        "peak_rss_gib": _peak_rss_gib(),
+    }
 
 
 def exact_neighbours(data: Path, k: int) -> np.ndarray:
@@ -151,9 +170,18 @@ def run_size(n: int, dim: int, k: int, tmp: Path) -> dict:
     recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact)]))
     labels = np.load(tmp / "labels.npy")
     dup_recall = float(np.mean(labels[pairs[:, 0]] == labels[pairs[:, 1]]))
-    res = {"n": n, "dim": dim, "k": k, "pipeline": pipe, "bare_faiss": bare, f"recall@{k}_vs_exact": recall,
-           "planted_duplicate_recall": dup_recall, "planted_pairs": len(pairs),
-           "overhead_ratio_search": pipe["search_total_s"] / bare["total_s"], "overhead_ratio_total": pipe["total_s"] / bare["total_s"]}
+    res = {
+        "n": n,
+        "dim": dim,
+        "k": k,
+        "pipeline": pipe,
+        "bare_faiss": bare,
+        f"recall@{k}_vs_exact": recall,
+        "planted_duplicate_recall": dup_recall,
+        "planted_pairs": len(pairs),
+        "overhead_ratio_search": pipe["search_total_s"] / bare["total_s"],
+        "overhead_ratio_total": pipe["total_s"] / bare["total_s"],
+    }
     print(json.dumps(res), flush=True)
     return res
 
@@ -164,26 +192,42 @@ def write_results(results: list[dict]) -> None:
     old = RESULTS / "curate_scale.json"
     if old.is_file():
         mine = {r["n"] for r in results}
-        results = sorted([r for r in json.loads(old.read_text())["results"] if r["n"] not in mine] + results, key=lambda r: r["n"])
-    meta = {"machine": f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}", "threshold": THRESHOLD,
-            "dup_rate": DUP_RATE, "seeds": N_SEEDS, "recall_sample": SAMPLE}
+        results = sorted(
+            [r for r in json.loads(old.read_text())["results"] if r["n"] not in mine] + results, key=lambda r: r["n"]
+        )
+    meta = {
+        "machine": f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
+        "threshold": THRESHOLD,
+        "dup_rate": DUP_RATE,
+        "seeds": N_SEEDS,
+        "recall_sample": SAMPLE,
+    }
     (RESULTS / "curate_scale.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    lines = ["# Curate scale benchmark", "", f"Last invocation `{' '.join(sys.argv)}` on {meta['machine']}, "
-             f"load average {os.getloadavg()[0]:.1f} at the end; rows of other sizes are kept from earlier invocations.",
-             "",
-             "| n | index | pipeline wall s | bare FAISS wall s | wall ratio | CPU s (pipe / bare) | CPU ratio "
-             "| peak RSS GiB (pipe / bare) | recall@k vs exact | dup recall |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Curate scale benchmark",
+        "",
+        f"Last invocation `{' '.join(sys.argv)}` on {meta['machine']}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end; rows of other sizes are kept from earlier invocations.",
+        "",
+        "| n | index | pipeline wall s | bare FAISS wall s | wall ratio | CPU s (pipe / bare) | CPU ratio "
+        "| peak RSS GiB (pipe / bare) | recall@k vs exact | dup recall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         p, b = r["pipeline"], r["bare_faiss"]
         rec = r[f"recall@{r['k']}_vs_exact"]
-        lines.append(f"| {r['n']:,} | {p['factory']} | {p['total_s']:.1f} | {b['total_s']:.1f} "
-                     f"| {r['overhead_ratio_total']:.2f} "
-                     f"| {p['cpu_s']:.1f} / {b['cpu_s']:.1f} | {p['cpu_s'] / b['cpu_s']:.2f} "
-                     f"| {p['peak_rss_gib']:.2f} / {b['peak_rss_gib']:.2f} | {rec:.3f} "
-                     f"| {r['planted_duplicate_recall']:.3f} |")
-    lines += ["", "Pipeline total = index build + self kNN search + dedup graph (union-find) + seed retrieval; bare = the same "
-              "FAISS calls (same factory, nprobe) on the whole array in float32, without the graph step."]
+        lines.append(
+            f"| {r['n']:,} | {p['factory']} | {p['total_s']:.1f} | {b['total_s']:.1f} "
+            f"| {r['overhead_ratio_total']:.2f} "
+            f"| {p['cpu_s']:.1f} / {b['cpu_s']:.1f} | {p['cpu_s'] / b['cpu_s']:.2f} "
+            f"| {p['peak_rss_gib']:.2f} / {b['peak_rss_gib']:.2f} | {rec:.3f} "
+            f"| {r['planted_duplicate_recall']:.3f} |"
+        )
+    lines += [
+        "",
+        "Pipeline total = index build + self kNN search + dedup graph (union-find) + seed retrieval; bare = the same "
+        "FAISS calls (same factory, nprobe) on the whole array in float32, without the graph step.",
+    ]
     (RESULTS / "curate_scale.md").write_text("\n".join(lines) + "\n")
 
 

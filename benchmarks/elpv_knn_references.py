@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-
 from pretrain_knn_select import cv_bacc, defect_by_type, elpv_labels, load_elpv_all
 
 from data_recipes.elpv_demo.prepare import elpv_records

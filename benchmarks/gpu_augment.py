@@ -22,9 +22,8 @@ import argparse
 import time
 from typing import Any
 
-from gpu_common import parse_args, resolve_device, timed, write_results
-
 import torch
+from gpu_common import parse_args, resolve_device, timed, write_results
 from lightly.transforms.dino_transform import DINOTransform
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -49,11 +48,22 @@ def dino_transform(cfg: AugmentConfig) -> DINOTransform:
     """lightly's DINOTransform with the same recipe as ``cfg``."""
     sat, hue, gray = (0.0, 0.0, 0.0) if cfg.grayscale else (cfg.saturation, cfg.hue, cfg.grayscale_prob)
     return DINOTransform(
-        global_crop_size=cfg.global_size, global_crop_scale=cfg.global_scale, local_crop_size=cfg.local_size,
-        local_crop_scale=cfg.local_scale, n_local_views=cfg.local_crops, hf_prob=cfg.hflip, vf_prob=cfg.vflip,
+        global_crop_size=cfg.global_size,
+        global_crop_scale=cfg.global_scale,
+        local_crop_size=cfg.local_size,
+        local_crop_scale=cfg.local_scale,
+        n_local_views=cfg.local_crops,
+        hf_prob=cfg.hflip,
+        vf_prob=cfg.vflip,
         cj_prob=cfg.jitter_prob,
-        cj_strength=1.0, cj_bright=cfg.brightness, cj_contrast=cfg.contrast, cj_sat=sat, cj_hue=hue,
-        random_gray_scale=gray, gaussian_blur=(cfg.blur, 0.1 * cfg.blur, 0.5 * cfg.blur), sigmas=BLUR_SIGMA,
+        cj_strength=1.0,
+        cj_bright=cfg.brightness,
+        cj_contrast=cfg.contrast,
+        cj_sat=sat,
+        cj_hue=hue,
+        random_gray_scale=gray,
+        gaussian_blur=(cfg.blur, 0.1 * cfg.blur, 0.5 * cfg.blur),
+        sigmas=BLUR_SIGMA,
         solarization_prob=cfg.solarize,
     )
 
@@ -96,12 +106,27 @@ def main() -> None:
     ap.add_argument("--pil-workers", type=int, default=0, help="also time PIL in a DataLoader with this many workers")
     ap.add_argument("--grayscale-domain", action="store_true")
     ap.add_argument("--model", default="vit_small_patch16_224", help="'none' to skip the training-step rate")
-    args = parse_args(ap, "96 px source, 2x64 + 4x32 crops", dict(
-        src_size=96, global_size=64, local_size=32, n_local=4, batch_size=16, batches=2, pil_images=16,
-        model="vit_tiny_patch16_224"))
+    args = parse_args(
+        ap,
+        "96 px source, 2x64 + 4x32 crops",
+        dict(
+            src_size=96,
+            global_size=64,
+            local_size=32,
+            n_local=4,
+            batch_size=16,
+            batches=2,
+            pil_images=16,
+            model="vit_tiny_patch16_224",
+        ),
+    )
     dev = resolve_device(args.device)
-    cfg = AugmentConfig(preset="grayscale" if args.grayscale_domain else "rgb", global_size=args.global_size,
-                        local_size=args.local_size, local_crops=args.n_local)
+    cfg = AugmentConfig(
+        preset="grayscale" if args.grayscale_domain else "rgb",
+        global_size=args.global_size,
+        local_size=args.local_size,
+        local_crops=args.n_local,
+    )
     bs = args.batch_size
     rows: list[dict[str, Any]] = []
 
@@ -139,15 +164,23 @@ def main() -> None:
         rows.append({"path": f"model_step ({args.model} fwd+bwd, all views)", "device": str(dev), "images_per_s": step})
 
     tensor_rate = bs / tensor_s
-    results = {"pil_images_per_s_per_core": per_core, "tensor_images_per_s": tensor_rate,
-               "speedup_tensor_vs_one_core": tensor_rate / per_core, "model_step_images_per_s": step,
-               "cores_pil_needs_for_model_step": (step / per_core) if step else None,
-               "tensor_aug_share_of_step_time": (step / tensor_rate) if step else None}
-    notes = (f"Tensor multi-crop: {tensor_rate:.4g} img/s on {dev} vs PIL {per_core:.4g} img/s per core "
-             f"({tensor_rate / per_core:.3g}x one core).")
+    results = {
+        "pil_images_per_s_per_core": per_core,
+        "tensor_images_per_s": tensor_rate,
+        "speedup_tensor_vs_one_core": tensor_rate / per_core,
+        "model_step_images_per_s": step,
+        "cores_pil_needs_for_model_step": (step / per_core) if step else None,
+        "tensor_aug_share_of_step_time": (step / tensor_rate) if step else None,
+    }
+    notes = (
+        f"Tensor multi-crop: {tensor_rate:.4g} img/s on {dev} vs PIL {per_core:.4g} img/s per core "
+        f"({tensor_rate / per_core:.3g}x one core)."
+    )
     if step:
-        notes += (f" The {args.model} step runs at {step:.4g} img/s: PIL would need {step / per_core:.3g} cores to "
-                  f"keep up; the tensor path adds {step / tensor_rate:.1%} to the step time when run inline.")
+        notes += (
+            f" The {args.model} step runs at {step:.4g} img/s: PIL would need {step / per_core:.3g} cores to "
+            f"keep up; the tensor path adds {step / tensor_rate:.1%} to the step time when run inline."
+        )
     write_results("gpu_augment", dev, vars(args), results, rows, args.out_dir, notes, args.tag)
 
 

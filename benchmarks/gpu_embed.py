@@ -33,17 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_common import parse_args, resolve_device, sync, timed, write_results
-
 import numpy as np
 import torch
 import webdataset as wds
+from gpu_common import parse_args, resolve_device, sync, timed, write_results
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from pipeline.io.shards import list_shards
 from pipeline.config.models import BackboneConfig
+from pipeline.io.shards import list_shards
 from pipeline.models.backbone import create_backbone, data_config
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -110,8 +109,14 @@ def make_loader(urls: list[str], mode: str, workers: int, batch: int, prep: Prep
         ds = ds.map(DecodeInWorker(prep)).batched(batch, collation_fn=torch.stack)
     else:
         ds = ds.map(raw_bytes).batched(batch, collation_fn=list)
-    return wds.WebLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin and mode == "workers",
-                         persistent_workers=False, prefetch_factor=4 if workers else None)
+    return wds.WebLoader(
+        ds,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin and mode == "workers",
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 class ToModelInput:
@@ -155,9 +160,21 @@ def main() -> None:
     ap.add_argument("--synthetic-size", default="500x375", help="WxH of synthetic images (ImageNet-like)")
     ap.add_argument("--cache-dir", default="/tmp/gpu_bench_shards")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
-    args = parse_args(ap, "vit_tiny at 64 px, a few hundred images", dict(
-        model="vit_tiny_patch16_224", img_size=64, batch_size=32, batches=4, warmup=1, synthetic_n=256,
-        synthetic_size="96x96", workers="1", decode="workers,device"))
+    args = parse_args(
+        ap,
+        "vit_tiny at 64 px, a few hundred images",
+        dict(
+            model="vit_tiny_patch16_224",
+            img_size=64,
+            batch_size=32,
+            batches=4,
+            warmup=1,
+            synthetic_n=256,
+            synthetic_size="96x96",
+            workers="1",
+            decode="workers,device",
+        ),
+    )
     if args.gpu_decode and "device" not in args.decode:
         args.decode += ",device"
     dev = resolve_device(args.device)
@@ -204,15 +221,24 @@ def main() -> None:
                     if what == "end_to_end":
                         assert torch.isfinite(torch.cat(feats).float()).all(), "non-finite embeddings"
                     del it
-                    rows.append({"config": f"{what}/{mode}", "workers": nw, "images_per_s": rate,
-                                 "ratio_to_bare": rate / bare})
+                    rows.append(
+                        {"config": f"{what}/{mode}", "workers": nw, "images_per_s": rate, "ratio_to_bare": rate / bare}
+                    )
     e2e = [r for r in rows if r["config"].startswith("end_to_end")]
     best = max(e2e, key=lambda r: r["images_per_s"])
-    results = {"bare_forward_images_per_s": bare, "best_end_to_end": best, "target_ratio": 0.8,
-               "meets_target": best["ratio_to_bare"] >= 0.8, "n_shards": len(shards),
-               "dtype": dtype_name, "data_config": {k: v for k, v in cfg.items() if k != "input_size"}}
-    notes = (f"Best end to end: {best['config']} with {best['workers']} workers at {best['images_per_s']:.4g} img/s "
-             f"= {best['ratio_to_bare']:.0%} of the bare forward ({bare:.4g} img/s); target 80 %.")
+    results = {
+        "bare_forward_images_per_s": bare,
+        "best_end_to_end": best,
+        "target_ratio": 0.8,
+        "meets_target": best["ratio_to_bare"] >= 0.8,
+        "n_shards": len(shards),
+        "dtype": dtype_name,
+        "data_config": {k: v for k, v in cfg.items() if k != "input_size"},
+    }
+    notes = (
+        f"Best end to end: {best['config']} with {best['workers']} workers at {best['images_per_s']:.4g} img/s "
+        f"= {best['ratio_to_bare']:.0%} of the bare forward ({bare:.4g} img/s); target 80 %."
+    )
     write_results("gpu_embed", dev, vars(args), results, rows, args.out_dir, notes, args.tag)
 
 

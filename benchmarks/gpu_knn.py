@@ -32,17 +32,20 @@ import numpy as np
 import torch
 from gpu_common import parse_args, resolve_device, sync, write_results  # importing it puts the repo on sys.path
 
-from gpu_common import parse_args, resolve_device, sync, write_results
-
-import faiss
-import torch
-
 from pipeline.curate.knn_torch import knn
 
 
 def make_embeddings(
-    n: int, dim: int, seed: int, device: torch.device, dup_frac: float = 0.01, spread: float = 0.8,
-    latent: int = 32, noise: float = 0.2, dup_noise: float = 0.1, chunk: int = 1 << 20,
+    n: int,
+    dim: int,
+    seed: int,
+    device: torch.device,
+    dup_frac: float = 0.01,
+    spread: float = 0.8,
+    latent: int = 32,
+    noise: float = 0.2,
+    dup_noise: float = 0.1,
+    chunk: int = 1 << 20,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Unit vectors around ``n/1000`` cluster centres in fp16, with planted near-copies.
 
@@ -109,7 +112,13 @@ def rerank(
 
 
 def run_faiss(
-    name: str, index: Any, x32: np.ndarray, sample: np.ndarray, pairs: np.ndarray, k: int, full: bool,
+    name: str,
+    index: Any,
+    x32: np.ndarray,
+    sample: np.ndarray,
+    pairs: np.ndarray,
+    k: int,
+    full: bool,
     refine: int = 0,
 ) -> list[dict[str, Any]]:
     """Build ``index``, search all queries (or the sample, extrapolated); with ``refine`` > 0 also
@@ -133,8 +142,17 @@ def run_faiss(
         s_sim, s_idx = sims, ids
         d_sim, d_idx = index.search(x32[pairs[:, 0]], k_search)
     base = {"build_s": train_s + add_s, "train_s": train_s, "add_s": add_s, "extrapolated": not full}
-    out = [{**base, "method": name, "search_s": search_s, "s_idx": s_idx[:, :k], "s_sim": s_sim[:, :k],
-            "d_idx": d_idx[:, :k], "d_sim": d_sim[:, :k]}]
+    out = [
+        {
+            **base,
+            "method": name,
+            "search_s": search_s,
+            "s_idx": s_idx[:, :k],
+            "s_sim": s_sim[:, :k],
+            "d_idx": d_idx[:, :k],
+            "d_sim": d_sim[:, :k],
+        }
+    ]
     if refine:
         t0 = time.perf_counter()
         rs_sim, rs_idx = rerank(x32, queries, ids, k)
@@ -144,15 +162,25 @@ def run_faiss(
         else:
             s_sim, s_idx = rs_sim, rs_idx
             d_sim, d_idx = rerank(x32, pairs[:, 0], d_idx, k)
-        out.append({**base, "method": f"{name}+refine{refine}x", "search_s": search_s + rerank_s,
-                    "s_idx": s_idx, "s_sim": s_sim, "d_idx": d_idx, "d_sim": d_sim})
+        out.append(
+            {
+                **base,
+                "method": f"{name}+refine{refine}x",
+                "search_s": search_s + rerank_s,
+                "s_idx": s_idx,
+                "s_sim": s_sim,
+                "d_idx": d_idx,
+                "d_sim": d_sim,
+            }
+        )
     for r in out:
         r["total_s"] = r["build_s"] + r["search_s"]
     return out
 
 
-def crossover(n: int, dim: int, torch_s: float, ivfpq: dict[str, Any] | None, args: argparse.Namespace,
-              dev: torch.device) -> dict[str, Any]:
+def crossover(
+    n: int, dim: int, torch_s: float, ivfpq: dict[str, Any] | None, args: argparse.Namespace, dev: torch.device
+) -> dict[str, Any]:
     """Where exact O(N^2 d) search stops paying off against IVF-PQ, from this run's figures.
 
     Exact all-vs-all costs ``2 N^2 d`` FLOP at the measured effective rate ``R``.
@@ -177,8 +205,11 @@ def crossover(n: int, dim: int, torch_s: float, ivfpq: dict[str, Any] | None, ar
         return m * (2 * nlist * dim / gpu_rate + nprobe * (m / nlist) * m_bytes / lut)
 
     out["gpu_model"] = {
-        "exact_rate_tflops": gpu_rate / 1e12, "rate_source": "measured" if dev.type == "cuda" else "assumed",
-        "pq_m_bytes": m_bytes, "nprobe": nprobe, "lut_lookups_per_s": lut,
+        "exact_rate_tflops": gpu_rate / 1e12,
+        "rate_source": "measured" if dev.type == "cuda" else "assumed",
+        "pq_m_bytes": m_bytes,
+        "nprobe": nprobe,
+        "lut_lookups_per_s": lut,
         "exact_hours_at": {f"{m:.0e}": 2.0 * m * m * dim / gpu_rate / 3600 for m in sizes},
         "ivfpq_hours_at": {f"{m:.0e}": ivfpq_gpu(m) / 3600 for m in sizes},
         "pool_fp16_gib_at": {f"{m:.0e}": m * dim * 2 / 2**30 for m in sizes},
@@ -209,15 +240,27 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=1000, help="queries checked against exact search")
     ap.add_argument("--full-max", type=int, default=50_000, help="run faiss all-vs-all in full up to this size")
     ap.add_argument("--flat-max", type=int, default=10_000_000, help="skip faiss IndexFlatIP timing above this size")
-    ap.add_argument("--ivf-max", type=int, default=2_000_000,
-                    help="skip the faiss-cpu IVF indexes above this size (their k-means alone takes minutes)")
-    ap.add_argument("--torch-dtype", default=None, choices=["fp16", "bf16", "fp32"],
-                    help="matmul dtype of the torch search (default fp16 on GPU, fp32 on CPU)")
+    ap.add_argument(
+        "--ivf-max",
+        type=int,
+        default=2_000_000,
+        help="skip the faiss-cpu IVF indexes above this size (their k-means alone takes minutes)",
+    )
+    ap.add_argument(
+        "--torch-dtype",
+        default=None,
+        choices=["fp16", "bf16", "fp32"],
+        help="matmul dtype of the torch search (default fp16 on GPU, fp32 on CPU)",
+    )
     ap.add_argument("--nprobe", type=int, default=32)
     ap.add_argument("--pq-m", type=int, default=48, help="IVF-PQ code bytes per vector")
     ap.add_argument("--lut-rate", type=float, default=1.5e12, help="assumed GPU IVF-PQ code lookups/s (model only)")
-    ap.add_argument("--assumed-gpu-tflops", type=float, default=400.0,
-                    help="exact-search rate for the GPU model when run on CPU (H100 fp16 dense peak ~990)")
+    ap.add_argument(
+        "--assumed-gpu-tflops",
+        type=float,
+        default=400.0,
+        help="exact-search rate for the GPU model when run on CPU (H100 fp16 dense peak ~990)",
+    )
     ap.add_argument("--refine", type=int, default=4, help="IVF-PQ: re-score refine*k candidates exactly")
     ap.add_argument("--dup-threshold", type=float, default=0.95)
     ap.add_argument("--query-chunk", type=int, default=None)
@@ -241,14 +284,32 @@ def main() -> None:
         sync(dev)
         t0 = time.perf_counter()
         tdtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, None: None}[args.torch_dtype]
-        sims, ids = knn(x, x, args.k, device=dev, dtype=tdtype, query_chunk=args.query_chunk, db_chunk=args.db_chunk,
-                   progress=n >= 1_000_000)
+        sims, ids = knn(
+            x,
+            x,
+            args.k,
+            device=dev,
+            dtype=tdtype,
+            query_chunk=args.query_chunk,
+            db_chunk=args.db_chunk,
+            progress=n >= 1_000_000,
+        )
         sync(dev)
         torch_s = time.perf_counter() - t0
         sims, ids = np.asarray(sims), np.asarray(ids)
-        results = [{"method": f"torch_exact_{dev.type}", "build_s": 0.0, "search_s": torch_s, "total_s": torch_s,
-                    "extrapolated": False, "s_idx": ids[sample], "s_sim": sims[sample],
-                    "d_idx": ids[pairs[:, 0]], "d_sim": sims[pairs[:, 0]]}]
+        results = [
+            {
+                "method": f"torch_exact_{dev.type}",
+                "build_s": 0.0,
+                "search_s": torch_s,
+                "total_s": torch_s,
+                "extrapolated": False,
+                "s_idx": ids[sample],
+                "s_sim": sims[sample],
+                "d_idx": ids[pairs[:, 0]],
+                "d_sim": sims[pairs[:, 0]],
+            }
+        ]
         full = n <= args.full_max
         if n <= args.flat_max:
             results += run_faiss("faiss_cpu_flat", faiss.IndexFlatIP(args.dim), x32, sample, pairs, args.k, full)
@@ -258,23 +319,33 @@ def main() -> None:
             ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(args.dim), args.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             ivf.nprobe = args.nprobe
             results += run_faiss(f"faiss_cpu_ivf_flat_nlist{nlist}", ivf, x32, sample, pairs, args.k, full)
-            pq = faiss.IndexIVFPQ(faiss.IndexFlatIP(args.dim), args.dim, nlist, args.pq_m, 8,
-                                  faiss.METRIC_INNER_PRODUCT)
+            pq = faiss.IndexIVFPQ(
+                faiss.IndexFlatIP(args.dim), args.dim, nlist, args.pq_m, 8, faiss.METRIC_INNER_PRODUCT
+            )
             pq.nprobe = args.nprobe
-            pq_runs = run_faiss(f"faiss_cpu_ivf_pq{args.pq_m}_nlist{nlist}", pq, x32, sample, pairs, args.k, full,
-                                refine=args.refine)
+            pq_runs = run_faiss(
+                f"faiss_cpu_ivf_pq{args.pq_m}_nlist{nlist}", pq, x32, sample, pairs, args.k, full, refine=args.refine
+            )
             results += pq_runs
 
         for r in results:
-            rows.append({
-                "n": n, "method": r["method"], "build_s": r["build_s"], "search_s": r["search_s"],
-                "total_s": r["total_s"], "queries_per_s": n / r["search_s"],
-                "recall_at_k": tie_aware_recall(x16[sample], x16, r["s_idx"], true_idx),
-                "dup_recall": dup_recall(pairs, r["d_idx"], r["d_sim"], args.dup_threshold),
-                "extrapolated": r["extrapolated"],
-            })
-        per_size[str(n)] = {"n_duplicates": len(pairs),
-                            "crossover": crossover(n, args.dim, torch_s, pq_runs[-1] if pq_runs else None, args, dev)}
+            rows.append(
+                {
+                    "n": n,
+                    "method": r["method"],
+                    "build_s": r["build_s"],
+                    "search_s": r["search_s"],
+                    "total_s": r["total_s"],
+                    "queries_per_s": n / r["search_s"],
+                    "recall_at_k": tie_aware_recall(x16[sample], x16, r["s_idx"], true_idx),
+                    "dup_recall": dup_recall(pairs, r["d_idx"], r["d_sim"], args.dup_threshold),
+                    "extrapolated": r["extrapolated"],
+                }
+            )
+        per_size[str(n)] = {
+            "n_duplicates": len(pairs),
+            "crossover": crossover(n, args.dim, torch_s, pq_runs[-1] if pq_runs else None, args, dev),
+        }
         del x
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -285,12 +356,18 @@ def main() -> None:
     notes = (
         f"Exact search ran at {largest['exact_effective_tflops']:.3g} effective TFLOP/s on this device "
         f"(all-vs-all under 1 h up to N = {largest['exact_max_n_in_1h']:.3g}"
-        + (f"; fp16 pool fits in device memory up to N = {largest['exact_max_n_in_device_memory']:.3g}"
-           if "exact_max_n_in_device_memory" in largest else "")
+        + (
+            f"; fp16 pool fits in device memory up to N = {largest['exact_max_n_in_device_memory']:.3g}"
+            if "exact_max_n_in_device_memory" in largest
+            else ""
+        )
         + ")."
-        + (f" Measured crossover against faiss-cpu IVF-PQ on this machine: N = "
-           f"{largest['measured_crossover_n_vs_faiss_cpu_ivfpq']:.3g}." if
-           "measured_crossover_n_vs_faiss_cpu_ivfpq" in largest else "")
+        + (
+            f" Measured crossover against faiss-cpu IVF-PQ on this machine: N = "
+            f"{largest['measured_crossover_n_vs_faiss_cpu_ivfpq']:.3g}."
+            if "measured_crossover_n_vs_faiss_cpu_ivfpq" in largest
+            else ""
+        )
         + f"\n\nGPU model ({gm['rate_source']} exact rate {gm['exact_rate_tflops']:.3g} TFLOP/s, IVF-PQ "
         f"M={gm['pq_m_bytes']} nprobe={gm['nprobe']} at {gm['lut_lookups_per_s']:.3g} lookups/s): "
         f"exact {hours(gm['exact_hours_at'])}; IVF-PQ {hours(gm['ivfpq_hours_at'])}. "

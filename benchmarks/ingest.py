@@ -85,7 +85,10 @@ def _run_one(pool: Path, workers: int, shard_size: int) -> dict:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(pool), str(Path(tmp) / "out"), str(workers), str(shard_size)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         peak = [0]
 
@@ -141,8 +144,13 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "pool": str(pool),
         "shard_size": args.shard_size,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(os.getloadavg()[0], 2)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_1m_before": round(load_before[0], 2),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        },
         "runs": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,9 @@ class ReferenceDINOv2(nn.Module):
         h, w = self.teacher_backbone.vit.patch_embed.grid_size
         mask = global_views.new_zeros((b, self.teacher_backbone.sequence_length), dtype=torch.bool)
         # the example's defaults; fewer patches per block only on the tiny grids of CPU smoke runs
-        block_mask = random_block_mask(size=(b, h, w), min_num_masks_per_block=min(4, max(1, h * w // 10)), device=mask.device)
+        block_mask = random_block_mask(
+            size=(b, h, w), min_num_masks_per_block=min(4, max(1, h * w // 10)), device=mask.device
+        )
         mask[:, 1:] = block_mask.flatten(start_dim=1)
         with torch.no_grad():
             t_feat = self.teacher_backbone.encode(global_views)
@@ -64,7 +66,9 @@ class ReferenceDINOv2(nn.Module):
         s_masked_out = self.student_head(s_feat[mask])
         s_local_out = self.student_head(self.student_backbone.encode(local_views, mask=None)[:, 0])
         s_cls_out = torch.cat([s_global_out, s_local_out])
-        dino = self.dino(teacher_out=t_cls_out.chunk(2), student_out=s_cls_out.chunk(len(views)), teacher_temp=teacher_temp)
+        dino = self.dino(
+            teacher_out=t_cls_out.chunk(2), student_out=s_cls_out.chunk(len(views)), teacher_temp=teacher_temp
+        )
         ibot = self.ibot(teacher_out=t_masked_out, student_out=s_masked_out, mask=block_mask, teacher_temp=teacher_temp)
         koleo = 0.1 * sum(self.koleo(t) for t in s_global_cls.chunk(2))
         return dino + ibot + koleo

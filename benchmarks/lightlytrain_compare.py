@@ -49,16 +49,33 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results" / "lightlytrain_compare"
-SETTINGS = {"model": "vit_tiny_patch16_224", "method": "dino", "global_crops": "2x224", "local_crops": "6x96",
-            "batch": 64, "epochs": 1, "out_dim": 1024, "hidden_dim": 2048, "bottleneck_dim": 256,
-            "loader_workers": 1}
+SETTINGS = {
+    "model": "vit_tiny_patch16_224",
+    "method": "dino",
+    "global_crops": "2x224",
+    "local_crops": "6x96",
+    "batch": 64,
+    "epochs": 1,
+    "out_dim": 1024,
+    "hidden_dim": 2048,
+    "bottleneck_dim": 256,
+    "loader_workers": 1,
+}
 # Our stage at LightlyTrain's settings (its DINO: output_dim "auto" = 1024 below 20k images,
 # hidden 2048, bottleneck 256). The rest is our demo recipe (conf/experiment/elpv_demo.yaml).
 OURS = [
-    "tracking=off", "progress=false", "stage=pretrain", "data_recipe=elpv_demo",
-    "pretrain/model=vit_tiny", "pretrain.augment.global_size=224", "pretrain.augment.local_size=96",
-    "pretrain.augment.local_crops=6", "pretrain.data.batch_size=64", "pretrain.data.num_workers=1",
-    "pretrain.trainer.checkpoint_every_n_steps=0", "pretrain.monitor.knn_every_n_epochs=-1",
+    "tracking=off",
+    "progress=false",
+    "stage=pretrain",
+    "data_recipe=elpv_demo",
+    "pretrain/model=vit_tiny",
+    "pretrain.augment.global_size=224",
+    "pretrain.augment.local_size=96",
+    "pretrain.augment.local_crops=6",
+    "pretrain.data.batch_size=64",
+    "pretrain.data.num_workers=1",
+    "pretrain.trainer.checkpoint_every_n_steps=0",
+    "pretrain.monitor.knn_every_n_epochs=-1",
     "pretrain.trainer.log_every_n_steps=1",
 ]
 # ``--method dino`` also takes LightlyTrain's DINO head sizes; ``--method dinov2`` is our default recipe.
@@ -97,11 +114,21 @@ def cmd_lt(a: argparse.Namespace) -> None:
     name = "lt_fp32" if a.epochs == 1 else f"lt_fp32_{a.epochs}ep"
     out = Path(a.out) / "runs" / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [a.python, str(ROOT / "benchmarks" / "_lt_runner.py"), "--data", str(elpv_images()), "--out", str(out),
-           "--epochs", str(a.epochs)]
+    cmd = [
+        a.python,
+        str(ROOT / "benchmarks" / "_lt_runner.py"),
+        "--data",
+        str(elpv_images()),
+        "--out",
+        str(out),
+        "--epochs",
+        str(a.epochs),
+    ]
     info = _run(cmd, out.parent / f"{name}.log")
     label = f"lightly-train 0.18.0 (dino, fp32, {a.epochs} ep)"
-    (out / "run.json").write_text(json.dumps({**info, "tool": "lt", "label": label, "epochs": a.epochs}, indent=2) + "\n")
+    (out / "run.json").write_text(
+        json.dumps({**info, "tool": "lt", "label": label, "epochs": a.epochs}, indent=2) + "\n"
+    )
 
 
 def cmd_ours(a: argparse.Namespace) -> None:
@@ -109,9 +136,16 @@ def cmd_ours(a: argparse.Namespace) -> None:
     name = a.name or f"ours_{a.method}_{prec}" + ("" if a.epochs == 1 else f"_{a.epochs}ep")
     root = Path(a.out) / "runs" / name
     method = [f"pretrain/method={a.method}"] + (DINO_HEAD if a.method == "dino" else [])
-    cmd = [sys.executable, str(ROOT / "run.py"), *OURS, *method, f"pretrain.trainer.max_epochs={a.epochs}",
-           f"pretrain.data.source={Path(a.out) / 'elpv_all'}", f"pretrain.trainer.precision={a.precision}",
-           *a.set]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        *OURS,
+        *method,
+        f"pretrain.trainer.max_epochs={a.epochs}",
+        f"pretrain.data.source={Path(a.out) / 'elpv_all'}",
+        f"pretrain.trainer.precision={a.precision}",
+        *a.set,
+    ]
     info = _run(cmd, root.parent / f"{name}.log", env={"PIPELINE_OUTPUT_ROOT": str(root)})
     label = f"ours ({a.method}, {prec}, {a.epochs} ep{', ' + ' '.join(a.set) if a.set else ''})"
     run = {**info, "tool": "ours", "label": label, "epochs": a.epochs, "overrides": [*method, *a.set]}
@@ -121,8 +155,13 @@ def cmd_ours(a: argparse.Namespace) -> None:
 def _timing(steps: list[float], waits: list[float], batch: int) -> dict:
     """images/s and loader wait without the first step (worker start-up), as both tools define them."""
     s, w = sum(steps[1:]), sum(waits[1:])
-    return {"steps": len(steps), "images_per_s": batch * (len(steps) - 1) / (s + w), "loader_wait_frac": w / (s + w),
-            "train_loop_s": sum(steps) + sum(waits), "median_step_s": sorted(steps[1:])[len(steps[1:]) // 2]}
+    return {
+        "steps": len(steps),
+        "images_per_s": batch * (len(steps) - 1) / (s + w),
+        "loader_wait_frac": w / (s + w),
+        "train_loop_s": sum(steps) + sum(waits),
+        "median_step_s": sorted(steps[1:])[len(steps[1:]) // 2],
+    }
 
 
 def runs(out: Path) -> dict[str, dict]:
@@ -131,7 +170,9 @@ def runs(out: Path) -> dict[str, dict]:
     for d in sorted((out / "runs").glob("*/"), key=lambda d: (not d.name.startswith("lt"), d.name)):
         info = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
         tool = info.get("tool", "lt" if d.name.startswith("lt") else "ours")
-        weights = d / "exported_models" / "exported_last.pt" if tool == "lt" else d / "elpv_demo" / "pretrain" / "export"
+        weights = (
+            d / "exported_models" / "exported_last.pt" if tool == "lt" else d / "elpv_demo" / "pretrain" / "export"
+        )
         if weights.exists():
             found[d.name] = {"label": d.name, **info, "tool": tool, "weights": str(weights), "dir": str(d)}
     return found
@@ -143,7 +184,11 @@ def run_timings(out: Path) -> dict[str, dict]:
         d = Path(run["dir"])
         if run["tool"] == "lt":
             t = json.loads((d / "timing.json").read_text())
-            r = {**_timing(t["step_times_s"], t["wait_times_s"], 64), "epoch_s": t["epoch_s"], "load_after": t["load_avg_end"]}
+            r = {
+                **_timing(t["step_times_s"], t["wait_times_s"], 64),
+                "epoch_s": t["epoch_s"],
+                "load_after": t["load_avg_end"],
+            }
         else:
             rows = [json.loads(x) for x in (d / "elpv_demo" / "pretrain" / "metrics.jsonl").read_text().splitlines()]
             rows = [r for r in rows if "perf/step_s" in r]
@@ -155,7 +200,9 @@ def run_timings(out: Path) -> dict[str, dict]:
 
 def backbones(out: Path) -> dict[str, tuple[str, str]]:
     """``{label: (kind, weights)}`` of the exported backbones found under ``out/runs``, random init first."""
-    return {"random init (reference)": ("random", "")} | {r["label"]: (r["tool"], r["weights"]) for r in runs(out).values()}
+    return {"random init (reference)": ("random", "")} | {
+        r["label"]: (r["tool"], r["weights"]) for r in runs(out).values()
+    }
 
 
 def cmd_knn(a: argparse.Namespace) -> None:
@@ -180,7 +227,9 @@ def cmd_knn(a: argparse.Namespace) -> None:
 
         def score(feats: np.ndarray) -> dict[str, dict]:
             feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
-            return {t: {"balanced_accuracy": cv_bacc(feats, y, k=20, repeats=2), "n": len(y)} for t, y in labels.items()}
+            return {
+                t: {"balanced_accuracy": cv_bacc(feats, y, k=20, repeats=2), "n": len(y)} for t, y in labels.items()
+            }
 
         result, evaluated = out / "knn_elpv_all.json", "all 2,624 ELPV cells, 5-fold CV x 2"
     else:
@@ -214,8 +263,10 @@ def cmd_knn(a: argparse.Namespace) -> None:
         scores = score(feats)
         print(label, json.dumps(scores))
         res[label] = {"weights": weights, "normalisation": norm} | scores
-    result.write_text(json.dumps({"eval": evaluated, "protocol": "knn k=20 T=0.07, 224 px whole image", "results": res},
-                                 indent=2) + "\n")
+    result.write_text(
+        json.dumps({"eval": evaluated, "protocol": "knn k=20 T=0.07, 224 px whole image", "results": res}, indent=2)
+        + "\n"
+    )
 
 
 def _knn_backbone(kind: str, weights: str | None) -> tuple[torch.nn.Module, dict[str, list[float]]]:
@@ -249,33 +300,60 @@ def cmd_report(a: argparse.Namespace) -> None:
 
     import torch
 
-    res = {"settings": SETTINGS, "timing": timing, "knn": knn,
-           "machine": f"{platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}",
-           "notes": a.notes or ""}
+    res = {
+        "settings": SETTINGS,
+        "timing": timing,
+        "knn": knn,
+        "machine": f"{platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "notes": a.notes or "",
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-    lines = ["# Ours vs LightlyTrain on CPU (2,624 ELPV images, ViT-Tiny/16, 2x224 + 6x96 crops, batch 64)", "",
-             f"Machine: {res['machine']}", "", res["notes"], "",
-             "| run | images/s | median step s | loader wait | train loop s | load avg after (1/5/15 min) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# Ours vs LightlyTrain on CPU (2,624 ELPV images, ViT-Tiny/16, 2x224 + 6x96 crops, batch 64)",
+        "",
+        f"Machine: {res['machine']}",
+        "",
+        res["notes"],
+        "",
+        "| run | images/s | median step s | loader wait | train loop s | load avg after (1/5/15 min) |",
+        "|---|---|---|---|---|---|",
+    ]
     for k, t in timing.items():
         la = "/".join(f"{x:.1f}" for x in t.get("load_after", []))
-        lines.append(f"| {k} | {t['images_per_s']:.2f} | {t['median_step_s']:.1f} | {100 * t['loader_wait_frac']:.2f} % | "
-                     f"{t['train_loop_s']:.0f} | {la} |")
-    lines += ["", f"kNN ({knn.get('protocol', '')}) on {knn.get('eval', '')}:", "",
-              "| backbone | defect balanced acc. | defect AUROC | type balanced acc. |", "|---|---|---|---|"]
+        lines.append(
+            f"| {k} | {t['images_per_s']:.2f} | {t['median_step_s']:.1f} | {100 * t['loader_wait_frac']:.2f} % | "
+            f"{t['train_loop_s']:.0f} | {la} |"
+        )
+    lines += [
+        "",
+        f"kNN ({knn.get('protocol', '')}) on {knn.get('eval', '')}:",
+        "",
+        "| backbone | defect balanced acc. | defect AUROC | type balanced acc. |",
+        "|---|---|---|---|",
+    ]
     for k, r in knn["results"].items():
         d, t = r.get("defect", {}), r.get("type", {})
-        lines.append(f"| {k} | {d.get('balanced_accuracy', float('nan')):.3f} | {d.get('auroc', float('nan')):.3f} | "
-                     f"{t.get('balanced_accuracy', float('nan')):.3f} |")
+        lines.append(
+            f"| {k} | {d.get('balanced_accuracy', float('nan')):.3f} | {d.get('auroc', float('nan')):.3f} | "
+            f"{t.get('balanced_accuracy', float('nan')):.3f} |"
+        )
     every = out / "knn_elpv_all.json"
     if every.is_file():
         allk = json.loads(every.read_text())
         res["knn_elpv_all"] = allk
         RESULTS.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
-        lines += ["", f"kNN ({allk['protocol']}) by 5-fold CV over {allk['eval']} (`knn --elpv-all`):", "",
-                  "| backbone | defect balanced acc. | type balanced acc. |", "|---|---|---|"]
-        lines += [f"| {k} | {r['defect']['balanced_accuracy']:.3f} | {r['type']['balanced_accuracy']:.3f} |" for k, r in allk["results"].items()]
+        lines += [
+            "",
+            f"kNN ({allk['protocol']}) by 5-fold CV over {allk['eval']} (`knn --elpv-all`):",
+            "",
+            "| backbone | defect balanced acc. | type balanced acc. |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {r['defect']['balanced_accuracy']:.3f} | {r['type']['balanced_accuracy']:.3f} |"
+            for k, r in allk["results"].items()
+        ]
     RESULTS.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

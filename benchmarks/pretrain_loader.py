@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_common import parse_args, resolve_device, sync, timed, write_results
-
 import numpy as np
 import torch
+from gpu_common import parse_args, resolve_device, sync, timed, write_results
 from PIL import Image
 
 from pipeline.augment.device import device_multicrop, load_size, loader_transform
@@ -98,9 +97,14 @@ def drain(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--augment", default="cpu,gpu", help=(
-        "comma list: cpu (PIL multi-crop in the workers), gpu (decode+resize in the workers, GPUMultiCrop on "
-        "the device), decode (gpu's loader without the crops)"))
+    ap.add_argument(
+        "--augment",
+        default="cpu,gpu",
+        help=(
+            "comma list: cpu (PIL multi-crop in the workers), gpu (decode+resize in the workers, GPUMultiCrop on "
+            "the device), decode (gpu's loader without the crops)"
+        ),
+    )
     ap.add_argument("--workers", default="8", help="comma list of DataLoader worker counts")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--batches", type=int, default=20, help="timed batches per configuration")
@@ -114,9 +118,19 @@ def main() -> None:
     ap.add_argument("--synthetic-n", type=int, default=None, help="default: enough for the largest configuration")
     ap.add_argument("--synthetic-size", default="500x375", help="WxH of synthetic images (ImageNet-like)")
     ap.add_argument("--cache-dir", default="/tmp/pretrain_loader_shards")
-    args = parse_args(ap, "96x96 JPEGs, 2x64 + 4x32 crops, batch 16, 0 and 1 workers", dict(
-        workers="0,1", batch_size=16, batches=3, global_size=64, local_size=32, local_crops=4,
-        synthetic_size="96x96"))
+    args = parse_args(
+        ap,
+        "96x96 JPEGs, 2x64 + 4x32 crops, batch 16, 0 and 1 workers",
+        dict(
+            workers="0,1",
+            batch_size=16,
+            batches=3,
+            global_size=64,
+            local_size=32,
+            local_crops=4,
+            synthetic_size="96x96",
+        ),
+    )
     dev = resolve_device(args.device)
     workers = [int(v) for v in args.workers.split(",")]
     augments = args.augment.split(",")
@@ -137,8 +151,13 @@ def main() -> None:
         raise SystemExit(f"{len(metas)} images give {len(metas) // bs} batches of {bs}; {warmup} are warm-up")
     gray = float(np.mean([m.get("mode") == "L" for m in metas]))
     preset = resolve_preset(args.preset, gray)
-    kw = dict(preset=preset, global_size=args.global_size, local_size=args.local_size, local_crops=args.local_crops,
-              load_size=args.load_size)  # fmt: skip
+    kw = dict(
+        preset=preset,
+        global_size=args.global_size,
+        local_size=args.local_size,
+        local_crops=args.local_crops,
+        load_size=args.load_size,
+    )
     specs = {a: AugmentConfig(backend=AUGMENTS[a], **kw) for a in augments}
 
     rows: list[dict[str, Any]] = []
@@ -152,20 +171,43 @@ def main() -> None:
             dt, n_img, mb = drain(loader, aug, dev, warmup, batches)
             rate = n_img / dt
             rates[a][str(nw)] = rate
-            rows.append({"augment": a, "workers": nw, "device": str(dev), "batch": bs, "batches": batches,
-                         "images_per_s": rate, "h2d_mb_per_batch": mb})
+            rows.append(
+                {
+                    "augment": a,
+                    "workers": nw,
+                    "device": str(dev),
+                    "batch": bs,
+                    "batches": batches,
+                    "images_per_s": rate,
+                    "h2d_mb_per_batch": mb,
+                }
+            )
             print(rows[-1], flush=True)
     if "gpu" in specs:
         aug = device_multicrop(specs["gpu"]).to(dev)  # type: ignore[union-attr]
         side = load_size(specs["gpu"])
         x = torch.randint(0, 256, (bs, 1 if preset == "grayscale" else 3, side, side), dtype=torch.uint8, device=dev)
         s = timed(lambda: aug(x), dev, iters=max(2, batches))
-        rows.append({"augment": "device_augment_only", "workers": None, "device": str(dev), "batch": bs,
-                     "batches": max(2, batches), "images_per_s": bs / s})
+        rows.append(
+            {
+                "augment": "device_augment_only",
+                "workers": None,
+                "device": str(dev),
+                "batch": bs,
+                "batches": max(2, batches),
+                "images_per_s": bs / s,
+            }
+        )
         rates["device_augment_only"] = {"-": bs / s}
     speedup = {w: rates["gpu"][w] / rates["cpu"][w] for w in rates.get("gpu", {}) if w in rates.get("cpu", {})}
-    results = {"images_per_s": rates, "speedup_gpu_vs_cpu": speedup, "preset": preset, "images": len(metas),
-               "shards": str(folder), "load_size": load_size(AugmentConfig(**kw))}  # fmt: skip
+    results = {
+        "images_per_s": rates,
+        "speedup_gpu_vs_cpu": speedup,
+        "preset": preset,
+        "images": len(metas),
+        "shards": str(folder),
+        "load_size": load_size(AugmentConfig(**kw)),
+    }
     notes = "; ".join(f"{w} workers: gpu/cpu = {r:.3g}x" for w, r in speedup.items())
     write_results("pretrain_loader", dev, vars(args), results, rows, args.out_dir, notes, args.tag)
 

@@ -23,7 +23,6 @@ import pretrain_throughput as pt
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-
 CATEGORIES = (
     ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "wgmma", "cublas", "aten::mm", "addmm", "bmm")),
     ("attention", ("flash", "fmha", "attention", "sdpa")),
@@ -50,8 +49,13 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"
     s = argparse.Namespace(
-        global_size=224 if gpu else 64, local_size=96 if gpu else 32, local_crops=8 if gpu else 2,
-        out_dim=65536 if gpu else 2048, method="dinov2", drop_path=0.1, fused_adamw=1,
+        global_size=224 if gpu else 64,
+        local_size=96 if gpu else 32,
+        local_crops=8 if gpu else 2,
+        out_dim=65536 if gpu else 2048,
+        method="dinov2",
+        drop_path=0.1,
+        fused_adamw=1,
     )
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
@@ -80,19 +84,32 @@ def main() -> None:
     top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:20]
     res = {
         "device": torch.cuda.get_device_name() if gpu else "cpu",
-        "model": a.model, "batch": a.batch, "compile": a.compile, "param_dtype": a.param_dtype, "impl": a.impl,
-        "step_wall_s": wall, "kernel_busy_s": busy,
-        "categories_s": dict(by_cat), "top_kernels_s": top,
+        "model": a.model,
+        "batch": a.batch,
+        "compile": a.compile,
+        "param_dtype": a.param_dtype,
+        "impl": a.impl,
+        "step_wall_s": wall,
+        "kernel_busy_s": busy,
+        "categories_s": dict(by_cat),
+        "top_kernels_s": top,
     }
     tag = a.tag or f"{a.model}_{a.impl}_compile-{a.compile}_{a.param_dtype}"
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"pretrain_profile_{tag}.json").write_text(json.dumps(res, indent=2) + "\n")
-    lines = [f"# Step profile: {a.impl}, {a.model}, batch {a.batch}, compile {a.compile}, params {a.param_dtype} "
-             f"({res['device']})", "",
-             f"Step wall {wall * 1e3:.1f} ms; kernels busy {busy * 1e3:.1f} ms ({100 * busy / wall:.0f} % of wall).", "",
-             "| category | ms/step | share of kernel time |", "|---|---|---|"]
-    lines += [f"| {c} | {t * 1e3:.1f} | {100 * t / busy:.1f} % |" for c, t in sorted(by_cat.items(), key=lambda kv: -kv[1])]
+    lines = [
+        f"# Step profile: {a.impl}, {a.model}, batch {a.batch}, compile {a.compile}, params {a.param_dtype} "
+        f"({res['device']})",
+        "",
+        f"Step wall {wall * 1e3:.1f} ms; kernels busy {busy * 1e3:.1f} ms ({100 * busy / wall:.0f} % of wall).",
+        "",
+        "| category | ms/step | share of kernel time |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {c} | {t * 1e3:.1f} | {100 * t / busy:.1f} % |" for c, t in sorted(by_cat.items(), key=lambda kv: -kv[1])
+    ]
     lines += ["", "| kernel | ms/step | category |", "|---|---|---|"]
     lines += [f"| `{k[:90]}` | {t * 1e3:.2f} | {category(k)} |" for k, t in top]
     (out / f"pretrain_profile_{tag}.md").write_text("\n".join(lines) + "\n")

@@ -35,18 +35,17 @@ from pathlib import Path
 
 import timm
 import torch
+from lightly_reference import ReferenceDINOv2, reference_step
 from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.augment.pil_multicrop import MultiCrop
 from pipeline.config.augment import AugmentConfig
 from pipeline.config.pretrain import MethodConfig
-from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder
-from pipeline.pretrain.compile import compile_method, compile_trunks
 from pipeline.core.malloc import keep_freed_memory
+from pipeline.pretrain.compile import compile_method, compile_trunks
+from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder
 from pipeline.pretrain.methods import Distillation, StepInputs
-
-from lightly_reference import ReferenceDINOv2, reference_step
 
 PEAK_BF16 = 989e12  # H100 / H200 SXM dense bf16 FLOP/s
 COMPILE_MODES = ("off", "trunks", "full")
@@ -62,7 +61,13 @@ def make_method(
 ) -> Distillation:
     vit = timm.create_model(name, img_size=size, num_classes=0, dynamic_img_size=True, **vit_kwargs)
     w = (1.0, 1.0, 0.1) if method == "dinov2" else (1.0, 0.0, 0.0)
-    spec = MethodConfig(**dict(zip(("dino_weight", "ibot_weight", "koleo_weight"), w)), out_dim=out_dim, hidden_dim=2048, bottleneck_dim=256, param_dtype=param_dtype)
+    spec = MethodConfig(
+        **dict(zip(("dino_weight", "ibot_weight", "koleo_weight"), w)),
+        out_dim=out_dim,
+        hidden_dim=2048,
+        bottleneck_dim=256,
+        param_dtype=param_dtype,
+    )
     return Distillation(vit, spec).to(device).train()
 
 
@@ -151,10 +156,20 @@ def bench_compute(
         step(m, opt, v, device)
     sync(device)
     dt = (time.perf_counter() - t0) / a.steps
-    out = {"impl": impl, "model": name, "batch": batch, "compile": compile_, "param_dtype": param_dtype,
-           "step_s": dt, "images_per_s": batch / dt, "gflop_per_image": flops / batch / 1e9,
-           "achieved_tflops": flops / dt / 1e12, "first_step_loss": first_loss, "first_step_s": first_s,
-           "dynamo_graphs_so_far": int(counters["stats"]["unique_graphs"])}
+    out = {
+        "impl": impl,
+        "model": name,
+        "batch": batch,
+        "compile": compile_,
+        "param_dtype": param_dtype,
+        "step_s": dt,
+        "images_per_s": batch / dt,
+        "gflop_per_image": flops / batch / 1e9,
+        "achieved_tflops": flops / dt / 1e12,
+        "first_step_loss": first_loss,
+        "first_step_s": first_s,
+        "dynamo_graphs_so_far": int(counters["stats"]["unique_graphs"]),
+    }
     if device.type == "cuda":
         out["mfu"] = flops / dt / PEAK_BF16
         out["max_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -200,8 +215,9 @@ def bench_data(a: argparse.Namespace, batch: int) -> dict:
         shards, metas = describe_folder(folder)
         spec = StreamSpec(tuple(map(str, shards)), len(metas), batch, shuffle_buffer=256)
         preset = "grayscale" if sum(m.get("mode") == "L" for m in metas) > 0.9 * len(metas) else "rgb"
-        crop = MultiCrop(AugmentConfig(preset=preset, global_size=a.global_size, local_size=a.local_size,
-                                       local_crops=a.local_crops))  # fmt: skip
+        crop = MultiCrop(
+            AugmentConfig(preset=preset, global_size=a.global_size, local_size=a.local_size, local_crops=a.local_crops)
+        )
         loader = ShardLoader(spec, crop, num_workers=a.workers)
         n = min(a.data_batches, len(loader))
         it = iter(loader)
@@ -211,28 +227,43 @@ def bench_data(a: argparse.Namespace, batch: int) -> dict:
             next(it)
         dt = time.perf_counter() - t0
         del it
-    return {"workers": a.workers, "preset": preset, "batch": batch, "batches": n - 1,
-            "images_per_s": (n - 1) * batch / dt if n > 1 else float("nan")}
+    return {
+        "workers": a.workers,
+        "preset": preset,
+        "batch": batch,
+        "batches": n - 1,
+        "images_per_s": (n - 1) * batch / dt if n > 1 else float("nan"),
+    }
 
 
 def to_markdown(res: dict) -> str:
     lines = [f"# Pretrain throughput ({res['device']})", "", f"Settings: {res['settings']}", ""]
-    lines += ["| impl | model | batch | compile | param dtype | step s | images/s (compute) | GFLOP/image | TFLOP/s | MFU "
-              "| peak GiB | first-step loss |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| impl | model | batch | compile | param dtype | step s | images/s (compute) | GFLOP/image | TFLOP/s | MFU "
+        "| peak GiB | first-step loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res["compute"]:
         if "error" in r:
-            lines.append(f"| {r['impl']} | {r['model']} | {r['batch']} | {r['compile']} | {r['param_dtype']} | "
-                         f"{r['error']} |||||||")
+            lines.append(
+                f"| {r['impl']} | {r['model']} | {r['batch']} | {r['compile']} | {r['param_dtype']} | "
+                f"{r['error']} |||||||"
+            )
             continue
         mfu = f"{100 * r['mfu']:.1f} %" if "mfu" in r else "n/a (CPU)"
         mem = f"{r['max_mem_gib']:.1f}" if "max_mem_gib" in r else "-"
-        lines.append(f"| {r.get('impl', 'ours')} | {r['model']} | {r['batch']} | {r['compile']} | "
-                     f"{r.get('param_dtype', 'float32')} | {r['step_s']:.3f} | {r['images_per_s']:.2f} | "
-                     f"{r['gflop_per_image']:.2f} | {r['achieved_tflops']:.3f} | {mfu} | {mem} | "
-                     f"{r.get('first_step_loss', float('nan')):.4f} |")
+        lines.append(
+            f"| {r.get('impl', 'ours')} | {r['model']} | {r['batch']} | {r['compile']} | "
+            f"{r.get('param_dtype', 'float32')} | {r['step_s']:.3f} | {r['images_per_s']:.2f} | "
+            f"{r['gflop_per_image']:.2f} | {r['achieved_tflops']:.3f} | {mfu} | {mem} | "
+            f"{r.get('first_step_loss', float('nan')):.4f} |"
+        )
     d = res["data"]
     if d:
-        lines += ["", f"Data loading alone ({d['workers']} workers, preset {d['preset']}): {d['images_per_s']:.1f} images/s."]
+        lines += [
+            "",
+            f"Data loading alone ({d['workers']} workers, preset {d['preset']}): {d['images_per_s']:.1f} images/s.",
+        ]
     lines += ["", f"Machine: {res['machine']}", ""]
     return "\n".join(lines)
 
@@ -256,7 +287,9 @@ def main() -> None:
     p.add_argument("--fused-adamw", type=int, default=1, help="fused AdamW on CUDA for ours")
     p.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on CPU (default: fp32 on CPU)")
     p.add_argument("--batch-override", type=int, default=None, help="GPU: skip the search, use this batch")
-    p.add_argument("--system-malloc", action="store_true", help="CPU: glibc's default malloc (the stage reuses freed memory)")
+    p.add_argument(
+        "--system-malloc", action="store_true", help="CPU: glibc's default malloc (the stage reuses freed memory)"
+    )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--data-batches", type=int, default=4, help="batches of the data-loading measurement (0: skip it)")
     p.add_argument("--shards", default=None, help="a shard folder (default: synthetic PNG shards)")
@@ -290,8 +323,14 @@ def main() -> None:
                     try:
                         r = bench_compute(name, a, device, batch, c, impl, dt)
                     except torch.cuda.OutOfMemoryError:
-                        r = {"impl": impl, "model": name, "batch": batch, "compile": c, "param_dtype": dt,
-                             "error": "out of memory"}
+                        r = {
+                            "impl": impl,
+                            "model": name,
+                            "batch": batch,
+                            "compile": c,
+                            "param_dtype": dt,
+                            "error": "out of memory",
+                        }
                         torch.cuda.empty_cache()
                     print(json.dumps(r), flush=True)
                     compute.append(r)
@@ -306,8 +345,23 @@ def write(a: argparse.Namespace, device: torch.device, compute: list[dict], data
     """Write ``<out>.json`` and ``<out>.md`` (after every variant, so a run cut short keeps what it measured)."""
     gpu = device.type == "cuda"
     res = {
-        "device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})",
-        "settings": {k: getattr(a, k) for k in ("method", "global_size", "local_size", "local_crops", "out_dim", "steps", "warmup", "drop_path", "cpu_bf16")},
+        "device": torch.cuda.get_device_name()
+        if gpu
+        else f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})",
+        "settings": {
+            k: getattr(a, k)
+            for k in (
+                "method",
+                "global_size",
+                "local_size",
+                "local_crops",
+                "out_dim",
+                "steps",
+                "warmup",
+                "drop_path",
+                "cpu_bf16",
+            )
+        },
         "compute": compute,
         "data": data,
         "machine": f"{platform.platform()}, torch {torch.__version__}, load average {os.getloadavg()}",

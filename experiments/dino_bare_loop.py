@@ -48,12 +48,22 @@ def main() -> None:
     pl.seed_everything(a.seed, verbose=False)
     imgs = [Image.open(r["path"]).convert("L") for r in elpv_records()[::3]]
     photometric = {"jitter_prob": a.jitter_prob, "blur": a.blur, "solarize": a.solarize}
-    crops = MultiCrop(AugmentConfig(preset="grayscale", global_size=64, local_size=32, local_crops=a.local_crops,
-                                    global_scale=tuple(a.global_scale), **photometric))  # fmt: skip
+    crops = MultiCrop(
+        AugmentConfig(
+            preset="grayscale",
+            global_size=64,
+            local_size=32,
+            local_crops=a.local_crops,
+            global_scale=tuple(a.global_scale),
+            **photometric,
+        )
+    )
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/pretrain/model/vit_mini.yaml")
     cfg.pop("defaults", None)
     cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg)  # the option file states only what differs
-    spec = MethodConfig(out_dim=a.out_dim, centering=a.centering, head_batch_norm=a.head_bn, ibot_weight=0.0, koleo_weight=0.0)
+    spec = MethodConfig(
+        out_dim=a.out_dim, centering=a.centering, head_batch_norm=a.head_bn, ibot_weight=0.0, koleo_weight=0.0
+    )
     method = Distillation(build_vit(cfg, 64)[0], spec)
     params = [q for m in method.trainable_modules() for q in m.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.04)
@@ -67,8 +77,11 @@ def main() -> None:
         method.update_teacher(a.momentum)
         if step % 20 == 0:
             d = method.diagnostics()
-            print(f"step {step:4d}  dino {float(parts['dino']):.3f}  teacher entropy per image "
-                  f"{float(d['teacher_entropy']):.3f}  of the batch mean {float(d['teacher_batch_entropy']):.3f}", flush=True)
+            print(
+                f"step {step:4d}  dino {float(parts['dino']):.3f}  teacher entropy per image "
+                f"{float(d['teacher_entropy']):.3f}  of the batch mean {float(d['teacher_batch_entropy']):.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 
-
 def child(root: str, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 

@@ -10,9 +10,10 @@ from types import ModuleType
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config.lock import LockConfig
 from pipeline.config.schema import STAGE_ORDER
 from pipeline.core import tracking
-from pipeline.core.lock import LockConfig, stage_lock
+from pipeline.core.lock import stage_lock
 from pipeline.core.malloc import keep_freed_memory
 from pipeline.core.manifest import Manifest
 from pipeline.core.stage import section
@@ -45,7 +46,8 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Manifest]:
     if missing:
         log.warning("stages not built yet, skipped: %s", ", ".join(missing))
     t = cfg.tracking
-    lock_cfg = LockConfig(**section(cfg, "lock"))
+    lock_cfg = OmegaConf.to_object(cfg.lock)
+    assert isinstance(lock_cfg, LockConfig)
     results: dict[str, Manifest] = {}
     with tracking.parent_run(
         enabled=t.enabled,

@@ -174,15 +174,17 @@ def build_corpus(root: Path) -> dict[str, Expect]:
         _add(tf, "link.png", b"", tarfile.SYMTYPE, "/etc/passwd")
         _add(tf, "copy.jpg", jpeg_rgb)
         _add(tf, "ok/member.png", good_member)  # the same name again
-    exp.update({
-        "tars/plain.tar/ok/member.png": Expect("accepted", mode="RGB", size=(32, 24)),
-        "tars/plain.tar/../escape.png": Expect("rejected", "unsafe_tar_path"),
-        "tars/plain.tar//abs_escape.png": Expect("rejected", "unsafe_tar_path"),
-        "tars/plain.tar/dir/../../escape2.png": Expect("rejected", "unsafe_tar_path"),
-        "tars/plain.tar/link.png": Expect("rejected", "tar_member_not_a_file"),
-        "tars/plain.tar/copy.jpg": Expect("duplicate", "byte_identical"),
-        "tars/plain.tar/ok/member.png#2": Expect("rejected", "duplicate_input"),
-    })
+    exp.update(
+        {
+            "tars/plain.tar/ok/member.png": Expect("accepted", mode="RGB", size=(32, 24)),
+            "tars/plain.tar/../escape.png": Expect("rejected", "unsafe_tar_path"),
+            "tars/plain.tar//abs_escape.png": Expect("rejected", "unsafe_tar_path"),
+            "tars/plain.tar/dir/../../escape2.png": Expect("rejected", "unsafe_tar_path"),
+            "tars/plain.tar/link.png": Expect("rejected", "tar_member_not_a_file"),
+            "tars/plain.tar/copy.jpg": Expect("duplicate", "byte_identical"),
+            "tars/plain.tar/ok/member.png#2": Expect("rejected", "duplicate_input"),
+        }
+    )
     gz_member = encode(Image.fromarray(noise(24, 32, 1, seed=9)), "PNG")
     with tarfile.open(root / "tars/packed.tar.gz", "w:gz") as tf:
         _add(tf, "a/gray.png", gz_member)

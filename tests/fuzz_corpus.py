@@ -125,7 +125,7 @@ def build_fuzz_corpus(root: Path, seed: int = 0, size: int = 48) -> dict[str, st
             data = _encode(_in_mode(next(crops), "RGB"), fmt)
             put(f"wrong_extension_{fmt.lower()}_{rep}.{OTHER_EXT[ext]}", data, "wrong_extension")
 
-    for i, (fmt, ext, data) in enumerate(goods):
+    for i, (_fmt, ext, data) in enumerate(goods):
         for rep in range(3):
             b = bytearray(data)
             for _ in range(rng.choice((1, 2, 8, 64))):

@@ -40,8 +40,12 @@ def _plugin_missing(group: str, option: str) -> str | None:
     if not group.startswith("hydra/"):
         return None
     text = (CONF_DIR / group / f"{option}.yaml").read_text()
-    for plugin in ("hydra_plugins.hydra_submitit_launcher", "hydra_plugins.hydra_joblib_launcher",
-                   "hydra_plugins.hydra_ray_launcher", "hydra_plugins.hydra_optuna_sweeper"):
+    for plugin in (
+        "hydra_plugins.hydra_submitit_launcher",
+        "hydra_plugins.hydra_joblib_launcher",
+        "hydra_plugins.hydra_ray_launcher",
+        "hydra_plugins.hydra_optuna_sweeper",
+    ):
         if plugin in text and importlib.util.find_spec(plugin) is None:
             return plugin
     return None

@@ -29,8 +29,23 @@ log = logging.getLogger(__name__)
 # because tiles of one texture are near-duplicates of each other in any
 # embedding, which would blur the ground truth.
 SKIMAGE_PHOTOS = (
-    "astronaut", "camera", "cat", "clock", "coffee", "coins", "colorwheel", "hubble_deep_field",
-    "immunohistochemistry", "logo", "moon", "page", "retina", "rocket", "text", "microaneurysms", "horse",
+    "astronaut",
+    "camera",
+    "cat",
+    "clock",
+    "coffee",
+    "coins",
+    "colorwheel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "logo",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "text",
+    "microaneurysms",
+    "horse",
 )
 TRANSFORMS = ("jpeg_q70", "resize_0.8", "crop_6pct", "brighten_1.2")
 
@@ -194,7 +209,12 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
     for i, oi in enumerate(pool_idx[: cfg.n_pool_copies]):
         origin, img, in_domain = originals[oi]
         kind = TRANSFORMS[i % len(TRANSFORMS)]
-        items.append((transform(img, kind), {"origin": origin, "in_domain": in_domain, "copy_of": ("pool", oi), "transform": kind}))
+        items.append(
+            (
+                transform(img, kind),
+                {"origin": origin, "in_domain": in_domain, "copy_of": ("pool", oi), "transform": kind},
+            )
+        )
     for oi in pool_idx[cfg.n_pool_copies : cfg.n_pool_copies + cfg.n_byte_copies]:
         data, gt = items[oi]
         items.append((data, {**gt, "copy_of": ("pool", oi), "transform": "byte_copy"}))
@@ -203,8 +223,17 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
         img = Image.open(eval_set[ei]["path"])
         img.load()
         kind = TRANSFORMS[i % len(TRANSFORMS)]
-        items.append((transform(img, kind), {"origin": f"elpv/{eval_set[ei]['path'].name}", "in_domain": True,
-                                              "copy_of": ("eval", eval_keys[ei]), "transform": kind}))
+        items.append(
+            (
+                transform(img, kind),
+                {
+                    "origin": f"elpv/{eval_set[ei]['path'].name}",
+                    "in_domain": True,
+                    "copy_of": ("eval", eval_keys[ei]),
+                    "transform": kind,
+                },
+            )
+        )
     for ext, data, reason in _corrupt_files(cfg.n_corrupt):
         items.append((data, {"origin": "corrupt", "in_domain": False, "expected_rejection": reason, "ext": ext}))
 
@@ -225,16 +254,25 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
             entry["copy_of"] = {"source": where, "key": name_of[ref] if where == "pool" else ref}
         truth[key] = entry
     (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
-    log.info("elpv_demo: pool %d files (%d ELPV), %d seeds, %d eval", len(items), len(pool_elpv), len(seeds), len(eval_set))
+    log.info(
+        "elpv_demo: pool %d files (%d ELPV), %d seeds, %d eval", len(items), len(pool_elpv), len(seeds), len(eval_set)
+    )
 
     return RecipeOutput(
         sources={"pool": [str(out_dir / "pool")], "seeds": [str(out_dir / "seeds")], "eval": [str(out_dir / "eval")]},
         labels_csv=str(out_dir / "labels.csv"),
         tasks={
-            "defect": TaskSpec(column="defect", classes=["functional", "defective"], primary=True,
-                               description="ELPV defect probability >= 0.5 (the representation yardstick)"),
-            "type": TaskSpec(column="type", classes=["mono", "poly"],
-                             description="mono- vs polycrystalline cell (separable from raw pixels)"),
+            "defect": TaskSpec(
+                column="defect",
+                classes=["functional", "defective"],
+                primary=True,
+                description="ELPV defect probability >= 0.5 (the representation yardstick)",
+            ),
+            "type": TaskSpec(
+                column="type",
+                classes=["mono", "poly"],
+                description="mono- vs polycrystalline cell (separable from raw pixels)",
+            ),
         },
         ground_truth=str(out_dir / "ground_truth.json"),
         info={

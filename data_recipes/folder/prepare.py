@@ -38,8 +38,13 @@ def _check_keys(csv_path: Path, keys: list[str], labeled: Path) -> None:
         )
     extra = len(present - set(keys))
     if extra:
-        log.warning("%s: %d files under %s have no row in %s; they are ingested without labels",
-                    "folder recipe", extra, labeled, csv_path)
+        log.warning(
+            "%s: %d files under %s have no row in %s; they are ingested without labels",
+            "folder recipe",
+            extra,
+            labeled,
+            csv_path,
+        )
 
 
 def fingerprint(cfg: Any) -> str:
@@ -96,4 +101,6 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
     tasks = {
         c: TaskSpec(column=c, classes=sorted({r[c] for r in rows}), primary=(i == 0)) for i, c in enumerate(task_cols)
     }
-    return RecipeOutput(sources=sources, labels_csv=str(Path(out_dir) / "labels.csv"), tasks=tasks, info={"recipe": "folder"})
+    return RecipeOutput(
+        sources=sources, labels_csv=str(Path(out_dir) / "labels.csv"), tasks=tasks, info={"recipe": "folder"}
+    )

@@ -17,8 +17,6 @@ and crop scales are relative to the square.
 
 from __future__ import annotations
 
-from typing import cast
-
 import numpy as np
 import torch
 from PIL import Image, ImageOps

@@ -129,6 +129,9 @@ class GPUMultiCrop(nn.Module):
             memory of the views for bf16 training).
     """
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, cfg: AugmentConfig, seed: int = 0, out_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.cfg = cfg

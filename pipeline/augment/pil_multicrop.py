@@ -13,7 +13,7 @@ the channel to three at the very end so any timm ViT takes it unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from lightly.transforms.dino_transform import DINOViewTransform

@@ -64,7 +64,9 @@ def resume_checkpoint(folder: str | Path) -> str | None:
 
 def next_hpc_path(folder: str | Path) -> Path:
     """``<folder>/hpc_ckpt_<n+1>.ckpt``, Lightning's naming for requeue checkpoints."""
-    nums = [int(m.group(1)) for p in Path(folder).glob(f"{CKPT_PREFIX}*.ckpt") if (m := re.search(r"_(\d+)\.ckpt$", p.name))]
+    nums = [
+        int(m.group(1)) for p in Path(folder).glob(f"{CKPT_PREFIX}*.ckpt") if (m := re.search(r"_(\d+)\.ckpt$", p.name))
+    ]
     return Path(folder) / f"{CKPT_PREFIX}{max(nums, default=0) + 1}.ckpt"
 
 

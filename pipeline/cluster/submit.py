@@ -156,7 +156,9 @@ def training_overrides(cfg: DictConfig, res: Resources, given: list[str]) -> lis
     return out
 
 
-def submit(chain: list[PlannedJob], cluster: DictConfig, folder: Path, cfg: DictConfig | None = None) -> list[PlannedJob]:
+def submit(
+    chain: list[PlannedJob], cluster: DictConfig, folder: Path, cfg: DictConfig | None = None
+) -> list[PlannedJob]:
     """Submit the chain, each job ``afterok`` the previous; fills ``job_id``."""
     previous: str | None = None
     for job in chain:
@@ -198,7 +200,9 @@ def parse_args(argv: list[str]) -> tuple[str, list[str], list[str]]:
         else:
             rest.append(a)
     if profile is None:
-        raise SystemExit("usage: python -m pipeline.cluster.submit cluster=<profile> [cluster.key=value] [run.py overrides]")
+        raise SystemExit(
+            "usage: python -m pipeline.cluster.submit cluster=<profile> [cluster.key=value] [run.py overrides]"
+        )
     return profile, cluster_over, rest
 
 

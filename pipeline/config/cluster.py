@@ -6,7 +6,7 @@ Read by :mod:`pipeline.cluster` (``load_cluster``), which merges a profile onto 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hydra.core.config_store import ConfigStore
@@ -34,19 +34,19 @@ class Resources:
         additional: More sbatch flags, e.g. ``{constraint: a100, mail-type: FAIL}``.
     """
 
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
     nodes: int = 1
     tasks_per_node: int = 1
     cpus_per_task: int = 1
     gpus_per_node: int = 0
-    mem_gb: Optional[int] = None
+    mem_gb: int | None = None
     time_min: int = 60
     requeue: bool = True
     signal_delay_s: int = 120
-    container_image: Optional[str] = None
-    container_mounts: Optional[str] = None
+    container_image: str | None = None
+    container_mounts: str | None = None
     setup: list[str] = field(default_factory=list)
     additional: dict[str, Any] = field(default_factory=dict)
 
@@ -74,7 +74,7 @@ class ClusterConfig:
     embed_tasks: int = 4
     array_parallelism: int = 4
     max_num_timeout: int = 3
-    folder: Optional[str] = None
+    folder: str | None = None
     wait: bool = False
 
 

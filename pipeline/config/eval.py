@@ -10,7 +10,7 @@ field is written twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hydra.core.config_store import ConfigStore
@@ -59,7 +59,9 @@ class KnnConfig:
 
 @dataclass
 class LinearProbeConfig:
-    """Linear probe: logistic regression on standardised features (:func:`pipeline.evaluation.linear_probe.fit_linear_probe`).
+    """Linear probe: logistic regression on standardised features.
+
+    Fitted by :func:`pipeline.evaluation.linear_probe.fit_linear_probe`.
 
     Attributes:
         c_grid: Inverse regularisation strengths to try.
@@ -112,7 +114,7 @@ class FinetuneConfig:
     img_size: int = 64
     epochs: int = 2
     min_steps: int = 10
-    max_steps: Optional[int] = None
+    max_steps: int | None = None
     batch_size: int = 32
     backbone_lr_scale: float = 0.1
     warmup_fraction: float = 0.1
@@ -142,8 +144,8 @@ class EvalFinetuneConfig(FinetuneConfig):
 
     enabled: bool = True
     tasks: list[str] = field(default_factory=lambda: ["primary"])
-    fractions: Optional[list[float]] = None
-    seeds: Optional[list[int]] = None
+    fractions: list[float] | None = None
+    seeds: list[int] | None = None
     optimizer: Any = field(
         default_factory=lambda: {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.05}
     )

@@ -10,7 +10,7 @@ as they are (``pipeline.pretrain.methods.Distillation`` takes :class:`MethodConf
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config.augment import AugmentConfig
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config.ingest import IngestConfig
-
-from pipeline.core.lock import LockConfig
+from pipeline.config.lock import LockConfig
 
 STAGE_ORDER = ("ingest", "curate", "pretrain", "eval")
 

@@ -36,37 +36,18 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from filelock import SoftFileLease, Timeout
 
+from pipeline.config.lock import LockConfig
 from pipeline.core.manifest import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID")
-
-
-@dataclass
-class LockConfig:
-    """How a run treats a stage folder that another run is writing.
-
-    Attributes:
-        wait: Wait for the other run to finish the stage (then skip or redo it as
-            its outputs say); ``false`` fails at once with a message naming the holder.
-        stale_minutes: A holder whose heartbeat is older than this is taken for dead
-            and its lock broken (holders on this host are checked by pid at once).
-            Every run sharing an output root must use the same value.
-        enabled: Take stage locks at all (off only for a filesystem that cannot
-            create files exclusively).
-    """
-
-    wait: bool = True
-    stale_minutes: float = 10.0
-    enabled: bool = True
 
 
 class StageLocked(RuntimeError):
@@ -94,8 +75,11 @@ def describe(holder: dict[str, Any] | None, marker: Any = None) -> str:
             return f"pid {marker.pid} on {marker.hostname}"
         return "another run (no holder file yet)"
     age = time.time() - float(holder.get("heartbeat_unix", 0))
-    parts = [f"pid {holder.get('pid')} on {holder.get('host')}", f"started {holder.get('started')}",
-             f"last heartbeat {age:.0f} s ago"]  # fmt: skip
+    parts = [
+        f"pid {holder.get('pid')} on {holder.get('host')}",
+        f"started {holder.get('started')}",
+        f"last heartbeat {age:.0f} s ago",
+    ]
     if holder.get("progress"):
         parts.append(f"last step: {holder['progress']!r}")
     if holder.get("command"):
@@ -128,14 +112,23 @@ class _Holder(threading.Thread):
         self.path, self.every, self.check_s, self._halt = path, every, min(check_s, every), threading.Event()
         self.lines = _LastLine()
         now = datetime.now(UTC)
-        self.info = {"stage": what, "host": socket.gethostname(), "pid": os.getpid(),
-                     "started": now.isoformat(timespec="seconds"), "command": " ".join(sys.argv)[:500]}  # fmt: skip
+        self.info = {
+            "stage": what,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": now.isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv)[:500],
+        }
 
     def beat(self) -> None:
         self.written = (time.monotonic(), self.lines.line)
         now = time.time()
-        info = {**self.info, "heartbeat": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
-                "heartbeat_unix": now, "progress": self.lines.line}  # fmt: skip
+        info = {
+            **self.info,
+            "heartbeat": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+            "heartbeat_unix": now,
+            "progress": self.lines.line,
+        }
         try:
             atomic_write_json(self.path, info)
         except OSError as e:  # a full disk must not kill the run that holds the lock
@@ -175,14 +168,24 @@ def stage_lock(
     marker, holder_file = lock_paths(folder)
     marker.parent.mkdir(parents=True, exist_ok=True)
     lease_s = 60.0 * cfg.stale_minutes
-    lock = SoftFileLease(str(marker), lease_duration=lease_s, on_compromise=lambda c: log.error(
-        "%s: lost the lock %s (%s): another run may now write %s", what, marker, c, folder))  # fmt: skip
+    lock = SoftFileLease(
+        str(marker),
+        lease_duration=lease_s,
+        on_compromise=lambda c: log.error(
+            "%s: lost the lock %s (%s): another run may now write %s", what, marker, c, folder
+        ),
+    )
     _acquire(lock, folder, what, cfg, poll_s, report_every_s)
     try:
         left = read_holder(folder)
         if left is not None and (left.get("pid"), left.get("host")) != (os.getpid(), socket.gethostname()):
-            log.warning("%s: broke a stale lock on %s left by %s (the process is gone or sent no heartbeat for %g min)",
-                        what, folder, describe(left), cfg.stale_minutes)  # fmt: skip
+            log.warning(
+                "%s: broke a stale lock on %s left by %s (the process is gone or sent no heartbeat for %g min)",
+                what,
+                folder,
+                describe(left),
+                cfg.stale_minutes,
+            )
         holder = _Holder(holder_file, what, every=min(30.0, lease_s / 3))
         pipeline_log = logging.getLogger("pipeline")
         pipeline_log.addHandler(holder.lines)
@@ -213,8 +216,12 @@ def _acquire(
             f"re-run when it has finished, or with lock.wait=true to wait for it. A holder that died is "
             f"detected (same host at once, else after lock.stale_minutes={cfg.stale_minutes:g} without heartbeat)."
         )
-    log.warning("%s: %s is being written by another run (%s); waiting for it (lock.wait=false fails at once instead)",
-                what, folder, who)  # fmt: skip
+    log.warning(
+        "%s: %s is being written by another run (%s); waiting for it (lock.wait=false fails at once instead)",
+        what,
+        folder,
+        who,
+    )
     t0 = last = time.monotonic()
     while True:
         try:

@@ -57,8 +57,14 @@ def completed(folder: Path, expected_hash: str, what: str) -> Manifest | None:
     if damaged:
         shown = ", ".join(f"{k} ({v})" for k, v in list(damaged.items())[:5])
         more = f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""
-        log.warning("%s: %d output files in %s differ from its manifest: %s%s; redoing that work",
-                    what, len(damaged), folder, shown, more)  # fmt: skip
+        log.warning(
+            "%s: %d output files in %s differ from its manifest: %s%s; redoing that work",
+            what,
+            len(damaged),
+            folder,
+            shown,
+            more,
+        )
         # The manifest goes first: the folder must not look complete while it is repaired.
         (Path(folder) / MANIFEST_NAME).unlink(missing_ok=True)
         for rel in damaged:

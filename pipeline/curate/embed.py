@@ -48,7 +48,11 @@ def dist_rank_world() -> tuple[int, int]:
     (``srun`` tasks). Defaults to ``(0, 1)``.
     """
     env = os.environ
-    for r, w in (("RANK", "WORLD_SIZE"), ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"), ("SLURM_PROCID", "SLURM_NTASKS")):
+    for r, w in (
+        ("RANK", "WORLD_SIZE"),
+        ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"),
+        ("SLURM_PROCID", "SLURM_NTASKS"),
+    ):
         if env.get(r) is not None and env.get(w) is not None:
             rank, world = int(env[r]), int(env[w])
             if r == "SLURM_ARRAY_TASK_ID":  # arrays may start at an offset (--array=1-8)
@@ -134,7 +138,11 @@ def embed_shard(
     rows.sort(key=lambda r: r[0])
     d_emb = int(getattr(model, "num_features", 0)) or (rows[0][2].shape[0] if rows else 0)
     emb = np.stack([r[2] for r in rows]).astype(np.float16) if rows else np.zeros((0, d_emb), np.float16)
-    cop = np.stack([r[3] for r in rows]).astype(np.float16) if rows else np.zeros((0, len(opts.copy_scales) * opts.copy_grid**2), np.float16)
+    cop = (
+        np.stack([r[3] for r in rows]).astype(np.float16)
+        if rows
+        else np.zeros((0, len(opts.copy_scales) * opts.copy_grid**2), np.float16)
+    )
     paths = out_paths(out_dir, shard_index(shard))
     for key, arr in (("emb", emb), ("copy", cop)):
         buf = io.BytesIO()
@@ -182,7 +190,9 @@ def consolidate(out_dir: Path, shards: list[Path]) -> dict[str, Any]:
     """
     missing = [s.name for s in shards if not shard_embedded(out_dir, s)]
     if missing:
-        raise FileNotFoundError(f"{out_dir}: {len(missing)} shards not embedded yet, e.g. {missing[:3]}; run curate.steps=[embed]")
+        raise FileNotFoundError(
+            f"{out_dir}: {len(missing)} shards not embedded yet, e.g. {missing[:3]}; run curate.steps=[embed]"
+        )
     ids: list[str] = []
     info: dict[str, Any] = {}
     for key in ("emb", "copy"):

@@ -33,8 +33,17 @@ def fit_kmeans(
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(n, size=min(n, max(sample, k)), replace=False))
     train = np.ascontiguousarray(x[take], dtype=np.float32)
-    km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False, nredo=nredo,
-                      gpu=faiss.get_num_gpus() > 0, max_points_per_centroid=max(256, len(train) // k + 1))
+    km = faiss.Kmeans(
+        d,
+        k,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        nredo=nredo,
+        gpu=faiss.get_num_gpus() > 0,
+        max_points_per_centroid=max(256, len(train) // k + 1),
+    )
     km.train(train)
     assert km.centroids is not None  # set by train()
     return km.centroids.astype(np.float32)

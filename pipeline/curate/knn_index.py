@@ -59,7 +59,7 @@ def _gpu_wanted(use_gpu: str) -> bool:
     return n > 0
 
 
-def build_index(x: np.ndarray, opts: IndexConfig, progress: bool = False, seed: int = 0) -> faiss.Index:
+def build_index(x: np.ndarray | RowSubset, opts: IndexConfig, progress: bool = False, seed: int = 0) -> faiss.Index:
     """Build and fill an inner-product index over the rows of ``x`` (may be a memmap).
 
     ``seed`` draws the IVF/PQ training sample.
@@ -108,7 +108,7 @@ def search(
 
 
 def knn(
-    base: np.ndarray, queries: np.ndarray, k: int, opts: IndexConfig, progress: bool = False, seed: int = 0
+    base: np.ndarray | RowSubset, queries: np.ndarray, k: int, opts: IndexConfig, progress: bool = False, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Build an index over ``base`` and search ``queries`` in it."""
     return search(build_index(base, opts, progress, seed), queries, k, opts.batch_rows, progress)

@@ -62,7 +62,11 @@ class _Rows:
     def take(self, idx: Tensor) -> Tensor:
         """Rows ``idx`` (any shape) as ``[*idx.shape, dim]``."""
         flat = idx.reshape(-1)
-        out = _from_numpy(np.asarray(self.x[flat.cpu().numpy()])) if isinstance(self.x, np.ndarray) else self.x[flat.to(self.x.device)]
+        out = (
+            _from_numpy(np.asarray(self.x[flat.cpu().numpy()]))
+            if isinstance(self.x, np.ndarray)
+            else self.x[flat.to(self.x.device)]
+        )
         return out.view(*idx.shape, self.shape[1])
 
 
@@ -74,8 +78,12 @@ def _resident(db: _Rows, dev: torch.device, dtype: torch.dtype, chunk: int) -> T
     if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
         if nbytes > 0.5 * free:
-            log.warning("knn: database %s does not fit on %s; streaming it once per query chunk "
-                        "(use a large query_chunk, or IVF-PQ at this scale)", db.shape, dev)
+            log.warning(
+                "knn: database %s does not fit on %s; streaming it once per query chunk "
+                "(use a large query_chunk, or IVF-PQ at this scale)",
+                db.shape,
+                dev,
+            )
             return None
         out = torch.empty(db.shape, dtype=dtype, device=dev)
         for j in range(0, db.shape[0], chunk):  # fill by chunks: no full host copy of a memmap

@@ -62,7 +62,9 @@ def histogram(
         if v.size:
             start, end = histogram_range(v, lo)
             shown = int((v >= start).sum())
-            ax.hist(v, bins=bins, range=(start, end), alpha=0.6, label=f"{name} ({shown} of {v.size} shown)", log=lo is None)
+            ax.hist(
+                v, bins=bins, range=(start, end), alpha=0.6, label=f"{name} ({shown} of {v.size} shown)", log=lo is None
+            )
     for name, t in (thresholds or {}).items():
         ax.axvline(t, color="red", linestyle="--", linewidth=1)
         ax.text(t, ax.get_ylim()[1], f" {name}={t:g}", color="red", va="top", fontsize=8, rotation=90)
@@ -77,10 +79,14 @@ def histogram(
     return path
 
 
-def write_index(path: Path, title: str, counts: Mapping[str, float], sections: Sequence[tuple[str, str, Sequence[str]]]) -> Path:
+def write_index(
+    path: Path, title: str, counts: Mapping[str, float], sections: Sequence[tuple[str, str, Sequence[str]]]
+) -> Path:
     """``index.html``: a counts table, then per section a heading, a note and images (paths relative to ``path``)."""
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" if isinstance(v, (float, np.floating)) else f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>"
+        if isinstance(v, (float, np.floating))
+        else f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
         for k, v in counts.items()
     )
     body = [f"<h1>{html.escape(title)}</h1>", f"<table border=1 cellpadding=3>{rows}</table>"]

@@ -56,8 +56,13 @@ def knn_retrieve(
     first = np.ones(item.size, bool)
     first[1:] = item[1:] != item[:-1]
     uniq, hits = np.unique(item, return_counts=True)
-    stats = {"pairs": int(item.size), "unique": int(uniq.size), "collisions": int(item.size - uniq.size),
-             "items_hit_by_several_seeds": int((hits > 1).sum()), "max_hits": int(hits.max()) if hits.size else 0}
+    stats = {
+        "pairs": int(item.size),
+        "unique": int(uniq.size),
+        "collisions": int(item.size - uniq.size),
+        "items_hit_by_several_seeds": int((hits > 1).sum()),
+        "max_hits": int(hits.max()) if hits.size else 0,
+    }
     return Retrieved(item[first], seed[first], s[first].astype(np.float32), hits, stats)
 
 
@@ -93,6 +98,9 @@ def cluster_retrieve(
     items = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
     src = pool_labels[items]
     hits = np.array([seeds_in[int(c)] for c in src], np.int64)
-    stats = {"seed_clusters": int(clusters.size), "unique": int(items.size),
-             "seeds_sharing_a_cluster": int(seed_labels.size - clusters.size)}
+    stats = {
+        "seed_clusters": int(clusters.size),
+        "unique": int(items.size),
+        "seeds_sharing_a_cluster": int(seed_labels.size - clusters.size),
+    }
     return Retrieved(items, src, pool_sim[items].astype(np.float32), hits, stats)

@@ -41,7 +41,10 @@ def _group_of(gt: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 
 def score_dedup(
-    gt: Mapping[str, Mapping[str, Any]], present: Iterable[str], removals: Iterable[tuple[str, str]], same_group: Mapping[str, int]
+    gt: Mapping[str, Mapping[str, Any]],
+    present: Iterable[str],
+    removals: Iterable[tuple[str, str]],
+    same_group: Mapping[str, int],
 ) -> dict[str, float]:
     """Near-duplicate recall/precision.
 
@@ -53,8 +56,11 @@ def score_dedup(
     """
     present = set(present)
     group = _group_of(gt)
-    pairs = [(k, v["copy_of"]["key"]) for k, v in gt.items()
-             if v.get("copy_of", {}).get("source") == "pool" and v.get("transform") != "byte_copy"]
+    pairs = [
+        (k, v["copy_of"]["key"])
+        for k, v in gt.items()
+        if v.get("copy_of", {}).get("source") == "pool" and v.get("transform") != "byte_copy"
+    ]
     pairs = [(a, b) for a, b in pairs if a in present and b in present]
     found = sum(1 for a, b in pairs if same_group.get(a) is not None and same_group.get(a) == same_group.get(b))
     removals = list(removals)
@@ -112,5 +118,9 @@ def score_retrieval(
     prec = sum(bool(gt[k].get("in_domain")) for k in retrieved) / len(retrieved) if retrieved else float("nan")
     n_in = sum(bool(gt[k].get("in_domain")) for k in pool)
     rec = sum(bool(gt[k].get("in_domain")) for k in retrieved) / n_in if n_in else float("nan")
-    return {"retrieve.in_domain_precision": prec, "retrieve.pool_in_domain_rate": base,
-            "retrieve.in_domain_recall": rec, "retrieve.size": float(len(retrieved))}
+    return {
+        "retrieve.in_domain_precision": prec,
+        "retrieve.pool_in_domain_rate": base,
+        "retrieve.in_domain_recall": rec,
+        "retrieve.size": float(len(retrieved)),
+    }

@@ -269,12 +269,19 @@ def calibrate(
     opts = opts or VerifyConfig()
     rng = np.random.default_rng(seed)
     s = score_pairs(
-        {f"{k}{t}": thumbnail(im, opts.size) for k, img in enumerate(images) for t, im in (("a", img), ("b", synthetic_copy(img, rng, ops)))},
+        {
+            f"{k}{t}": thumbnail(im, opts.size)
+            for k, img in enumerate(images)
+            for t, im in (("a", img), ("b", synthetic_copy(img, rng, ops)))
+        },
         [(f"{k}a", f"{k}b") for k in range(len(images))],
         opts,
     )
     return Calibration(
-        float(np.quantile(s[:, 0], 1 - keep, method="lower")), float(np.quantile(s[:, 1], keep, method="higher")), keep, s
+        float(np.quantile(s[:, 0], 1 - keep, method="lower")),
+        float(np.quantile(s[:, 1], keep, method="higher")),
+        keep,
+        s,
     )
 
 

@@ -12,7 +12,11 @@ from pipeline.io.shards import AtomicShardWriter, iter_samples, shard_path
 
 
 def write_curated(
-    pool_shards: list[Path], lineage: Mapping[str, Mapping[str, Any]], out_dir: Path, shard_size: int, progress: bool = False
+    pool_shards: list[Path],
+    lineage: Mapping[str, Mapping[str, Any]],
+    out_dir: Path,
+    shard_size: int,
+    progress: bool = False,
 ) -> tuple[list[Path], int]:
     """Copy the pool samples whose id is in ``lineage`` into ``out_dir``, in pool order.
 
@@ -29,7 +33,9 @@ def write_curated(
     writer: AtomicShardWriter | None = None
     records: list[dict[str, Any]] = []
     written: set[str] = set()
-    for s in tqdm(_selected(iter_samples(pool_shards), lineage), total=len(lineage), desc="write", disable=not progress):
+    for s in tqdm(
+        _selected(iter_samples(pool_shards), lineage), total=len(lineage), desc="write", disable=not progress
+    ):
         if writer is None:
             writer = AtomicShardWriter(shard_path(out_dir, len(shards)))
             records = []

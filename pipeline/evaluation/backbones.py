@@ -124,8 +124,11 @@ def resolve_backbones(entries: list[BackboneEntryConfig], seed: int) -> tuple[li
                 # The export's own normalisation (a grayscale preset, say), which timm's
                 # default config for the architecture would not know.
                 pc = cfg.get("pretrained_cfg", {})
-                data_cfg = {k: tuple(pc[k]) if isinstance(pc[k], list) else pc[k]
-                            for k in ("mean", "std", "interpolation", "input_size") if k in pc}
+                data_cfg = {
+                    k: tuple(pc[k]) if isinstance(pc[k], list) else pc[k]
+                    for k in ("mean", "std", "interpolation", "input_size")
+                    if k in pc
+                }
                 wfile = export / cfg.get("weights", "model.safetensors")
                 fingerprint, source, weights = f"export:{_sha256(wfile)}", str(export), str(export)
             elif Path(weights).is_file():

@@ -89,7 +89,9 @@ def load_eval_set(folder: Path, progress: bool = False, limit: int | None = None
         labels = s["meta"].get("labels") or {}
         split = labels.get("split")
         if split not in ("train", "test"):
-            raise ValueError(f"eval sample {key} ({s['meta'].get('source')}): labels.split is {split!r}, not train/test")
+            raise ValueError(
+                f"eval sample {key} ({s['meta'].get('source')}): labels.split is {split!r}, not train/test"
+            )
         ids.append(key)
         images.append(image_of(s))
         is_test.append(split == "test")
@@ -105,5 +107,11 @@ def load_eval_set(folder: Path, progress: bool = False, limit: int | None = None
         t: Task(t, list(spec["classes"]), np.asarray(raw[t]), bool(spec.get("primary")), spec.get("description", ""))
         for t, spec in specs.items()
     }
-    log.info("eval set: %d images (%d train, %d test), tasks %s", len(ids), len(ids) - sum(is_test), sum(is_test), list(tasks))
+    log.info(
+        "eval set: %d images (%d train, %d test), tasks %s",
+        len(ids),
+        len(ids) - sum(is_test),
+        sum(is_test),
+        list(tasks),
+    )
     return EvalSet(ids, images, np.asarray(is_test, dtype=bool), tasks, m.config_hash)

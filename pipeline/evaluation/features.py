@@ -23,7 +23,11 @@ from pipeline.models.backbone import data_config
 
 log = logging.getLogger(__name__)
 
-_INTERP = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+_INTERP = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 
 def resample_filter(interpolation: str) -> Image.Resampling:
@@ -32,7 +36,11 @@ def resample_filter(interpolation: str) -> Image.Resampling:
 
 
 def to_tensor_batch(
-    images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic"
+    images: Sequence[Image.Image],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str = "bicubic",
 ) -> torch.Tensor:
     """Resize whole images to ``size`` x ``size`` (no crop: a defect can sit at the border) and normalise."""
     resample = resample_filter(interpolation)
@@ -53,8 +61,11 @@ def built_input_size(model: torch.nn.Module) -> tuple[int | None, bool]:
     size = getattr(pe, "img_size", None)
     if size is None:
         return None, False
-    fixed = not (getattr(model, "dynamic_img_size", False) or getattr(pe, "dynamic_img_size", False)
-                 or getattr(pe, "strict_img_size", True) is False)
+    fixed = not (
+        getattr(model, "dynamic_img_size", False)
+        or getattr(pe, "dynamic_img_size", False)
+        or getattr(pe, "strict_img_size", True) is False
+    )
     return int(size[0] if isinstance(size, (tuple, list)) else size), fixed
 
 
@@ -89,7 +100,9 @@ def network_features(
     model.eval()
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, unit="batch"):
-        x = to_tensor_batch(images[start : start + batch_size], prep["size"], prep["mean"], prep["std"], prep["interpolation"])
+        x = to_tensor_batch(
+            images[start : start + batch_size], prep["size"], prep["mean"], prep["std"], prep["interpolation"]
+        )
         out.append(model(x).float().reshape(len(x), -1).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
@@ -97,15 +110,23 @@ def network_features(
 def pixel_features(images: Sequence[Image.Image], size: int) -> np.ndarray:
     """Raw-pixel baseline: each image downsampled to ``size`` x ``size`` RGB, flattened, in [0, 1]."""
     return np.stack(
-        [np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BOX), dtype=np.float32).ravel() / 255.0 for im in images]
+        [
+            np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BOX), dtype=np.float32).ravel() / 255.0
+            for im in images
+        ]
     )
 
 
 def feature_key(backbone: EvalBackbone, data_hash: str, seed: int) -> str:
     """Cache key: everything that changes the features, and nothing else."""
     return config_hash(
-        {"arch": backbone.arch, "spec": repr(backbone.spec), "fingerprint": backbone.fingerprint,
-         "img_size": backbone.img_size, **({"data_cfg": repr(backbone.data_cfg)} if backbone.data_cfg else {})},
+        {
+            "arch": backbone.arch,
+            "spec": repr(backbone.spec),
+            "fingerprint": backbone.fingerprint,
+            "img_size": backbone.img_size,
+            **({"data_cfg": repr(backbone.data_cfg)} if backbone.data_cfg else {}),
+        },
         data_hash,
         seed if backbone.fingerprint.startswith("random") else None,
     )

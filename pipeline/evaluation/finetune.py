@@ -13,6 +13,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from typing import cast
 
 import lightning as L
 import numpy as np

@@ -77,9 +77,7 @@ class Efficiency:
     match: FractionToMatch
 
 
-def efficiency_against_baselines(
-    curves: dict[str, dict[float, float]], roles: dict[str, str]
-) -> dict[str, Efficiency]:
+def efficiency_against_baselines(curves: dict[str, dict[float, float]], roles: dict[str, str]) -> dict[str, Efficiency]:
     """For every backbone, the label fraction it needs to match the best *other* baseline at 100 %.
 
     Args:

@@ -39,7 +39,9 @@ def classification_metrics(
     # Computed from the confusion matrix rather than with sklearn.metrics: the same
     # numbers (the tests check), without sklearn's per-call validation, which
     # dominated the cost of the thousands of small evaluations a curve needs.
-    cm = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    cm = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
     tp = np.diag(cm).astype(float)
     support, predicted = cm.sum(1).astype(float), cm.sum(0).astype(float)
     present = support > 0

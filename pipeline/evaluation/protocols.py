@@ -38,8 +38,16 @@ def task_splits(task: Task, is_test: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _row(b: EvalBackbone, task: str, protocol: str, frac: float, seed: int, n: int, m: dict) -> dict[str, Any]:
-    return {"backbone": b.name, "role": b.role, "task": task, "protocol": protocol, "fraction": frac, "seed": seed,
-            "n_labels": n, **m}
+    return {
+        "backbone": b.name,
+        "role": b.role,
+        "task": task,
+        "protocol": protocol,
+        "fraction": frac,
+        "seed": seed,
+        "n_labels": n,
+        **m,
+    }
 
 
 # Hundreds of small fits: multi-threaded BLAS only adds synchronisation (and, on a
@@ -64,12 +72,19 @@ def frozen_protocols(
         for frac, idx in nested_label_subsets(y, train_idx, fractions, seed, min_per_class).items():
             if knn is not None:
                 pred, proba = knn_classify(feats[idx], y[idx], feats[test_idx], C, k=knn.k, temperature=knn.temperature)
-                rows.append(_row(b, task.name, "knn", frac, seed, len(idx), classification_metrics(y[test_idx], pred, proba, C)))
+                rows.append(
+                    _row(b, task.name, "knn", frac, seed, len(idx), classification_metrics(y[test_idx], pred, proba, C))
+                )
             if probe is not None:
                 r = fit_linear_probe(feats[idx], y[idx], feats[test_idx], C, probe, seed)
                 m = classification_metrics(y[test_idx], r.pred, r.proba, C)
-                rows.append({**_row(b, task.name, "linear_probe", frac, seed, len(idx), m), "probe_c": r.c,
-                             "probe_selection": r.selection})
+                rows.append(
+                    {
+                        **_row(b, task.name, "linear_probe", frac, seed, len(idx), m),
+                        "probe_c": r.c,
+                        "probe_selection": r.selection,
+                    }
+                )
     return rows
 
 
@@ -116,7 +131,9 @@ def finetune_protocol(
                 x = images_at(size, interpolation)
             progress(f"finetune {b.name} {task.name} {100 * frac:g}% seed {seed} ({len(idx)} labels)")
             pred, proba = finetune_and_predict(b, x[idx], y[idx], x[test_idx], C, opts, seed, optimizer)
-            row = _row(b, task.name, "finetune", frac, seed, len(idx), classification_metrics(y[test_idx], pred, proba, C))
+            row = _row(
+                b, task.name, "finetune", frac, seed, len(idx), classification_metrics(y[test_idx], pred, proba, C)
+            )
             row["steps"] = opts.steps_for(len(idx))
             atomic_write_json(path, row)
             rows.append(row)

@@ -79,7 +79,9 @@ def plot_label_efficiency(
         y = [s[f"{metric}_mean"] for s in pts]
         e = [0.0 if math.isnan(s[f"{metric}_std"]) else s[f"{metric}_std"] for s in pts]
         style = "-" if pts[0]["role"] == "domain" else "--"
-        ax.errorbar(x, y, yerr=e, fmt=style + "o", capsize=3, ms=4, lw=2.2 if pts[0]["role"] == "domain" else 1.4, label=b)
+        ax.errorbar(
+            x, y, yerr=e, fmt=style + "o", capsize=3, ms=4, lw=2.2 if pts[0]["role"] == "domain" else 1.4, label=b
+        )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("labelled training examples used (%)")

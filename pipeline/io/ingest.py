@@ -277,6 +277,8 @@ def _ingest(
 
 
 PLAN_NAME = ".ingest_plan"
+
+
 def _input_bytes(task: _ShardTask) -> int:
     return sum(max(_size(r), 0) for r in task.refs)
 

@@ -7,6 +7,7 @@ first, so a killed writer never leaves a shard that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -103,10 +104,9 @@ class AtomicShardWriter:
             return
         if isinstance(exc, OSError) and exc.filename is None:
             exc.filename = str(self.shard)  # name the shard in "no space left" and like errors
-        try:
+        # Closing a tar on a full disk fails again; the first error is the one to report.
+        with contextlib.suppress(OSError):
             self.abort()
-        except OSError:  # closing a tar on a full disk fails again; the first error is the one to report
-            pass
 
 
 def list_shards(folder: Path) -> list[Path]:

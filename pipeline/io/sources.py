@@ -84,12 +84,23 @@ def iter_tar(archive: Path, key_prefix: str) -> Iterator[InputRef]:
                 if unsafe_member_name(m.name):
                     yield InputRef(key=key, kind="tar", path=str(archive), member=m.name, rejected="unsafe_tar_path")
                 elif not m.isfile():
-                    yield InputRef(key=key, kind="tar", path=str(archive), member=m.name, rejected="tar_member_not_a_file")
+                    yield InputRef(
+                        key=key, kind="tar", path=str(archive), member=m.name, rejected="tar_member_not_a_file"
+                    )
                 elif compressed:
-                    yield InputRef(key=key, kind="tar", path=str(archive), member=m.name, size=m.size,
-                                   offset=m.offset_data, compressed=True)
+                    yield InputRef(
+                        key=key,
+                        kind="tar",
+                        path=str(archive),
+                        member=m.name,
+                        size=m.size,
+                        offset=m.offset_data,
+                        compressed=True,
+                    )
                 else:
-                    yield InputRef(key=key, kind="tar", path=str(archive), offset=m.offset_data, size=m.size, member=m.name)
+                    yield InputRef(
+                        key=key, kind="tar", path=str(archive), offset=m.offset_data, size=m.size, member=m.name
+                    )
         except (tarfile.TarError, OSError, EOFError) as e:
             yield InputRef(key=f"{key_prefix}/<rest>", kind="tar", path=str(archive), rejected=f"bad_archive: {e}")
 
@@ -150,10 +161,14 @@ def _not_regular(f: Path) -> str:
     if stat.S_ISREG(st.st_mode):
         return ""
     kind = (
-        "a folder" if stat.S_ISDIR(st.st_mode)
-        else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-        else "a socket" if stat.S_ISSOCK(st.st_mode)
-        else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+        "a folder"
+        if stat.S_ISDIR(st.st_mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(st.st_mode)
+        else "a socket"
+        if stat.S_ISSOCK(st.st_mode)
+        else "a device"
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
         else "not a regular file"
     )
     return f"not_a_regular_file: {kind}" + (" (symlink, not followed)" if f.is_symlink() else "")

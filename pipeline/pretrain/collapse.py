@@ -34,7 +34,9 @@ class CollapseMonitor(pl.Callback):
             prototype takes every image.
     """
 
-    def __init__(self, start_step: int | None = None, every: int = 5, patience: int = 4, high: float = 0.98, low: float = 0.1) -> None:
+    def __init__(
+        self, start_step: int | None = None, every: int = 5, patience: int = 4, high: float = 0.98, low: float = 0.1
+    ) -> None:
         self.start_step, self.every, self.patience, self.high, self.low = start_step, max(1, every), patience, high, low
         self.streak = 0
         self.warned: str | None = None
@@ -46,7 +48,9 @@ class CollapseMonitor(pl.Callback):
         if self.start_step is None and sched is not None:
             self.start_step = int(max(sched.warmup_epochs, sched.freeze_last_layer_epochs) * sched.steps_per_epoch)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if step < (self.start_step or 0) or step % self.every:
             return
@@ -73,6 +77,11 @@ class CollapseMonitor(pl.Callback):
                 "DINO collapse: the teacher's targets have been %s (entropy per image %.3f, of the batch mean %.3f) "
                 "for %d checks up to step %d; the DINO [CLS] loss no longer teaches the backbone anything%s. "
                 "Usual fixes: %s.",
-                kind, self.last, self.last_batch, self.streak, step,
-                " (iBOT and KoLeo still train it)" if others else "", fix,
+                kind,
+                self.last,
+                self.last_batch,
+                self.streak,
+                step,
+                " (iBOT and KoLeo still train it)" if others else "",
+                fix,
             )

@@ -208,7 +208,9 @@ class EpochBatches(IterableDataset):
             draft = getattr(self.transform, "draft", None)  # set by transforms that resize to a fixed size
             views = [self.transform(decode(s, draft)) for s in samples]
             if isinstance(views[0], torch.Tensor):  # decoded images; the module makes the views
-                yield ImageBatch(torch.stack(cast(list[torch.Tensor], views)), seed_for(self.spec.seed, self.epoch, self.rank, j, 17))
+                yield ImageBatch(
+                    torch.stack(cast(list[torch.Tensor], views)), seed_for(self.spec.seed, self.epoch, self.rank, j, 17)
+                )
             else:
                 yield [torch.stack(v) for v in zip(*views)]
 
@@ -297,7 +299,9 @@ class LoaderProgress(pl.Callback):
         batch_idx = args[-1]
         self.loader.consumed = batch_idx + 1
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
         if states:
             self.loader.load_state_dict(states[0])

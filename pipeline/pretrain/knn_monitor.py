@@ -72,7 +72,9 @@ def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> torc
     return torch.cat(out)
 
 
-def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, k: int, temperature: float = 0.07) -> torch.Tensor:
+def knn_predict(
+    bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, k: int, temperature: float = 0.07
+) -> torch.Tensor:
     """DINO's weighted kNN: votes ``exp(cos / T)`` of the ``k`` most similar bank features."""
     n_cls = int(bank_labels.max()) + 1
     sim = query @ bank.T

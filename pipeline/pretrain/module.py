@@ -139,7 +139,13 @@ class PretrainModule(pl.LightningModule):
         bs = batch[0].shape[0]
         logs: dict[str, torch.Tensor | float] = {f"train/loss_{k}": v for k, v in parts.items()}
         logs.update({f"diag/{k}": v for k, v in self.method.diagnostics().items()})
-        logs.update({"train/loss": loss.detach(), "sched/lr": self.schedules.learning_rate(step), "sched/wd": self.schedules.wd(step)})
+        logs.update(
+            {
+                "train/loss": loss.detach(),
+                "sched/lr": self.schedules.learning_rate(step),
+                "sched/wd": self.schedules.wd(step),
+            }
+        )
         if self.method.has_teacher:
             logs.update({"sched/teacher_temp": temp, "sched/momentum": self.schedules.momentum(step)})
         self.log_dict(logs, batch_size=bs, prog_bar=False)

@@ -31,7 +31,9 @@ class NonFiniteWatchdog(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         self._step = trainer.global_step  # the step the batch belongs to (global_step moves on after it)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())
         bad = trainer.strategy.reduce_boolean_decision(bad, all=False)

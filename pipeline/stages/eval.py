@@ -87,10 +87,22 @@ def expected_cells(
     """Every (backbone, task, protocol, fraction, seed) the config asks for."""
     frozen = [p for p in ("knn", "linear_probe") if ec[p]["enabled"]]
     ft = ec["finetune"]
-    cells = {(b.name, t, p, float(f), int(s)) for b in backbones for t in tasks for p in frozen
-             for f in ec["fractions"] for s in ec["seeds"]}  # fmt: skip
-    cells |= {(b.name, t, "finetune", float(f), int(s)) for b in backbones if b.finetune for t in ft_tasks
-              for f in (ft["fractions"] or ec["fractions"]) for s in (ft["seeds"] or ec["seeds"])}  # fmt: skip
+    cells = {
+        (b.name, t, p, float(f), int(s))
+        for b in backbones
+        for t in tasks
+        for p in frozen
+        for f in ec["fractions"]
+        for s in ec["seeds"]
+    }
+    cells |= {
+        (b.name, t, "finetune", float(f), int(s))
+        for b in backbones
+        if b.finetune
+        for t in ft_tasks
+        for f in (ft["fractions"] or ec["fractions"])
+        for s in (ft["seeds"] or ec["seeds"])
+    }
     return cells
 
 
@@ -101,14 +113,18 @@ def check_cells(rows: list[dict[str, Any]], expected: set[Cell]) -> None:
     repeated = sorted({c for c in got if got.count(c) > 1})
     unexpected = sorted(set(got) - expected)
     if missing or repeated or unexpected:
+
         def show(cells: list[Cell]) -> str:
             return ", ".join("/".join(map(str, c)) for c in cells[:10]) + (" ..." if len(cells) > 10 else "")
 
         raise RuntimeError(
             "eval: results do not cover the configured grid once; no manifest written. "
-            + "; ".join(f"{len(c)} cells {w} (backbone/task/protocol/fraction/seed): {show(c)}"
-                        for w, c in (("missing", missing), ("repeated", repeated), ("not asked for", unexpected)) if c)
-        )  # fmt: skip
+            + "; ".join(
+                f"{len(c)} cells {w} (backbone/task/protocol/fraction/seed): {show(c)}"
+                for w, c in (("missing", missing), ("repeated", repeated), ("not asked for", unexpected))
+                if c
+            )
+        )
 
 
 def run(cfg: DictConfig) -> Manifest:
@@ -151,17 +167,32 @@ def run(cfg: DictConfig) -> Manifest:
     rows: list[dict[str, Any]] = []
     for b in backbones:
         b_rows: list[dict[str, Any]] = []
-        with tracking.child_run(f"eval:{b.name}", params={"backbone": b.name, "role": b.role, "arch": b.arch,
-                                                           "weights": b.source, "fingerprint": b.fingerprint}):
+        with tracking.child_run(
+            f"eval:{b.name}",
+            params={
+                "backbone": b.name,
+                "role": b.role,
+                "arch": b.arch,
+                "weights": b.source,
+                "fingerprint": b.fingerprint,
+            },
+        ):
             tracking.set_tags({"backbone": b.name, "role": b.role})
             feats = extract(
                 b, data.images, feat_dir, data.manifest_hash, cfg.seed, ec["feature_batch_size"], cfg.progress
             )
             for t in tasks:
                 b_rows += frozen_protocols(
-                    b, feats, data.tasks[t], data.is_test, ec["fractions"], ec["seeds"], ec["min_per_class"],
-                    knn, probe,
-                )  # fmt: skip
+                    b,
+                    feats,
+                    data.tasks[t],
+                    data.is_test,
+                    ec["fractions"],
+                    ec["seeds"],
+                    ec["min_per_class"],
+                    knn,
+                    probe,
+                )
             if b.finetune and ft_tasks:
                 bar = tqdm(desc=f"finetune {b.name}", disable=not cfg.progress, unit="run")
 
@@ -172,13 +203,31 @@ def run(cfg: DictConfig) -> Manifest:
 
                 for t in ft_tasks:
                     b_rows += finetune_protocol(
-                        b, images_at, data.tasks[t], data.is_test, ft.fractions or ec["fractions"],
-                        ft.seeds or ec["seeds"], ec["min_per_class"], ft, optimizer, ft_dir,
-                        [b.arch, repr(b.spec), b.fingerprint, cfg.seed, data.manifest_hash,
-                         *([repr(b.data_cfg)] if b.data_cfg else []),
-                         {k: v for k, v in ec["finetune"].items() if k not in ("tasks", "fractions", "seeds", "enabled")}],
-                        progress=lambda msg, bar=bar: (bar.set_postfix_str(msg), bar.update(1), log.debug(msg)),
-                    )  # fmt: skip
+                        b,
+                        images_at,
+                        data.tasks[t],
+                        data.is_test,
+                        ft.fractions or ec["fractions"],
+                        ft.seeds or ec["seeds"],
+                        ec["min_per_class"],
+                        ft,
+                        optimizer,
+                        ft_dir,
+                        [
+                            b.arch,
+                            repr(b.spec),
+                            b.fingerprint,
+                            cfg.seed,
+                            data.manifest_hash,
+                            *([repr(b.data_cfg)] if b.data_cfg else []),
+                            {
+                                k: v
+                                for k, v in ec["finetune"].items()
+                                if k not in ("tasks", "fractions", "seeds", "enabled")
+                            },
+                        ],
+                        progress=progress,
+                    )
                 bar.close()
             _log_backbone(b, report.summarize(b_rows))
         rows += b_rows
@@ -190,14 +239,27 @@ def run(cfg: DictConfig) -> Manifest:
     m = Manifest(
         stage="eval",
         config_hash=h,
-        inputs=[lineage_entry(eval_dir)] + [lineage_entry(Path(b.source).parent) for b in backbones
-                                            if (Path(b.source).parent / "manifest.json").is_file()],
-        artifacts={"report": "report/report.md", "results": "report/results.csv", "summary": "report/summary.csv",
-                   "features": str(feat_dir), "finetune": str(ft_dir)},
+        inputs=[lineage_entry(eval_dir)]
+        + [
+            lineage_entry(Path(b.source).parent)
+            for b in backbones
+            if (Path(b.source).parent / "manifest.json").is_file()
+        ],
+        artifacts={
+            "report": "report/report.md",
+            "results": "report/results.csv",
+            "summary": "report/summary.csv",
+            "features": str(feat_dir),
+            "finetune": str(ft_dir),
+        },
         counts={"backbones": len(backbones), "runs": len(rows), "eval_images": len(data.ids)},
         metrics=metrics,
-        extra={"backbones": [{"name": b.name, "role": b.role, "arch": b.arch, "weights": b.source} for b in backbones],
-               "skipped": notes, "headline": headline, "tasks": tasks},  # fmt: skip
+        extra={
+            "backbones": [{"name": b.name, "role": b.role, "arch": b.arch, "weights": b.source} for b in backbones],
+            "skipped": notes,
+            "headline": headline,
+            "tasks": tasks,
+        },
         # A result removed from the report later makes the next run redo the stage instead of skipping it.
         files=file_digests(root, [p for p in rep_dir.iterdir() if p.is_file()]),
     )
@@ -228,8 +290,16 @@ def _write_report(
         for p in [p for p in ("knn", "linear_probe", "finetune") if p in present]:
             png = report.plot_label_efficiency(summary, t, p, metric, rep_dir / f"label_efficiency_{t}_{p}.png")
             eff = efficiency_against_baselines(report.curves(summary, t, p, metric), roles)
-            body += [f"### {t}: {p}", "", f"![{t} {p}]({png.name})", "", report.markdown_table(summary, t, p, metric), "",
-                     *report.efficiency_lines(eff, metric), ""]
+            body += [
+                f"### {t}: {p}",
+                "",
+                f"![{t} {p}]({png.name})",
+                "",
+                report.markdown_table(summary, t, p, metric),
+                "",
+                *report.efficiency_lines(eff, metric),
+                "",
+            ]
             for s in summary:
                 if s["task"] == t and s["protocol"] == p and s["fraction"] == 1.0:
                     metrics[f"{t}.{p}.{s['backbone']}.{metric}.p100"] = s[f"{metric}_mean"]
@@ -250,8 +320,11 @@ def _write_report(
         "",
     ]
     if not has_domain:
-        head += ["No domain backbone was evaluated" + (f": {'; '.join(notes)}" if notes else "") + ".",
-                 "Baselines against each other:", ""]
+        head += [
+            "No domain backbone was evaluated" + (f": {'; '.join(notes)}" if notes else "") + ".",
+            "Baselines against each other:",
+            "",
+        ]
     head += [f"- {h}" for h in headline] + [""]
     md = "\n".join([*head, "## Results", "", *body])
     (rep_dir / "report.md").write_text(md)

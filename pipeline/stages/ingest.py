@@ -58,8 +58,11 @@ def prepare_recipe(cfg: DictConfig) -> tuple[RecipeOutput, Path, dict[str, list[
         refs = _enumerate(recipe)
         if _source_counts(refs) == done.counts:
             return recipe, folder, refs
-        log.warning("recipe: its sources now hold %s inputs, the manifest says %s; preparing them again",
-                    _source_counts(refs), done.counts)  # fmt: skip
+        log.warning(
+            "recipe: its sources now hold %s inputs, the manifest says %s; preparing them again",
+            _source_counts(refs),
+            done.counts,
+        )
     log.info("recipe %s: preparing sources in %s", cfg.data_recipe.name, folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = prepare(cfg.data_recipe, folder)
@@ -139,8 +142,10 @@ def run(cfg: DictConfig) -> Manifest:
             if source == "pool" and recipe.ground_truth:
                 extra["ground_truth"] = recipe.ground_truth
             # Shards by size only: a skip must not read the whole pool again; record files also by SHA-256.
-            digests = {**file_digests(folder, res.shards, max_bytes=0),
-                       **file_digests(folder, [res.records, *map(records_path, res.shards)])}  # fmt: skip
+            digests = {
+                **file_digests(folder, res.shards, max_bytes=0),
+                **file_digests(folder, [res.records, *map(records_path, res.shards)]),
+            }
             m = Manifest(
                 stage=f"ingest/{source}",
                 config_hash=h,
@@ -179,5 +184,10 @@ def _report(source: str, m: Manifest) -> None:
     c = m.counts
     log.info(
         "ingest/%s: %d inputs -> %d accepted, %d byte-identical duplicates, %d rejected %s",
-        source, c["inputs"], c["accepted"], c["duplicate"], c["rejected"], m.extra.get("reasons", {}),
+        source,
+        c["inputs"],
+        c["accepted"],
+        c["duplicate"],
+        c["rejected"],
+        m.extra.get("reasons", {}),
     )

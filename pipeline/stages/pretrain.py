@@ -15,7 +15,7 @@ import logging
 import shutil
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -52,7 +52,9 @@ def source_folder(cfg: DictConfig) -> Path:
     src = cfg.pretrain.data.source
     folder = stage_dir(cfg, *SOURCES[src]) if src in SOURCES else Path(src)
     if not folder.is_dir():
-        hint = " Run `python run.py stage=curate` first, or train on pretrain.data.source=pool." if src == "curate" else ""
+        hint = (
+            " Run `python run.py stage=curate` first, or train on pretrain.data.source=pool." if src == "curate" else ""
+        )
         raise FileNotFoundError(f"pretrain.data.source={src!r}: {folder} does not exist.{hint}")
     return folder
 
@@ -73,8 +75,11 @@ def _precision(t: DictConfig, gpu: bool) -> str:
     if p == "auto":
         return "bf16-mixed" if gpu else "32-true"
     if not gpu and p.startswith("bf16") and not _cpu_has_bf16():
-        log.warning("pretrain.trainer.precision=%s on a CPU without native bf16 (AVX512-BF16/AMX): "
-                    "expect it to be slower than 32-true", p)
+        log.warning(
+            "pretrain.trainer.precision=%s on a CPU without native bf16 (AVX512-BF16/AMX): "
+            "expect it to be slower than 32-true",
+            p,
+        )
     return p
 
 
@@ -110,8 +115,10 @@ def build_method(m: MethodConfig, vit: torch.nn.Module) -> Any:
         return Distillation(vit, m)
     if m.kind == "simclr":
         if m.param_dtype != "float32":
-            raise ValueError(f"pretrain.method.param_dtype={m.param_dtype!r} applies to distillation only; "
-                             "SimCLR computes with its fp32 weights under autocast")
+            raise ValueError(
+                f"pretrain.method.param_dtype={m.param_dtype!r} applies to distillation only; "
+                "SimCLR computes with its fp32 weights under autocast"
+            )
         return SimCLR(vit, hidden_dim=m.hidden_dim, projection_dim=m.projection_dim, temperature=m.temperature)
     raise ValueError(f"pretrain.method.kind={m.kind!r}; expected distillation or simclr")
 
@@ -162,8 +169,14 @@ def run(cfg: DictConfig) -> Manifest:
     backend = f"on the device from {load_size(aug)} px squares" if gpu_aug else "in loader workers (PIL)"
     log.info(
         "pretrain: %d images from %s (%d shards), preset %s (%.0f%% gray), %d views/image made %s",
-        len(metas), src, len(shards), aug.preset, 100 * gray, aug.global_crops + aug.local_crops, backend,
-    )  # fmt: skip
+        len(metas),
+        src,
+        len(shards),
+        aug.preset,
+        100 * gray,
+        aug.global_crops + aug.local_crops,
+        backend,
+    )
 
     # ---- model --------------------------------------------------------------------------
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
@@ -177,9 +190,13 @@ def run(cfg: DictConfig) -> Manifest:
     assert isinstance(o, OptimConfig)
     sched = partial(_schedules, o=o, m=m)
     module = PretrainModule(
-        method, instantiate(p.optim.optimizer), sched, n_global=aug.global_crops, seed=cfg.seed,
+        method,
+        instantiate(p.optim.optimizer),
+        sched,
+        n_global=aug.global_crops,
+        seed=cfg.seed,
         device_augment=device_multicrop(aug),
-    )  # fmt: skip
+    )
 
     # ---- trainer ------------------------------------------------------------------------
     knn = None
@@ -233,15 +250,23 @@ def run(cfg: DictConfig) -> Manifest:
     finish_distributed()
     if trainer.interrupted or trainer.state.status != "finished":
         # Lightning returns from fit after a Ctrl-C; the weights are half trained, so nothing is exported.
-        raise RuntimeError(f"pretrain: training stopped at step {trainer.global_step} ({trainer.state.status}); "
-                           f"no export or manifest written. Re-run to resume from {ckpt_dir}.")  # fmt: skip
+        raise RuntimeError(
+            f"pretrain: training stopped at step {trainer.global_step} ({trainer.state.status}); "
+            f"no export or manifest written. Re-run to resume from {ckpt_dir}."
+        )
 
     # ---- export + manifest --------------------------------------------------------------
     if not trainer.is_global_zero:
         return Manifest(stage="pretrain", config_hash=h)
     backbone = method.export_backbone()
     export_backbone(
-        backbone, out / p.export_dir, p.model.name, model_kwargs, aug.global_size, aug.mean, aug.std,
+        backbone,
+        out / p.export_dir,
+        p.model.name,
+        model_kwargs,
+        aug.global_size,
+        aug.mean,
+        aug.std,
         extra={"method": m.name, "steps": trainer.global_step, "data": str(src), "seed": cfg.seed},
     )
     metrics: dict[str, float] = {}
@@ -273,9 +298,11 @@ def run(cfg: DictConfig) -> Manifest:
         counts={"images": len(metas), "steps": trainer.global_step, "epochs": trainer.current_epoch},
         metrics=metrics,
         extra={
-            "augment_preset": aug.preset, "augment_backend": aug.backend, "knn_history": knn.history if knn else [],
+            "augment_preset": aug.preset,
+            "augment_backend": aug.backend,
+            "knn_history": knn.history if knn else [],
             "collapse": collapse.warned,  # None, "uniform" or "dominant" (pipeline/pretrain/collapse.py)
-        },  # fmt: skip
+        },
         files=file_digests(out, exported),
     )
     manifest.write(out)

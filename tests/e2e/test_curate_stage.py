@@ -17,13 +17,26 @@ from pipeline.io.shards import iter_samples, list_shards
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 TINY = [
-    "data_recipe=elpv_demo", "data_recipe.elpv_limit=80", "data_recipe.n_faces=10", "data_recipe.n_digits=10",
-    "data_recipe.n_photo_tiles=10", "data_recipe.n_seeds=10", "data_recipe.n_pool_copies=10",
-    "data_recipe.n_byte_copies=2", "data_recipe.n_eval_copies=6", "data_recipe.n_corrupt=1",
-    "tracking=off", "progress=false", "ingest.workers=1",
-    "curate.embed.backbone.name=test_efficientnet", "curate.embed.backbone.weights=null",
-    "curate.embed.workers=0", "curate.embed.batch_size=32", "curate.shard_size=20",
-    "curate/retrieval=knn", "curate.retrieval.k=4",
+    "data_recipe=elpv_demo",
+    "data_recipe.elpv_limit=80",
+    "data_recipe.n_faces=10",
+    "data_recipe.n_digits=10",
+    "data_recipe.n_photo_tiles=10",
+    "data_recipe.n_seeds=10",
+    "data_recipe.n_pool_copies=10",
+    "data_recipe.n_byte_copies=2",
+    "data_recipe.n_eval_copies=6",
+    "data_recipe.n_corrupt=1",
+    "tracking=off",
+    "progress=false",
+    "ingest.workers=1",
+    "curate.embed.backbone.name=test_efficientnet",
+    "curate.embed.backbone.weights=null",
+    "curate.embed.workers=0",
+    "curate.embed.batch_size=32",
+    "curate.shard_size=20",
+    "curate/retrieval=knn",
+    "curate.retrieval.k=4",
 ]
 
 

@@ -64,10 +64,19 @@ def _cfg(root: Path, *extra: str):
         return compose(
             config_name="config",
             overrides=[
-                f"paths.root={root}", f"paths.output_dir={root}/out", "stage=eval", "progress=false",
-                "eval.fractions=[0.25,1.0]", "eval.seeds=[0,1]", "eval.finetune.seeds=[0]",
-                "eval.finetune.fractions=[1.0]", "eval.finetune.min_steps=2", "eval.finetune.epochs=1", "eval.finetune.img_size=32",
-                "eval.finetune.accelerator=cpu", "eval.linear_probe.c_grid=[0.1,1.0]",
+                f"paths.root={root}",
+                f"paths.output_dir={root}/out",
+                "stage=eval",
+                "progress=false",
+                "eval.fractions=[0.25,1.0]",
+                "eval.seeds=[0,1]",
+                "eval.finetune.seeds=[0]",
+                "eval.finetune.fractions=[1.0]",
+                "eval.finetune.min_steps=2",
+                "eval.finetune.epochs=1",
+                "eval.finetune.img_size=32",
+                "eval.finetune.accelerator=cpu",
+                "eval.linear_probe.c_grid=[0.1,1.0]",
                 "eval.backbones=[{name:domain,role:domain,weights:" + f"{root}/out/pretrain" + "},"
                 "{name:random_init,arch:test_efficientnet,arch_from:domain,img_size:32},"
                 "{name:raw_pixels,arch:raw_pixels,img_size:8,finetune:false}]",
@@ -89,8 +98,14 @@ def test_eval_stage_with_export_tracking_and_resume(root: Path) -> None:
     cfg = _cfg(root, "tracking=local")
     m = run_pipeline(cfg)["eval"]
     rep = root / "out" / "eval" / "report"
-    for name in ("report.md", "results.csv", "summary.csv", "label_efficiency_defect_finetune.png",
-                 "label_efficiency_type_knn.png", "label_efficiency_defect_linear_probe.png"):
+    for name in (
+        "report.md",
+        "results.csv",
+        "summary.csv",
+        "label_efficiency_defect_finetune.png",
+        "label_efficiency_type_knn.png",
+        "label_efficiency_defect_linear_probe.png",
+    ):
         assert (rep / name).is_file(), name
     assert [b["name"] for b in m.extra["backbones"]] == ["domain", "random_init", "raw_pixels"]
     # random_init copies the domain architecture (a ViT fixed to 32 px) from the export.
@@ -145,8 +160,13 @@ def test_a_result_deleted_from_a_finished_eval_is_redone(root: Path, caplog: pyt
 
     from pipeline.stages import eval as eval_stage
 
-    cfg = _cfg(root, "tracking=off", "eval.finetune.enabled=false", "eval.tasks=[type]",
-               "eval.backbones=[{name:raw_pixels,arch:raw_pixels,img_size:8,finetune:false}]")  # fmt: skip
+    cfg = _cfg(
+        root,
+        "tracking=off",
+        "eval.finetune.enabled=false",
+        "eval.tasks=[type]",
+        "eval.backbones=[{name:raw_pixels,arch:raw_pixels,img_size:8,finetune:false}]",
+    )
     eval_stage.run(cfg)
     results = root / "out" / "eval" / "report" / "results.csv"
     before = results.read_text()
@@ -167,9 +187,11 @@ def test_missing_cells_are_an_error_naming_them() -> None:
     from pipeline.stages.eval import check_cells
 
     want = {("a", "t", "knn", f, s) for f in (0.5, 1.0) for s in (0, 1)}
-    rows = [{"backbone": "a", "task": "t", "protocol": "knn", "fraction": c[3], "seed": c[4]} for c in sorted(want)[:-1]]
+    rows = [
+        {"backbone": "a", "task": "t", "protocol": "knn", "fraction": c[3], "seed": c[4]} for c in sorted(want)[:-1]
+    ]
     with pytest.raises(RuntimeError, match=r"1 cells missing .*: a/t/knn/1.0/1"):
         check_cells(rows, want)
     with pytest.raises(RuntimeError, match=r"1 cells repeated"):
         check_cells(rows + rows[:1] + [{**rows[0], "fraction": 1.0, "seed": 1}], want)
-    check_cells(rows + [{**rows[0], "fraction": 1.0, "seed": 1}], want)
+    check_cells([*rows, {**rows[0], "fraction": 1.0, "seed": 1}], want)

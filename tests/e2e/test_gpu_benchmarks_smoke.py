@@ -16,8 +16,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _run(script: str, args: list[str], out: Path) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    cmd = [sys.executable, str(REPO / "benchmarks" / script), *args, "--threads", "1", "--device", "cpu",
-           "--out-dir", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / script),
+        *args,
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--out-dir",
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     name = script.removesuffix(".py")
@@ -32,8 +41,13 @@ def _run(script: str, args: list[str], out: Path) -> dict[str, Any]:
 def test_gpu_knn_small(tmp_path: Path) -> None:
     p = _run("gpu_knn.py", ["--sizes", "3000", "--sample", "100", "--pq-m", "16", "--nprobe", "8"], tmp_path)
     rows = {r["method"].split("_nlist")[0] + ("+refine" if "refine" in r["method"] else ""): r for r in p["rows"]}
-    assert set(rows) == {"torch_exact_cpu", "faiss_cpu_flat", "faiss_cpu_ivf_flat", "faiss_cpu_ivf_pq16",
-                         "faiss_cpu_ivf_pq16+refine"}
+    assert set(rows) == {
+        "torch_exact_cpu",
+        "faiss_cpu_flat",
+        "faiss_cpu_ivf_flat",
+        "faiss_cpu_ivf_pq16",
+        "faiss_cpu_ivf_pq16+refine",
+    }
     for r in rows.values():
         assert r["n"] == 3000 and r["search_s"] > 0 and r["queries_per_s"] > 0
         assert 0.0 <= r["recall_at_k"] <= 1.0 and 0.0 <= r["dup_recall"] <= 1.0
@@ -51,12 +65,18 @@ def test_gpu_knn_small(tmp_path: Path) -> None:
 def test_gpu_embed_small(tmp_path: Path) -> None:
     p = _run("gpu_embed.py", ["--small", "--synthetic-n", "96", "--cache-dir", str(tmp_path / "shards")], tmp_path)
     configs = {r["config"]: r for r in p["rows"]}
-    assert set(configs) == {"bare_forward", "loader_only/workers", "end_to_end/workers", "loader_only/device",
-                            "end_to_end/device"}
+    assert set(configs) == {
+        "bare_forward",
+        "loader_only/workers",
+        "end_to_end/workers",
+        "loader_only/device",
+        "end_to_end/device",
+    }
     assert all(r["images_per_s"] > 0 for r in p["rows"])
     bare = configs["bare_forward"]["images_per_s"]
     assert configs["end_to_end/workers"]["ratio_to_bare"] == pytest.approx(
-        configs["end_to_end/workers"]["images_per_s"] / bare)
+        configs["end_to_end/workers"]["images_per_s"] / bare
+    )
     assert p["params"]["model"] == "vit_tiny_patch16_224" and p["params"]["img_size"] == 64
     assert p["params"]["synthetic_n"] == 96  # an explicit flag beats the --small preset
     assert p["results"]["dtype"] == "fp32" and isinstance(p["results"]["meets_target"], bool)
@@ -68,5 +88,6 @@ def test_gpu_augment_small(tmp_path: Path) -> None:
     assert res["pil_images_per_s_per_core"] > 0 and res["tensor_images_per_s"] > 0
     assert res["model_step_images_per_s"] > 0
     assert res["speedup_tensor_vs_one_core"] == pytest.approx(
-        res["tensor_images_per_s"] / res["pil_images_per_s_per_core"])
+        res["tensor_images_per_s"] / res["pil_images_per_s_per_core"]
+    )
     assert {r["path"] for r in p["rows"]} >= {"pil_per_core", "tensor"}

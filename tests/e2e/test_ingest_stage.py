@@ -20,7 +20,11 @@ def _run(out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PIPELINE_OUTPUT_ROOT": str(out), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "run.py", "stage=ingest", "progress=false", *TINY_ELPV],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -37,7 +41,10 @@ def test_ingest_stage_end_to_end(tmp_path: Path, mlflow_db_template: Path) -> No
     ing = out / "elpv_demo" / "ingest"
     summary = json.loads((ing / "manifest.json").read_text())
     assert summary["stage"] == "ingest" and [i["stage"] for i in summary["inputs"]] == [
-        "recipe", "ingest/pool", "ingest/seeds", "ingest/eval"
+        "recipe",
+        "ingest/pool",
+        "ingest/seeds",
+        "ingest/eval",
     ]
 
     # Pool: every planted file is accounted for, as the ground truth says.
@@ -48,8 +55,11 @@ def test_ingest_stage_end_to_end(tmp_path: Path, mlflow_db_template: Path) -> No
     n_byte = sum(1 for t in truth.values() if t.get("transform") == "byte_copy")
     expected_rej = Counter(t["expected_rejection"] for t in truth.values() if "expected_rejection" in t)
     assert pool["counts"] == {
-        "inputs": len(truth), "accepted": len(truth) - n_byte - sum(expected_rej.values()),
-        "rejected": sum(expected_rej.values()), "duplicate": n_byte, "shards": 1,
+        "inputs": len(truth),
+        "accepted": len(truth) - n_byte - sum(expected_rej.values()),
+        "rejected": sum(expected_rej.values()),
+        "duplicate": n_byte,
+        "shards": 1,
     }
     assert pool["extra"]["reasons"] == dict(expected_rej) == {"empty_file": 1, "truncated": 1, "not_an_image": 1}
     for key, t in truth.items():

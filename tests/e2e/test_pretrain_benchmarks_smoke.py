@@ -17,10 +17,37 @@ def _run(*args: str) -> None:
 
 def test_pretrain_throughput_runs_ours_and_lightly_reference(tmp_path: Path) -> None:
     out = tmp_path / "pt"
-    _run("benchmarks/pretrain_throughput.py", "--device", "cpu", "--models", "vit_tiny_patch16_224",
-         "--global-size", "64", "--local-size", "32", "--local-crops", "1", "--batch", "4", "--out-dim", "64",
-         "--steps", "1", "--warmup", "0", "--compile", "off", "--impl", "ours,reference", "--data-batches", "2",
-         "--param-dtype", "float32,bfloat16", "--out", str(out))
+    _run(
+        "benchmarks/pretrain_throughput.py",
+        "--device",
+        "cpu",
+        "--models",
+        "vit_tiny_patch16_224",
+        "--global-size",
+        "64",
+        "--local-size",
+        "32",
+        "--local-crops",
+        "1",
+        "--batch",
+        "4",
+        "--out-dim",
+        "64",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--compile",
+        "off",
+        "--impl",
+        "ours,reference",
+        "--data-batches",
+        "2",
+        "--param-dtype",
+        "float32,bfloat16",
+        "--out",
+        str(out),
+    )
     res = json.loads(out.with_suffix(".json").read_text())
     rows = {(r["impl"], r["param_dtype"]): r for r in res["compute"]}
     assert set(rows) == {("ours", "float32"), ("ours", "bfloat16"), ("reference", "float32")}
@@ -34,8 +61,19 @@ def test_pretrain_throughput_runs_ours_and_lightly_reference(tmp_path: Path) -> 
 
 
 def test_pretrain_profile_groups_kernels(tmp_path: Path) -> None:
-    _run("benchmarks/pretrain_profile.py", "--model", "vit_tiny_patch16_224", "--batch", "2", "--steps", "1",
-         "--out-dir", str(tmp_path), "--tag", "smoke")
+    _run(
+        "benchmarks/pretrain_profile.py",
+        "--model",
+        "vit_tiny_patch16_224",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--out-dir",
+        str(tmp_path),
+        "--tag",
+        "smoke",
+    )
     res = json.loads((tmp_path / "pretrain_profile_smoke.json").read_text())
     assert res["categories_s"]["matmul"] > 0 and res["step_wall_s"] > 0
     assert len(res["top_kernels_s"]) > 0

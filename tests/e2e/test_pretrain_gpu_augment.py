@@ -31,7 +31,10 @@ def test_gpu_augment_stage_runs_in_workers_and_exports(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(PretrainModule, "training_step", spy)
     cfg = compose(
-        tmp_path, "pretrain/augment=gpu", "pretrain.data.num_workers=1", "pretrain.trainer.max_steps=2",
+        tmp_path,
+        "pretrain/augment=gpu",
+        "pretrain.data.num_workers=1",
+        "pretrain.trainer.max_steps=2",
         "pretrain.monitor.knn_every_n_epochs=1",
     )
     m = stage.run(cfg)
@@ -89,8 +92,13 @@ def test_gpu_augment_stage_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(PretrainModule, "training_step", spy)
     cfg = compose(
-        tmp_path, "pretrain/augment=gpu", "pretrain.trainer.accelerator=auto", "pretrain.trainer.devices=1",
-        "pretrain.data.num_workers=1", "pretrain.trainer.max_steps=3", "pretrain.monitor.knn_every_n_epochs=-1",
+        tmp_path,
+        "pretrain/augment=gpu",
+        "pretrain.trainer.accelerator=auto",
+        "pretrain.trainer.devices=1",
+        "pretrain.data.num_workers=1",
+        "pretrain.trainer.max_steps=3",
+        "pretrain.monitor.knn_every_n_epochs=-1",
     )
     m = stage.run(cfg)
     assert m.counts["steps"] == 3 and m.extra["augment_backend"] == "gpu"

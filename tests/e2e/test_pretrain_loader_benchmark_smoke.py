@@ -13,7 +13,12 @@ def test_pretrain_loader_small(tmp_path: Path) -> None:
     p = _run("pretrain_loader.py", ["--small", "--cache-dir", str(tmp_path / "shards")], tmp_path)
     rows = p["rows"]
     assert {(r["augment"], r["workers"]) for r in rows} == {
-        ("cpu", 0), ("gpu", 0), ("cpu", 1), ("gpu", 1), ("device_augment_only", None)}
+        ("cpu", 0),
+        ("gpu", 0),
+        ("cpu", 1),
+        ("gpu", 1),
+        ("device_augment_only", None),
+    }
     assert all(r["images_per_s"] > 0 for r in rows)
     res = p["results"]
     assert res["preset"] == "rgb" and res["load_size"] == 73  # 64 * 8/7, synthetic RGB JPEGs

@@ -47,8 +47,12 @@ def test_stage_trains_monitors_exports_and_skips(tmp_path: Path) -> None:
 def test_other_methods_run(tmp_path: Path, method: str) -> None:
     make_output_dir(tmp_path)
     cfg = compose(
-        tmp_path, f"pretrain/method={method}", "pretrain.trainer.max_steps=2", "pretrain.monitor.knn_every_n_epochs=-1",
-        "pretrain.method.out_dim=64", "pretrain.method.hidden_dim=32",
+        tmp_path,
+        f"pretrain/method={method}",
+        "pretrain.trainer.max_steps=2",
+        "pretrain.monitor.knn_every_n_epochs=-1",
+        "pretrain.method.out_dim=64",
+        "pretrain.method.hidden_dim=32",
     )
     m = stage.run(cfg)
     assert m.counts["steps"] == 2 and (tmp_path / "elpv_demo" / "pretrain" / "export" / "model.safetensors").is_file()
@@ -61,8 +65,12 @@ def test_step_budget_without_epoch_limit(tmp_path: Path) -> None:
     # never sets the loader up before configure_optimizers unless the module asks for it.
     make_output_dir(tmp_path)
     cfg = compose(
-        tmp_path, "pretrain.trainer.max_epochs=-1", "pretrain.trainer.max_steps=3",
-        "pretrain.monitor.knn_every_n_epochs=-1", "pretrain.method.out_dim=64", "pretrain.method.hidden_dim=32",
+        tmp_path,
+        "pretrain.trainer.max_epochs=-1",
+        "pretrain.trainer.max_steps=3",
+        "pretrain.monitor.knn_every_n_epochs=-1",
+        "pretrain.method.out_dim=64",
+        "pretrain.method.hidden_dim=32",
     )
     assert stage.run(cfg).counts["steps"] == 3
 

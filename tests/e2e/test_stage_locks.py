@@ -21,8 +21,12 @@ def _start(root: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PIPELINE_OUTPUT_ROOT": str(root), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "run.py", "stage=ingest", "progress=false", "ingest.workers=1", *TINY_ELPV, *extra],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(p: subprocess.Popen) -> tuple[int, str]:
@@ -91,7 +95,8 @@ def test_lock_left_by_a_killed_run_is_broken_with_a_warning(single: tuple[Path, 
 HOLD = """
 import sys, time
 from pathlib import Path
-from pipeline.core.lock import LockConfig, stage_lock
+from pipeline.config.lock import LockConfig
+from pipeline.core.lock import stage_lock
 with stage_lock(Path(sys.argv[1]), "ingest", LockConfig()):
     Path(sys.argv[1] + ".held").write_text("1")
     time.sleep(300)

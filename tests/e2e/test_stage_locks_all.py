@@ -15,20 +15,44 @@ from tests.conftest import ROOT, TINY_ELPV
 from tests.e2e.test_stage_locks import snapshot
 
 TINY_ALL = [
-    *TINY_ELPV, "stage=all", "progress=false", "ingest.workers=1",
-    "curate.embed.backbone.name=test_efficientnet", "curate.embed.workers=0",
-    "curate.embed.batch_size=32", "curate.shard_size=20", "curate/retrieval=knn", "curate.retrieval.k=4",
-    "pretrain.data.batch_size=8", "pretrain.data.num_workers=0", "pretrain.data.shuffle_buffer=16",
-    "pretrain.model.patch_size=8", "++pretrain.model.kwargs.depth=2", "++pretrain.model.kwargs.embed_dim=32",
-    "++pretrain.model.kwargs.num_heads=2", "pretrain.augment.global_size=16", "pretrain.augment.local_size=8",
-    "pretrain.augment.local_crops=2", "pretrain.method.out_dim=64", "pretrain.method.hidden_dim=32",
-    "pretrain.method.bottleneck_dim=16", "pretrain.trainer.max_epochs=1", "pretrain.trainer.log_every_n_steps=1",
-    "pretrain.trainer.checkpoint_every_n_steps=3", "pretrain.trainer.accelerator=cpu", "pretrain.optim.warmup_epochs=0.5",
+    *TINY_ELPV,
+    "stage=all",
+    "progress=false",
+    "ingest.workers=1",
+    "curate.embed.backbone.name=test_efficientnet",
+    "curate.embed.workers=0",
+    "curate.embed.batch_size=32",
+    "curate.shard_size=20",
+    "curate/retrieval=knn",
+    "curate.retrieval.k=4",
+    "pretrain.data.batch_size=8",
+    "pretrain.data.num_workers=0",
+    "pretrain.data.shuffle_buffer=16",
+    "pretrain.model.patch_size=8",
+    "++pretrain.model.kwargs.depth=2",
+    "++pretrain.model.kwargs.embed_dim=32",
+    "++pretrain.model.kwargs.num_heads=2",
+    "pretrain.augment.global_size=16",
+    "pretrain.augment.local_size=8",
+    "pretrain.augment.local_crops=2",
+    "pretrain.method.out_dim=64",
+    "pretrain.method.hidden_dim=32",
+    "pretrain.method.bottleneck_dim=16",
+    "pretrain.trainer.max_epochs=1",
+    "pretrain.trainer.log_every_n_steps=1",
+    "pretrain.trainer.checkpoint_every_n_steps=3",
+    "pretrain.trainer.accelerator=cpu",
+    "pretrain.optim.warmup_epochs=0.5",
     "pretrain.monitor.knn_every_n_epochs=-1",
-    ("eval.backbones=[{name:domain,role:domain,weights:${paths.output_dir}/pretrain},"
-     "{name:raw_pixels,arch:raw_pixels,img_size:8,finetune:false}]"),
-    "eval.finetune.enabled=false", "eval.fractions=[1.0]", "eval.seeds=[0]", "eval.linear_probe.c_grid=[1.0]",
-]  # fmt: skip
+    (
+        "eval.backbones=[{name:domain,role:domain,weights:${paths.output_dir}/pretrain},"
+        "{name:raw_pixels,arch:raw_pixels,img_size:8,finetune:false}]"
+    ),
+    "eval.finetune.enabled=false",
+    "eval.fractions=[1.0]",
+    "eval.seeds=[0]",
+    "eval.linear_probe.c_grid=[1.0]",
+]
 # Written with wall-clock timings (throughput, step times), so they differ between any two runs.
 TIMED = ("pretrain/metrics.jsonl", "pretrain/manifest.json", "pretrain/checkpoints/last.ckpt")
 
@@ -48,8 +72,14 @@ def _embedder(path: Path) -> Path:
 def _start(root: Path, weights: Path) -> subprocess.Popen:
     env = {**os.environ, "PIPELINE_OUTPUT_ROOT": str(root), "OMP_NUM_THREADS": "1"}
     args = [*TINY_ALL, f"curate.embed.backbone.weights={weights}"]
-    return subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "run.py", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _outputs(root: Path) -> dict[str, bytes]:

@@ -26,9 +26,16 @@ def test_ingest_run_lands_in_tracking_server(tmp_path: Path) -> None:
     with mlflow_server(server_root) as uri:
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}  # what tracking=server reads by default
         cmd = [
-            sys.executable, "run.py", "stage=ingest", "tracking=server",
-            "data_recipe=folder", "data_recipe.name=tiny_server", f"data_recipe.pool=[{pool}]",
-            f"paths.root={tmp_path / 'out'}", "ingest.workers=1", "progress=false",
+            sys.executable,
+            "run.py",
+            "stage=ingest",
+            "tracking=server",
+            "data_recipe=folder",
+            "data_recipe.name=tiny_server",
+            f"data_recipe.pool=[{pool}]",
+            f"paths.root={tmp_path / 'out'}",
+            "ingest.workers=1",
+            "progress=false",
         ]
         p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
         assert p.returncode == 0, p.stderr[-3000:]

@@ -174,7 +174,7 @@ PartitionName={PARTITION} Nodes={",".join(self.nodes)} Default=YES MaxTime=INFIN
                 _run(["mungekey", "--create"])
             Path("/run/munge").mkdir(parents=True, exist_ok=True)
             _run(["munged", "--force"])
-            (self.root / 'munged.started').write_text('1')
+            (self.root / "munged.started").write_text("1")
             deadline = time.monotonic() + 15
             while not _munge_works():
                 if time.monotonic() > deadline:
@@ -200,7 +200,9 @@ PartitionName={PARTITION} Nodes={",".join(self.nodes)} Default=YES MaxTime=INFIN
                 if v.startswith(("drain", "down")):
                     subprocess.run(
                         ["scontrol", "update", f"nodename={n}", "state=resume"],
-                        capture_output=True, env=self.env, timeout=10,
+                        capture_output=True,
+                        env=self.env,
+                        timeout=10,
                     )
             time.sleep(0.5)
         raise RuntimeError(f"Slurm nodes not idle after {timeout}s: {states}; logs:\n{self.logs()}")

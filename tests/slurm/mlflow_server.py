@@ -28,10 +28,20 @@ def free_port() -> int:
 def server_command(root: Path, port: int) -> list[str]:
     """The documented ``mlflow server`` command, with the store under ``root``."""
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
 
 
@@ -53,7 +63,10 @@ class MlflowServer:
         self._log = open(self.root / "server.log", "wb")  # noqa: SIM115 - the server writes it until stop()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         self.proc = subprocess.Popen(
-            server_command(self.root, port), stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            server_command(self.root, port),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
         )
         self.uri = f"http://127.0.0.1:{port}"

@@ -28,13 +28,29 @@ def test_submit_curate_chain(slurm_cluster, tmp_path: Path) -> None:
     seeds = make_pool(tmp_path / "seeds", 4, seed=2)
     root = tmp_path / "out"
     cmd = [
-        sys.executable, "-m", "pipeline.cluster.submit",
-        "cluster=slurm_local_test", "cluster.wait=true", f"cluster.embed_tasks={TASKS}",
-        "stage=all", "stage.stages=[ingest,curate]",
-        "data_recipe=folder", "data_recipe.name=tiny_chain", f"data_recipe.pool=[{pool}]", f"data_recipe.seeds=[{seeds}]",
-        f"ingest.shard_size={SHARD}", "ingest.workers=1", f"paths.root={root}", "tracking=off", "progress=false",
-        "curate.embed.backbone.name=test_efficientnet", "curate.embed.backbone.weights=null",
-        "curate.embed.workers=0", "curate.embed.batch_size=8", "curate/retrieval=knn", "curate.retrieval.k=2",
+        sys.executable,
+        "-m",
+        "pipeline.cluster.submit",
+        "cluster=slurm_local_test",
+        "cluster.wait=true",
+        f"cluster.embed_tasks={TASKS}",
+        "stage=all",
+        "stage.stages=[ingest,curate]",
+        "data_recipe=folder",
+        "data_recipe.name=tiny_chain",
+        f"data_recipe.pool=[{pool}]",
+        f"data_recipe.seeds=[{seeds}]",
+        f"ingest.shard_size={SHARD}",
+        "ingest.workers=1",
+        f"paths.root={root}",
+        "tracking=off",
+        "progress=false",
+        "curate.embed.backbone.name=test_efficientnet",
+        "curate.embed.backbone.weights=null",
+        "curate.embed.workers=0",
+        "curate.embed.batch_size=8",
+        "curate/retrieval=knn",
+        "curate.retrieval.k=2",
     ]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400, env=os.environ.copy())
     assert p.returncode == 0, f"{p.stdout[-3000:]}\n{p.stderr[-3000:]}"

@@ -28,8 +28,10 @@ pretrain_tiny = pytest.importorskip("tests.unit.pretrain_tiny", reason="needs th
 
 COMMON = [
     *pretrain_tiny.TINY_OVERRIDES,
-    "pretrain.trainer.max_epochs=8", "pretrain.trainer.strategy=ddp",
-    "pretrain.trainer.checkpoint_every_n_steps=100", "pretrain.monitor.knn_every_n_epochs=-1",
+    "pretrain.trainer.max_epochs=8",
+    "pretrain.trainer.strategy=ddp",
+    "pretrain.trainer.checkpoint_every_n_steps=100",
+    "pretrain.monitor.knn_every_n_epochs=-1",
 ]
 
 
@@ -44,18 +46,53 @@ def test_pretrain_stage_requeued_on_two_nodes(slurm_cluster, tmp_path: Path) -> 
     a, b = tmp_path / "interrupted", tmp_path / "reference"
     for root in (a, b):
         pretrain_tiny.make_output_dir(root, n_pool=96)
-    run = [sys.executable, "run.py", f"paths.root={a}", *COMMON, "pretrain.trainer.num_nodes=2", "pretrain.trainer.devices=1"]
+    run = [
+        sys.executable,
+        "run.py",
+        f"paths.root={a}",
+        *COMMON,
+        "pretrain.trainer.num_nodes=2",
+        "pretrain.trainer.devices=1",
+    ]
     job = subprocess.run(
-        ["sbatch", "--parsable", "-J", "pretrain_requeue", "--requeue", "--signal=USR1@90",
-         "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--time=15",
-         "--export=ALL,MASTER_ADDR=127.0.0.1", f"--chdir={REPO}", f"--output={a}/slurm-%j.out", "--open-mode=append",
-         "--wrap", "srun " + shlex.join(run)],
-        capture_output=True, text=True, check=True, timeout=30,
+        [
+            "sbatch",
+            "--parsable",
+            "-J",
+            "pretrain_requeue",
+            "--requeue",
+            "--signal=USR1@90",
+            "--nodes=2",
+            "--ntasks-per-node=1",
+            "--cpus-per-task=1",
+            "--time=15",
+            "--export=ALL,MASTER_ADDR=127.0.0.1",
+            f"--chdir={REPO}",
+            f"--output={a}/slurm-%j.out",
+            "--open-mode=append",
+            "--wrap",
+            "srun " + shlex.join(run),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout.strip()
     ref_log = open(tmp_path / "reference.log", "w")  # noqa: SIM115 - the reference run writes it
     ref = subprocess.Popen(
-        [sys.executable, "run.py", f"paths.root={b}", *COMMON, "pretrain.trainer.num_nodes=1", "pretrain.trainer.devices=2"],
-        cwd=REPO, stdout=ref_log, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True,
+        [
+            sys.executable,
+            "run.py",
+            f"paths.root={b}",
+            *COMMON,
+            "pretrain.trainer.num_nodes=1",
+            "pretrain.trainer.devices=2",
+        ],
+        cwd=REPO,
+        stdout=ref_log,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 240

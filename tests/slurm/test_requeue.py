@@ -29,14 +29,24 @@ STEPS_PER_EPOCH = 4  # 64 samples / batch 8 / 2 ranks
 def _submit(out: Path, name: str) -> str:
     out.mkdir(parents=True)
     cmd = [
-        "sbatch", "--parsable", "-J", name,
-        "--requeue", "--signal=USR1@90",
-        "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--time=10",
+        "sbatch",
+        "--parsable",
+        "-J",
+        name,
+        "--requeue",
+        "--signal=USR1@90",
+        "--nodes=2",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=1",
+        "--time=10",
         # The test nodes are names on this host that DNS does not know; on a real cluster
         # Lightning takes the first node of SLURM_NODELIST as the rendezvous address.
         "--export=ALL,MASTER_ADDR=127.0.0.1",
-        f"--chdir={REPO}", f"--output={out}/slurm-%j.out", "--open-mode=append",
-        "--wrap", f"srun {sys.executable} -m tests.slurm.tiny_train {out}",
+        f"--chdir={REPO}",
+        f"--output={out}/slurm-%j.out",
+        "--open-mode=append",
+        "--wrap",
+        f"srun {sys.executable} -m tests.slurm.tiny_train {out}",
     ]
     return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30).stdout.strip().split(";")[0]
 
@@ -53,8 +63,12 @@ def test_requeued_ddp_training_resumes_exactly(slurm_cluster, tmp_path: Path) ->
     reference.mkdir()
     ref_log = open(reference / "run.log", "w")  # noqa: SIM115 - the reference run writes it
     ref = subprocess.Popen(
-        [sys.executable, "-m", "tests.slurm.tiny_train", str(reference)], cwd=REPO, stdout=ref_log,
-        stderr=subprocess.STDOUT, env={**os.environ, "TINY_DEVICES": "2"}, start_new_session=True,
+        [sys.executable, "-m", "tests.slurm.tiny_train", str(reference)],
+        cwd=REPO,
+        stdout=ref_log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TINY_DEVICES": "2"},
+        start_new_session=True,
     )
 
     # Signal once training is two epochs in, well before the end.

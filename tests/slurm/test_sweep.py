@@ -23,13 +23,20 @@ def test_multirun_sweep_runs_every_job_on_slurm(slurm_cluster, mlflow_uri: str, 
     pool = make_pool(tmp_path / "pool", N_IMAGES)
     root = tmp_path / "out"
     cmd = [
-        sys.executable, "run.py", "-m",
+        sys.executable,
+        "run.py",
+        "-m",
         "hydra/launcher=slurm_local_test",
         "stage=ingest",
-        "data_recipe=folder", "data_recipe.name=tiny_sweep", f"data_recipe.pool=[{pool}]",
-        f"ingest.shard_size={','.join(map(str, SHARD_SIZES))}", "ingest.workers=1",
-        f"paths.root={root}", "paths.output_dir=${paths.root}/tiny_s${ingest.shard_size}",
-        "tracking=server", f"tracking.tracking_uri={mlflow_uri}",
+        "data_recipe=folder",
+        "data_recipe.name=tiny_sweep",
+        f"data_recipe.pool=[{pool}]",
+        f"ingest.shard_size={','.join(map(str, SHARD_SIZES))}",
+        "ingest.workers=1",
+        f"paths.root={root}",
+        "paths.output_dir=${paths.root}/tiny_s${ingest.shard_size}",
+        "tracking=server",
+        f"tracking.tracking_uri={mlflow_uri}",
         "progress=false",
     ]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ.copy())

@@ -33,7 +33,12 @@ def image(kind: int, rng: np.random.Generator, size: int = 24) -> np.ndarray:
 
 
 def write_shards(
-    folder: Path, n: int, per_shard: int, seed: int = 0, labels: bool = False, stage: str = "ingest/pool",
+    folder: Path,
+    n: int,
+    per_shard: int,
+    seed: int = 0,
+    labels: bool = False,
+    stage: str = "ingest/pool",
 ) -> list[str]:
     """Write ``n`` gray PNGs into shards (+ records + manifest); returns the sample ids in order."""
     rng = np.random.default_rng(seed)

@@ -60,7 +60,7 @@ def test_weights_that_do_not_fit_are_an_error(tmp_path: Path) -> None:
     save_file({"nope": torch.zeros(1)}, str(tmp_path / "w.safetensors"))
     with pytest.raises(ValueError, match="do not fit"):
         create_backbone(BackboneConfig(ARCH, weights=str(tmp_path / "w.safetensors")))
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         load_state_dict(tmp_path / "missing.pt")
 
 
@@ -86,8 +86,11 @@ def test_export_folder(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()
     save_file(src.state_dict(), str(export / "model.safetensors"))
-    cfg = {"architecture": "vit_tiny_patch16_224", "model_kwargs": {"img_size": 32},
-           "pretrained_cfg": {**src.pretrained_cfg, "input_size": [3, 32, 32]}}
+    cfg = {
+        "architecture": "vit_tiny_patch16_224",
+        "model_kwargs": {"img_size": 32},
+        "pretrained_cfg": {**src.pretrained_cfg, "input_size": [3, 32, 32]},
+    }
     (export / "config.json").write_text(json.dumps(cfg, default=str))
     # The name in the spec is ignored: the export says what it is.
     m = create_backbone(BackboneConfig("resnet18", weights=str(export))).eval()

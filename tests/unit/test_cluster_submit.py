@@ -60,7 +60,10 @@ def test_plan_turns_curate_into_array_then_merge() -> None:
 
 def test_parse_args_splits_cluster_from_pipeline() -> None:
     assert parse_args(["cluster=slurm_gpu", "cluster.wait=true", "stage=curate"]) == (
-        "slurm_gpu", ["wait=true"], ["stage=curate"])
+        "slurm_gpu",
+        ["wait=true"],
+        ["stage=curate"],
+    )
     with pytest.raises(SystemExit):
         parse_args(["stage=curate"])
 

@@ -33,7 +33,8 @@ def test_labels_round_trip(tmp_path: Path) -> None:
     rows = [{"key": "a/1.png", "split": "train", "defect": "yes"}, {"key": "2.png", "split": "test", "defect": "no"}]
     write_labels(tmp_path / "labels.csv", rows)
     assert read_labels(tmp_path / "labels.csv") == {
-        "a/1.png": {"split": "train", "defect": "yes"}, "2.png": {"split": "test", "defect": "no"}
+        "a/1.png": {"split": "train", "defect": "yes"},
+        "2.png": {"split": "test", "defect": "no"},
     }
 
 
@@ -58,8 +59,11 @@ def test_empty_labels_csv_is_no_labels(tmp_path: Path) -> None:
 
 
 def test_recipe_output_validation_and_round_trip() -> None:
-    out = RecipeOutput(sources={"pool": ["/p"], "eval": ["/e"]}, labels_csv="/l.csv",
-                       tasks={"t": TaskSpec(column="t", classes=["a", "b"], primary=True)})
+    out = RecipeOutput(
+        sources={"pool": ["/p"], "eval": ["/e"]},
+        labels_csv="/l.csv",
+        tasks={"t": TaskSpec(column="t", classes=["a", "b"], primary=True)},
+    )
     assert RecipeOutput.from_dict(out.to_dict()) == out
     with pytest.raises(ValueError, match="pool"):
         RecipeOutput(sources={"seeds": ["/s"]})

@@ -29,8 +29,11 @@ def test_copy_descriptor_separates_copies_from_others():
     x = np.stack([copy_descriptor(im, 16, scales) for im in imgs])
     a = imgs[0]
     w, h = a.size
-    copies = [a.resize((int(w * 0.8), int(h * 0.8))), ImageEnhance.Brightness(a).enhance(1.2),
-              a.crop((4, 4, w - 4, h - 4))]
+    copies = [
+        a.resize((int(w * 0.8), int(h * 0.8))),
+        ImageEnhance.Brightness(a).enhance(1.2),
+        a.crop((4, 4, w - 4, h - 4)),
+    ]
     q = np.stack([copy_descriptor(c, 16, scales) for c in copies])
     mu = pool_mean(x, 3)
     rows = center_on_pool(x, mu, 3).astype(np.float32)

@@ -12,7 +12,15 @@ from pipeline.io.shards import AtomicShardWriter, shard_path
 
 
 def test_rank_world_from_env(monkeypatch):
-    for k in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_PROCID", "SLURM_NTASKS"):
+    for k in (
+        "RANK",
+        "WORLD_SIZE",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_COUNT",
+        "SLURM_ARRAY_TASK_MIN",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+    ):
         monkeypatch.delenv(k, raising=False)
     assert dist_rank_world() == (0, 1)
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")

@@ -2,14 +2,39 @@ from pipeline.curate.scoring import score_decontam, score_dedup, score_retrieval
 
 GT = {
     "o1": {"origin": "elpv/cell0001.png", "in_domain": True},
-    "c1": {"origin": "elpv/cell0001.png", "in_domain": True, "copy_of": {"source": "pool", "key": "o1"}, "transform": "jpeg_q70"},
-    "c1b": {"origin": "elpv/cell0001.png", "in_domain": True, "copy_of": {"source": "pool", "key": "o1"}, "transform": "crop_6pct"},
+    "c1": {
+        "origin": "elpv/cell0001.png",
+        "in_domain": True,
+        "copy_of": {"source": "pool", "key": "o1"},
+        "transform": "jpeg_q70",
+    },
+    "c1b": {
+        "origin": "elpv/cell0001.png",
+        "in_domain": True,
+        "copy_of": {"source": "pool", "key": "o1"},
+        "transform": "crop_6pct",
+    },
     "o2": {"origin": "distractor/face.png", "in_domain": False},
-    "c2": {"origin": "distractor/face.png", "in_domain": False, "copy_of": {"source": "pool", "key": "o2"}, "transform": "resize_0.8"},
+    "c2": {
+        "origin": "distractor/face.png",
+        "in_domain": False,
+        "copy_of": {"source": "pool", "key": "o2"},
+        "transform": "resize_0.8",
+    },
     "x": {"origin": "elpv/cell0002.png", "in_domain": True},
     "y": {"origin": "elpv/cell0003.png", "in_domain": True},
-    "e1": {"origin": "elpv/cell0009.png", "in_domain": True, "copy_of": {"source": "eval", "key": "cell0009.png"}, "transform": "jpeg_q70"},
-    "b": {"origin": "elpv/cell0001.png", "in_domain": True, "copy_of": {"source": "pool", "key": "o1"}, "transform": "byte_copy"},
+    "e1": {
+        "origin": "elpv/cell0009.png",
+        "in_domain": True,
+        "copy_of": {"source": "eval", "key": "cell0009.png"},
+        "transform": "jpeg_q70",
+    },
+    "b": {
+        "origin": "elpv/cell0001.png",
+        "in_domain": True,
+        "copy_of": {"source": "pool", "key": "o1"},
+        "transform": "byte_copy",
+    },
 }
 PRESENT = ["o1", "c1", "c1b", "o2", "c2", "x", "y", "e1"]  # "b" removed at ingest
 

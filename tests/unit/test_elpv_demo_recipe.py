@@ -15,8 +15,17 @@ from data_recipes.contract import read_labels
 from data_recipes.elpv_demo.prepare import TRANSFORMS, prepare
 from data_recipes.elpv_demo.schema import ElpvDemoRecipe
 
-TINY = dict(elpv_limit=60, n_seeds=5, n_faces=4, n_digits=4, n_photo_tiles=4, n_pool_copies=4, n_byte_copies=2,
-            n_eval_copies=3, n_corrupt=3)
+TINY = dict(
+    elpv_limit=60,
+    n_seeds=5,
+    n_faces=4,
+    n_digits=4,
+    n_photo_tiles=4,
+    n_pool_copies=4,
+    n_byte_copies=2,
+    n_eval_copies=3,
+    n_corrupt=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +54,8 @@ def test_ground_truth_matches_the_files(demo: tuple[Path, object]) -> None:
     kinds = Counter(t.get("transform", "original") for t in truth.values() if t["origin"] != "corrupt")
     assert kinds["byte_copy"] == 2 and sum(kinds[t] for t in TRANSFORMS) == 4 + 3
     assert Counter(t["in_domain"] for t in truth.values() if "copy_of" not in t and t["origin"] != "corrupt") == {
-        True: 37, False: 12
+        True: 37,
+        False: 12,
     }
     for key, t in truth.items():
         data = (out / "pool" / key).read_bytes()
@@ -78,11 +88,15 @@ def test_eval_labels_seeds_and_pool_are_disjoint(demo: tuple[Path, object]) -> N
     assert all(set(splits) == {"train", "test"} for splits in strata.values() if len(splits) >= 2)
     n_test = sum(v["split"] == "test" for v in labels.values())
     assert 0.2 <= n_test / len(labels) <= 0.4
-    assert all(v["defect"] == ("defective" if float(v["defect_probability"]) >= 0.5 else "functional")
-               for v in labels.values())
+    assert all(
+        v["defect"] == ("defective" if float(v["defect_probability"]) >= 0.5 else "functional") for v in labels.values()
+    )
     truth = json.loads(Path(rec.ground_truth).read_text())
-    pool_cells = {t["origin"].split("/")[1] for t in truth.values() if t["origin"].startswith("elpv/")
-                  and t.get("copy_of", {}).get("source") != "eval"}
+    pool_cells = {
+        t["origin"].split("/")[1]
+        for t in truth.values()
+        if t["origin"].startswith("elpv/") and t.get("copy_of", {}).get("source") != "eval"
+    }
     seeds = {p.name for p in (out / "seeds").iterdir()}
     assert not (pool_cells & seeds) and not (pool_cells & set(labels)) and not (seeds & set(labels))
     eval_copies = [t for t in truth.values() if t.get("copy_of", {}).get("source") == "eval"]
@@ -94,7 +108,10 @@ def test_same_config_same_bytes(demo: tuple[Path, object], tmp_path: Path) -> No
     prepare(OmegaConf.structured(ElpvDemoRecipe(**TINY)), tmp_path)
 
     def digest(root: Path) -> dict[str, str]:
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
 
     assert digest(tmp_path) == digest(out)

@@ -32,7 +32,10 @@ ENTRIES = [
 
 
 def _entries(root: Path) -> list[BackboneEntryConfig]:
-    return [BackboneEntryConfig(**{**e.__dict__, "weights": e.weights.format(root=root) if e.weights else None}) for e in ENTRIES]
+    return [
+        BackboneEntryConfig(**{**e.__dict__, "weights": e.weights.format(root=root) if e.weights else None})
+        for e in ENTRIES
+    ]
 
 
 def test_missing_pretrain_export_skips_domain_and_random_init_keeps_its_own_arch(tmp_path: Path) -> None:

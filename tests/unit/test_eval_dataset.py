@@ -45,8 +45,13 @@ def test_limit_keeps_the_first_ids(tmp_path: Path) -> None:
 
 def test_a_task_whose_column_is_absent_is_unlabelled_and_primary_is_the_flagged_one(tmp_path: Path) -> None:
     ids = write_shards(tmp_path, N, per_shard=5, labels=True, stage="ingest/eval")
-    _retask(tmp_path, {"grade": {"column": "grade", "classes": ["a", "b"]},
-                       "kind": {"column": "stripe", "classes": ["v", "h"], "primary": True}})
+    _retask(
+        tmp_path,
+        {
+            "grade": {"column": "grade", "classes": ["a", "b"]},
+            "kind": {"column": "stripe", "classes": ["v", "h"], "primary": True},
+        },
+    )
     data = load_eval_set(tmp_path)
     assert (data.tasks["grade"].y == -1).all() and not data.tasks["grade"].primary
     assert data.primary_task() == "kind"

@@ -17,8 +17,19 @@ from pipeline.evaluation.label_efficiency import efficiency_against_baselines
 def _row(backbone: str, frac: float, seed: int, acc: float, auroc: float | None = None, **kw: Any) -> dict[str, Any]:
     """One per-run row as the protocols return it (knn on task ``defect`` unless overridden)."""
     role = "domain" if backbone == "domain" else "baseline"
-    r = {"backbone": backbone, "role": role, "task": "defect", "protocol": "knn", "fraction": frac, "seed": seed,
-         "n_labels": int(100 * frac) + seed, "accuracy": acc, "balanced_accuracy": acc, "macro_f1": acc, **kw}
+    r = {
+        "backbone": backbone,
+        "role": role,
+        "task": "defect",
+        "protocol": "knn",
+        "fraction": frac,
+        "seed": seed,
+        "n_labels": int(100 * frac) + seed,
+        "accuracy": acc,
+        "balanced_accuracy": acc,
+        "macro_f1": acc,
+        **kw,
+    }
     if auroc is not None:
         r["auroc"] = auroc
     return r
@@ -48,7 +59,10 @@ def test_summarize_aggregates_seeds_with_sample_std_and_skips_missing_values() -
     assert math.isnan(one["auroc_mean"]) and math.isnan(one["auroc_std"])  # never measured
     # Sorted by task, protocol, backbone, fraction.
     assert [(s["protocol"], s["backbone"], s["fraction"]) for s in summary] == [
-        ("knn", "domain", 0.1), ("knn", "domain", 1.0), ("knn", "pixels", 1.0), ("linear_probe", "pixels", 0.1)
+        ("knn", "domain", 0.1),
+        ("knn", "domain", 1.0),
+        ("knn", "pixels", 1.0),
+        ("linear_probe", "pixels", 0.1),
     ]
 
 

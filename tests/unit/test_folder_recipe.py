@@ -54,8 +54,10 @@ def test_labels_csv_with_its_own_split_and_tasks(tmp_path: Path) -> None:
         w = csv.writer(fh)
         w.writerow(["key", "split", "grade", "line"])
         w.writerows([[f"{i}.png", "test" if i == 0 else "train", "ab"[i % 2], "x"] for i in range(4)])
-    out = prepare(_cfg(pool=[str(tmp_path / "pool")], labeled=str(tmp_path / "labeled"),
-                       labels_csv=str(tmp_path / "l.csv")), tmp_path / "r")
+    out = prepare(
+        _cfg(pool=[str(tmp_path / "pool")], labeled=str(tmp_path / "labeled"), labels_csv=str(tmp_path / "l.csv")),
+        tmp_path / "r",
+    )
     assert list(out.tasks) == ["grade", "line"] and out.tasks["grade"].primary and not out.tasks["line"].primary
     assert read_labels(out.labels_csv)["0.png"] == {"split": "test", "grade": "a", "line": "x"}
 
@@ -65,8 +67,10 @@ def test_labels_csv_key_that_names_no_file_is_an_error(tmp_path: Path) -> None:
     _img(tmp_path / "labeled" / "0.png", 2)
     (tmp_path / "l.csv").write_text("key,grade\n0.png,a\nlabeled/0.png,b\n")
     with pytest.raises(ValueError, match=r"1 keys name no file.*labeled/0.png"):
-        prepare(_cfg(pool=[str(tmp_path / "pool")], labeled=str(tmp_path / "labeled"),
-                     labels_csv=str(tmp_path / "l.csv")), tmp_path / "r")
+        prepare(
+            _cfg(pool=[str(tmp_path / "pool")], labeled=str(tmp_path / "labeled"), labels_csv=str(tmp_path / "l.csv")),
+            tmp_path / "r",
+        )
 
 
 @pytest.mark.parametrize(
@@ -80,8 +84,10 @@ def test_labels_csv_key_that_names_no_file_is_an_error(tmp_path: Path) -> None:
 )
 def test_errors_name_the_config_key(tmp_path: Path, kw: dict, match: str) -> None:
     _img(tmp_path / "pool" / "a.png", 1)
-    kw = {k: ([x.format(tmp=tmp_path) for x in v] if isinstance(v, list) else v.format(tmp=tmp_path))
-          for k, v in kw.items()}
+    kw = {
+        k: ([x.format(tmp=tmp_path) for x in v] if isinstance(v, list) else v.format(tmp=tmp_path))
+        for k, v in kw.items()
+    }
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         prepare(_cfg(**kw), tmp_path / "r")
 
@@ -91,14 +97,24 @@ def test_folder_recipe_through_the_pipeline(tmp_path: Path, compose_cfg: Callabl
         _img(tmp_path / "raw" / f"{i}.png", i)
     _img(tmp_path / "seeds" / "s.png", 99)
     _class_folders(tmp_path / "labeled")
-    cfg = compose_cfg([
-        "data_recipe=folder", "data_recipe.name=wafers", "stage=ingest", "tracking=off", "ingest.workers=1",
-        f"data_recipe.pool=[{tmp_path / 'raw'}]", f"data_recipe.seeds=[{tmp_path / 'seeds'}]",
-        f"data_recipe.labeled={tmp_path / 'labeled'}",
-    ], root=tmp_path / "out")
+    cfg = compose_cfg(
+        [
+            "data_recipe=folder",
+            "data_recipe.name=wafers",
+            "stage=ingest",
+            "tracking=off",
+            "ingest.workers=1",
+            f"data_recipe.pool=[{tmp_path / 'raw'}]",
+            f"data_recipe.seeds=[{tmp_path / 'seeds'}]",
+            f"data_recipe.labeled={tmp_path / 'labeled'}",
+        ],
+        root=tmp_path / "out",
+    )
     m = run_pipeline(cfg)["ingest"]
     assert {k: v for k, v in m.counts.items() if k.endswith(".accepted")} == {
-        "pool.accepted": 5, "seeds.accepted": 1, "eval.accepted": 10
+        "pool.accepted": 5,
+        "seeds.accepted": 1,
+        "eval.accepted": 10,
     }
     ev = list(iter_samples(list_shards(tmp_path / "out" / "wafers" / "ingest" / "eval")))
     assert all(s["meta"]["labels"]["label"] == s["meta"]["source"].split("/")[0] for s in ev)

@@ -45,7 +45,7 @@ def test_corpus_every_input_accounted_for_once_with_its_reason(
     recs = _records(tmp_path / "out")
     keys = [r["key"] for r in recs]
     assert len(keys) == len(set(keys)), "an input has more than one record"
-    assert set(keys) == set(expected), (set(keys) ^ set(expected))
+    assert set(keys) == set(expected), set(keys) ^ set(expected)
     for r in recs:
         e = expected[r["key"]]
         assert (r["status"], r.get("reason", "")) == (e.status, e.reason), (r["key"], r.get("detail"))
@@ -171,7 +171,9 @@ def test_compressed_archive_is_inflated_once_and_cleaned_up(tmp_path: Path) -> N
     assert res.counts == {"inputs": 30, "accepted": 30, "rejected": 0, "duplicate": 0}
     assert not (tmp_path / "out" / ".inflated").exists()
     got = {s["meta"]["source"]: s["meta"]["sha256"] for s in iter_samples(list_shards(tmp_path / "out"))}
-    assert got == {f"pool.tar.gz/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "in").iterdir()}
+    assert got == {
+        f"pool.tar.gz/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "in").iterdir()
+    }
 
 
 def test_same_relative_names_in_two_folders_stay_two_inputs(tmp_path: Path) -> None:

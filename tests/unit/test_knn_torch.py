@@ -21,7 +21,9 @@ def _faiss(q: np.ndarray, db: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     return index.search(q.astype(np.float32), k)
 
 
-def _assert_same_neighbours(s: np.ndarray, i: np.ndarray, s_ref: np.ndarray, i_ref: np.ndarray, tol: float = 1e-5) -> None:
+def _assert_same_neighbours(
+    s: np.ndarray, i: np.ndarray, s_ref: np.ndarray, i_ref: np.ndarray, tol: float = 1e-5
+) -> None:
     np.testing.assert_allclose(s, s_ref, atol=tol)
     # Indices may differ only where two neighbours tie within float rounding.
     diff = i != i_ref

@@ -49,8 +49,10 @@ def test_lineage_and_completed(tmp_path: Path) -> None:
     Manifest(stage="up", config_hash="h1").write(tmp_path)
     entry = lineage_entry(tmp_path)
     assert {k: entry[k] for k in ("path", "stage", "config_hash")} == {
-        "path": str(tmp_path.resolve()), "stage": "up", "config_hash": "h1"
-    }  # fmt: skip
+        "path": str(tmp_path.resolve()),
+        "stage": "up",
+        "config_hash": "h1",
+    }
     assert len(entry["manifest_sha256"]) == 64
     assert completed(tmp_path, "h1", "x") is not None
     assert completed(tmp_path, "h2", "x") is None  # config changed: redo

@@ -114,10 +114,24 @@ def test_distillation_trains_on_sinkhorn_targets_when_asked() -> None:
 
     torch.manual_seed(0)
     vit = timm.create_model(
-        "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2,
-        num_classes=0, dynamic_img_size=True,
-    )  # fmt: skip
-    spec = MethodConfig(dino_weight=1.0, ibot_weight=0.0, koleo_weight=0.0, out_dim=64, hidden_dim=32, bottleneck_dim=16, centering="sinkhorn")
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        num_classes=0,
+        dynamic_img_size=True,
+    )
+    spec = MethodConfig(
+        dino_weight=1.0,
+        ibot_weight=0.0,
+        koleo_weight=0.0,
+        out_dim=64,
+        hidden_dim=32,
+        bottleneck_dim=16,
+        centering="sinkhorn",
+    )
     m = Distillation(vit, spec).train()
     g = torch.Generator().manual_seed(0)
     views = [torch.randn(6, 3, 16, 16, generator=g) for _ in range(2)] + [torch.randn(6, 3, 8, 8, generator=g)]

@@ -17,8 +17,15 @@ from pipeline.pretrain.methods.cls_encoder import cls_block_forward, encode_cls,
 
 def _vit(**kw: object) -> torch.nn.Module:
     return timm.create_model(
-        "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2,
-        num_classes=0, dynamic_img_size=True, **kw,
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        num_classes=0,
+        dynamic_img_size=True,
+        **kw,
     )
 
 
@@ -74,14 +81,22 @@ def test_encode_cls_keeps_a_compiled_trunk_whole(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize("weights", [(1.0, 0.0, 0.0), (1.0, 1.0, 0.1)])
 def test_distillation_loss_and_grads_unchanged(weights: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     """The step with the [CLS]-only path equals the step with full encodes (the old code path)."""
-    spec = MethodConfig(**dict(zip(("dino_weight", "ibot_weight", "koleo_weight"), weights)), out_dim=64, hidden_dim=32, bottleneck_dim=16, mask_probability=1.0)
+    spec = MethodConfig(
+        **dict(zip(("dino_weight", "ibot_weight", "koleo_weight"), weights)),
+        out_dim=64,
+        hidden_dim=32,
+        bottleneck_dim=16,
+        mask_probability=1.0,
+    )
     torch.manual_seed(0)
     fast = Distillation(_vit(), spec).train()
     torch.manual_seed(0)  # weight-normed heads cannot be deep-copied: build a twin from the same seed
     ref = Distillation(_vit(), spec).train()
     assert all(torch.equal(p, q) for p, q in zip(fast.state_dict().values(), ref.state_dict().values()))
     g = torch.Generator().manual_seed(1)
-    views = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(2)] + [torch.randn(4, 3, 8, 8, generator=g) for _ in range(3)]
+    views = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(2)] + [
+        torch.randn(4, 3, 8, 8, generator=g) for _ in range(3)
+    ]
     step = StepInputs(teacher_temp=0.04, n_global=2)
 
     def run(m: Distillation) -> tuple[torch.Tensor, dict]:

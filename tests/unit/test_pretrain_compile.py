@@ -35,9 +35,15 @@ def test_no_vit_is_a_clear_error() -> None:
 def _tiny_method(centering: str) -> Distillation:
     torch.manual_seed(0)
     vit = timm.create_model(
-        "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=1, embed_dim=32, num_heads=2,
-        num_classes=0, dynamic_img_size=True,
-    )  # fmt: skip
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        depth=1,
+        embed_dim=32,
+        num_heads=2,
+        num_classes=0,
+        dynamic_img_size=True,
+    )
     spec = MethodConfig(out_dim=64, hidden_dim=16, bottleneck_dim=8, mask_probability=1.0, centering=centering)
     return Distillation(vit, spec)
 

@@ -16,8 +16,13 @@ from pipeline.pretrain.backbone_init import build_vit, model_kwargs_of
 from pipeline.pretrain.export import export_backbone
 
 MODEL = OmegaConf.create(
-    {"name": "vit_tiny_patch16_224", "patch_size": 8, "weights": None, "drop_path_rate": 0.0,
-     "kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2}}
+    {
+        "name": "vit_tiny_patch16_224",
+        "patch_size": 8,
+        "weights": None,
+        "drop_path_rate": 0.0,
+        "kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2},
+    }
 )
 
 
@@ -33,14 +38,18 @@ def test_export_round_trip(tmp_path: Path) -> None:
     assert exported["model_kwargs"] == {**kw, "num_classes": 0}
     # exactly the documented call, with the recorded model_kwargs
     via_timm = timm.create_model(
-        exported["architecture"], pretrained=True,
-        pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")), **exported["model_kwargs"],
+        exported["architecture"],
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")),
+        **exported["model_kwargs"],
     ).eval()
     assert torch.allclose(via_timm(x), ref, atol=1e-6)
     assert via_timm.pretrained_cfg["mean"] == (0.5,) * 3 or list(via_timm.pretrained_cfg["mean"]) == [0.5] * 3
     # asking timm for a classifier keeps our backbone and adds a fresh head
     with_head = timm.create_model(
-        MODEL.name, pretrained=True, pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")),
+        MODEL.name,
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")),
         **{**exported["model_kwargs"], "num_classes": 3},
     )
     assert torch.equal(with_head.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)

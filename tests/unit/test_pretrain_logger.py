@@ -8,7 +8,10 @@ def test_metrics_go_to_jsonl_and_the_stage_child_run(tmp_path: Path) -> None:
     import mlflow
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    with tracking.parent_run(True, uri, "t", str(tmp_path / "art"), "parent", {}), tracking.child_run("pretrain") as child_id:
+    with (
+        tracking.parent_run(True, uri, "t", str(tmp_path / "art"), "parent", {}),
+        tracking.child_run("pretrain") as child_id,
+    ):
         lg = StageLogger(tmp_path)
         lg.log_metrics({"train/loss": 2.0, "knn/defect": 0.7}, step=3)
         lg.log_metrics({"train/loss": 1.5}, step=4)

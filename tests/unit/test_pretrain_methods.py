@@ -14,14 +14,22 @@ from pipeline.pretrain.methods import Distillation, SimCLR, StepInputs
 
 def _vit() -> torch.nn.Module:
     return timm.create_model(
-        "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2,
-        num_classes=0, dynamic_img_size=True,
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        num_classes=0,
+        dynamic_img_size=True,
     )
 
 
 def _views(b: int = 6) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return [torch.randn(b, 3, 16, 16, generator=g) for _ in range(2)] + [torch.randn(b, 3, 8, 8, generator=g) for _ in range(2)]
+    return [torch.randn(b, 3, 16, 16, generator=g) for _ in range(2)] + [
+        torch.randn(b, 3, 8, 8, generator=g) for _ in range(2)
+    ]
 
 
 SMALL = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16)
@@ -33,7 +41,9 @@ SMALL = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16)
 )
 def test_distillation_losses_switch_by_weight(weights, parts) -> None:
     torch.manual_seed(0)
-    spec = MethodConfig(**dict(zip(("dino_weight", "ibot_weight", "koleo_weight"), weights)), **SMALL, mask_probability=1.0)
+    spec = MethodConfig(
+        **dict(zip(("dino_weight", "ibot_weight", "koleo_weight"), weights)), **SMALL, mask_probability=1.0
+    )
     m = Distillation(_vit(), spec).train()
     loss, got = m.loss(_views(), StepInputs(teacher_temp=0.04, n_global=2))
     assert set(got) == parts and torch.isfinite(loss)
@@ -64,7 +74,9 @@ def test_head_batch_norm_teacher_normalises_over_its_batch() -> None:
     torch.manual_seed(0)
     m = Distillation(_vit(), MethodConfig(**SMALL, head_batch_norm=True, ibot_separate_head=True)).eval()
     m.train()
-    t_bns = [b for h in (m.teacher_head, m.teacher_ibot_head) for b in h.modules() if isinstance(b, torch.nn.BatchNorm1d)]
+    t_bns = [
+        b for h in (m.teacher_head, m.teacher_ibot_head) for b in h.modules() if isinstance(b, torch.nn.BatchNorm1d)
+    ]
     assert len(t_bns) == 4 and all(b.training for b in t_bns)  # batch statistics, as in DINO's teacher
     assert not m.teacher.training
     # Identical images but for a tiny offset: with batch statistics the teacher's targets still differ.

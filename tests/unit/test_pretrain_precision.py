@@ -25,8 +25,13 @@ def test_precision_auto_is_fp32_on_cpu_and_explicit_values_pass_through() -> Non
 @pytest.mark.parametrize("param_dtype", ["float32", "bfloat16"])
 def test_bf16_mixed_on_cpu_trains_and_saves_fp32(tmp_path: Path, param_dtype: str) -> None:
     out = make_output_dir(tmp_path, n_pool=16)
-    cfg = compose(tmp_path, "pretrain.trainer.precision=bf16-mixed", "pretrain.trainer.max_steps=2",
-                  "pretrain.monitor.knn_every_n_epochs=-1", f"pretrain.method.param_dtype={param_dtype}")
+    cfg = compose(
+        tmp_path,
+        "pretrain.trainer.precision=bf16-mixed",
+        "pretrain.trainer.max_steps=2",
+        "pretrain.monitor.knn_every_n_epochs=-1",
+        f"pretrain.method.param_dtype={param_dtype}",
+    )
     m = stage.run(cfg)
     assert m.counts["steps"] == 2 and torch.isfinite(torch.tensor(m.metrics["final_loss"]))
     weights = load_state_dict(out / "pretrain" / "export" / "model.safetensors")
@@ -38,12 +43,14 @@ def test_bf16_mixed_on_cpu_trains_and_saves_fp32(tmp_path: Path, param_dtype: st
 
 def test_bf16_weights_are_for_distillation_only() -> None:
     m = MethodConfig(kind="simclr", param_dtype="bfloat16")
-    with pytest.raises(ValueError, match="pretrain.method.param_dtype='bfloat16' applies to distillation only"):
+    with pytest.raises(ValueError, match=r"pretrain\.method\.param_dtype='bfloat16' applies to distillation only"):
         stage.build_method(m, torch.nn.Identity())
 
 
 def test_param_dtype_reaches_the_method(tmp_path: Path) -> None:
     cfg = compose(tmp_path, "pretrain.method.param_dtype=bfloat16")
-    vit = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=1, num_classes=0, dynamic_img_size=True)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=1, num_classes=0, dynamic_img_size=True
+    )
     method = stage.build_method(OmegaConf.to_object(cfg.pretrain.method), vit)
     assert method.spec.param_dtype == "bfloat16" and method._dtype is torch.bfloat16

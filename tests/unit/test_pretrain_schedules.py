@@ -23,8 +23,17 @@ def test_warmup_then_cosine() -> None:
 
 
 def test_schedules_follow_dino_shapes() -> None:
-    s = Schedules(total_steps=100, steps_per_epoch=10, lr=1e-3, warmup_epochs=1, momentum_start=0.99,
-                  warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=3, freeze_last_layer_epochs=1)
+    s = Schedules(
+        total_steps=100,
+        steps_per_epoch=10,
+        lr=1e-3,
+        warmup_epochs=1,
+        momentum_start=0.99,
+        warmup_teacher_temp=0.04,
+        teacher_temp=0.07,
+        warmup_teacher_temp_epochs=3,
+        freeze_last_layer_epochs=1,
+    )
     assert s.learning_rate(9) == pytest.approx(1e-3)
     assert s.wd(0) == pytest.approx(0.04) and s.wd(100) == pytest.approx(0.4)
     assert s.momentum(0) == pytest.approx(0.99) and s.momentum(100) == pytest.approx(1.0)

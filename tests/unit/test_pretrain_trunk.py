@@ -14,8 +14,15 @@ from pipeline.pretrain.methods.trunk import encode_tokens, param_dtype, run_bloc
 def _vit() -> torch.nn.Module:
     torch.manual_seed(0)
     return timm.create_model(
-        "vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2,
-        num_classes=0, dynamic_img_size=True, init_values=0.1,
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        num_classes=0,
+        dynamic_img_size=True,
+        init_values=0.1,
     )
 
 
@@ -47,8 +54,10 @@ def test_gradients_reach_the_fp32_weights_in_fp32_and_add_up_over_calls() -> Non
     (blocks(x1).square().mean() + blocks(x2).square().mean()).backward()
     ref = {n: p.grad.clone() for n, p in blocks.named_parameters()}
     blocks.zero_grad(set_to_none=True)
-    (run_blocks(blocks, x1, torch.bfloat16).float().square().mean()
-     + run_blocks(blocks, x2, torch.bfloat16).float().square().mean()).backward()
+    (
+        run_blocks(blocks, x1, torch.bfloat16).float().square().mean()
+        + run_blocks(blocks, x2, torch.bfloat16).float().square().mean()
+    ).backward()
     for n, p in blocks.named_parameters():
         assert p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32, n
         err = (p.grad - ref[n]).norm() / ref[n].norm().clamp_min(1e-12)

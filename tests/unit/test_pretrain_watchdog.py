@@ -26,8 +26,14 @@ class _Blowup(pl.LightningModule):
 
 def _trainer(tmp_path: Path, cb: pl.Callback, **kw) -> pl.Trainer:
     return pl.Trainer(
-        max_steps=6, callbacks=[cb], logger=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, accelerator="cpu", **kw,
+        max_steps=6,
+        callbacks=[cb],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        **kw,
     )
 
 

@@ -14,8 +14,17 @@ from pipeline.io.sources import InputRef, inflate_archives, iter_all, iter_input
 
 @pytest.mark.parametrize(
     ("name", "unsafe"),
-    [("a/b.png", False), ("a/..b.png", False), ("/etc/x", True), ("../x", True), ("a/../../x", True),
-     ("a/../b", True), ("\\\\server\\x", True), ("C:\\x.png", True), ("c:x", True)],
+    [
+        ("a/b.png", False),
+        ("a/..b.png", False),
+        ("/etc/x", True),
+        ("../x", True),
+        ("a/../../x", True),
+        ("a/../b", True),
+        ("\\\\server\\x", True),
+        ("C:\\x.png", True),
+        ("c:x", True),
+    ],
 )
 def test_unsafe_member_names(name: str, unsafe: bool) -> None:
     assert unsafe_member_name(name) is unsafe
@@ -46,8 +55,13 @@ def test_folder_in_a_list_and_symlinks(tmp_path: Path) -> None:
     lst = tmp_path / "list.txt"
     lst.write_text("# comment\n\ndir.jpg\nreal.png\nlink.png\ndangling.png\nmissing.png\n")
     refs = {r.key: r.rejected.split(":")[0] for r in iter_inputs(lst)}
-    assert refs == {"dir.jpg": "not_a_regular_file", "real.png": "", "link.png": "", "dangling.png": "missing_file",
-                    "missing.png": "missing_file"}
+    assert refs == {
+        "dir.jpg": "not_a_regular_file",
+        "real.png": "",
+        "link.png": "",
+        "dangling.png": "missing_file",
+        "missing.png": "missing_file",
+    }
     assert read_bytes(next(r for r in iter_inputs(lst) if r.key == "link.png")) == b"data"
 
 
@@ -75,8 +89,9 @@ def test_tar_members_are_read_in_place(tmp_path: Path, suffix: str, mode: str) -
     assert not (tmp_path / "bad.png").exists() and not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize(("name", "mode"), [("a.tar.gz", "w:gz"), ("a.tbz", "w:bz2"), ("a.tar.xz", "w:xz"),
-                                       ("misnamed.tar", "w:gz")])
+@pytest.mark.parametrize(
+    ("name", "mode"), [("a.tar.gz", "w:gz"), ("a.tbz", "w:bz2"), ("a.tar.xz", "w:xz"), ("misnamed.tar", "w:gz")]
+)
 def test_inflated_archive_reads_the_same_bytes(tmp_path: Path, name: str, mode: str) -> None:
     members = {f"{i}.png": bytes([i]) * (100 + i) for i in range(20)}
     _tar(tmp_path / name, members, mode)

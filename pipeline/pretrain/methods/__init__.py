@@ -4,4 +4,4 @@ from pipeline.pretrain.methods.base import SSLMethod, StepInputs
 from pipeline.pretrain.methods.distillation import Distillation
 from pipeline.pretrain.methods.simclr import SimCLR
 
-__all__ = ["SSLMethod", "StepInputs", "Distillation", "SimCLR"]
+__all__ = ["Distillation", "SSLMethod", "SimCLR", "StepInputs"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
@@ -26,7 +27,7 @@ from pipeline.pretrain.methods.cls_encoder import encode_cls
 from pipeline.pretrain.methods.trunk import encode_tokens, param_dtype
 
 
-def _twin(src: nn.Module, make: "callable") -> nn.Module:
+def _twin(src: nn.Module, make: Callable[[], nn.Module]) -> nn.Module:
     dst = make()
     dst.load_state_dict(src.state_dict())
     return dst

@@ -16,7 +16,9 @@ class SimCLR(SSLMethod):
     Negatives are gathered from all ranks under DDP (``gather_distributed``).
     """
 
-    def __init__(self, backbone: nn.Module, hidden_dim: int = 1024, projection_dim: int = 128, temperature: float = 0.1) -> None:
+    def __init__(
+        self, backbone: nn.Module, hidden_dim: int = 1024, projection_dim: int = 128, temperature: float = 0.1
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = SimCLRProjectionHead(backbone.num_features, hidden_dim, projection_dim, batch_norm=True)

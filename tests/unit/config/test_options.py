@@ -151,5 +151,7 @@ def test_the_algorithms_take_the_config_classes() -> None:
     assert _hint(resolve_backbones, "entries") == list[BackboneEntryConfig]
     # The stage sections extend the algorithms' classes instead of copying their fields.
     assert issubclass(EvalFinetuneConfig, FinetuneConfig) and issubclass(EvalLinearProbeConfig, LinearProbeConfig)
-    own = {f.name for f in dataclasses.fields(EvalFinetuneConfig)} - {f.name for f in dataclasses.fields(FinetuneConfig)}
+    own = {f.name for f in dataclasses.fields(EvalFinetuneConfig)} - {
+        f.name for f in dataclasses.fields(FinetuneConfig)
+    }
     assert own == {"enabled", "tasks", "fractions", "seeds", "optimizer"}

@@ -15,8 +15,12 @@ def _pair(tmp_path: Path) -> tuple[Path, Path]:
     (down / "out.txt").parent.mkdir(parents=True)
     (down / "out.txt").write_text("result\n")
     (down / "big.bin").write_bytes(b"x" * 100)
-    Manifest(stage="down", config_hash="d1", inputs=[lineage_entry(up)],
-             files=file_digests(down, ["out.txt", down / "big.bin"])).write(down)  # fmt: skip
+    Manifest(
+        stage="down",
+        config_hash="d1",
+        inputs=[lineage_entry(up)],
+        files=file_digests(down, ["out.txt", down / "big.bin"]),
+    ).write(down)
     return up, down
 
 

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.lock import LockConfig, StageLocked, lock_paths, read_holder, stage_lock
+from pipeline.config.lock import LockConfig
+from pipeline.core.lock import StageLocked, lock_paths, read_holder, stage_lock
 from tests.conftest import ROOT
 
 HOLD = """
 import logging, sys, time
 from pathlib import Path
-from pipeline.core.lock import LockConfig, stage_lock
+from pipeline.config.lock import LockConfig
+from pipeline.core.lock import stage_lock
 logging.basicConfig(level=logging.INFO)
 folder, seconds, stale = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 with stage_lock(folder, "ingest", LockConfig(stale_minutes=stale)):
@@ -30,8 +32,11 @@ with stage_lock(folder, "ingest", LockConfig(stale_minutes=stale)):
 
 
 def _holder(folder: Path, seconds: float, stale: float = 10.0) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(seconds), str(stale)], cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), str(seconds), str(stale)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     t0 = time.monotonic()
     while not (folder.parent / "held").exists():
         assert p.poll() is None and time.monotonic() - t0 < 60, "holder did not start"

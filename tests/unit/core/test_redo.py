@@ -27,8 +27,14 @@ def _folder_recipe(root: Path) -> list[str]:
             (root / "labeled" / c / f"{i}.png").write_bytes(
                 encode(Image.fromarray(noise(16, 16, seed=100 + i + 10 * ord(c))), "PNG")
             )
-    return ["data_recipe=folder", f"data_recipe.pool=[{root / 'pool'}]", f"data_recipe.labeled={root / 'labeled'}",
-            "tracking=off", "ingest.workers=1", "ingest.shard_size=4"]  # fmt: skip
+    return [
+        "data_recipe=folder",
+        f"data_recipe.pool=[{root / 'pool'}]",
+        f"data_recipe.labeled={root / 'labeled'}",
+        "tracking=off",
+        "ingest.workers=1",
+        "ingest.shard_size=4",
+    ]
 
 
 def test_deleted_record_and_shard_are_redone_to_the_same_outputs(

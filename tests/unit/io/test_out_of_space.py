@@ -41,9 +41,15 @@ def _limit_file_size() -> None:
 
 def _ingest(src: Path, out: Path, workers: int = 1, limited: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", INGEST, str(src), str(out), str(workers)], check=False, cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_limit_file_size if limited else None, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-c", INGEST, str(src), str(out), str(workers)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=_limit_file_size if limited else None,
+        timeout=120,
+    )
 
 
 def _files(folder: Path) -> dict[str, bytes]:

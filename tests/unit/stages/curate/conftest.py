@@ -22,10 +22,10 @@ from PIL import Image, ImageEnhance
 from scipy.ndimage import gaussian_filter
 
 from pipeline.config.curate import CurateConfig
+from pipeline.config.ingest import IngestConfig
 from pipeline.core.manifest import Manifest, atomic_write_json
 from pipeline.curate.copy_descriptor import copy_descriptor
 from pipeline.curate.embed import load_embeddings
-from pipeline.config.ingest import IngestConfig
 from pipeline.io.ingest import ingest
 from pipeline.io.shards import iter_samples, list_shards, read_metadata
 from pipeline.stages.curate.context import Context, save_npy

@@ -37,5 +37,5 @@ def test_the_hash_follows_the_shard_size(world: World) -> None:
 
 
 def test_without_retrieved_ids_it_fails(world: World) -> None:
-    with pytest.raises(FileNotFoundError, match="retrieved.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"retrieved\.jsonl"):
         write.run(world.make_ctx(), {}, world.curate / "shards", "h")
