@@ -48,7 +48,7 @@ def test_gpu_augment_stage_runs_in_workers_and_exports(tmp_path: Path, monkeypat
 
 
 def test_gpu_augment_killed_run_resumes_with_identical_losses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # As tests/unit/test_pretrain_resume.py, with the views made by the module: 5 steps per epoch,
+    # As tests/unit/pretrain/test_resume.py, with the views made by the module: 5 steps per epoch,
     # 2 epochs, checkpoints at steps 3, 6, 9; killed at step 8, resumed from step 6.
     over = ("pretrain/augment=gpu", "pretrain.monitor.knn_every_n_epochs=-1")
     full_root, cut_root = tmp_path / "full", tmp_path / "cut"

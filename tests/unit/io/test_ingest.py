@@ -23,7 +23,7 @@ from pipeline.io.ingest import ingest, input_fingerprint, sample_id
 from pipeline.io.shards import iter_samples, list_shards, read_metadata
 from tests.bad_inputs import TEST_MAX_PIXELS, encode, noise
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _records(out: Path) -> list[dict]:
