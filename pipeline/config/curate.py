@@ -137,16 +137,13 @@ class DedupConfig:
 
 
 @dataclass
-class DecontamConfig:
+class DecontamConfig(DedupConfig):
     """Removal of pool images that copy an evaluation image (DINOv2 goes looser than dedup).
 
     Attributes: as :class:`DedupConfig`; ``k`` is the evaluation neighbours per pool image.
     """
 
-    features: str = "copy"
-    threshold: float = 0.99
     k: int = 4
-    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
 
 @dataclass
