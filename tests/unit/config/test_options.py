@@ -37,15 +37,13 @@ from tests.conftest import CONF_DIR
 # Groups whose files are not merged onto a schema (Hydra's own), state a whole setup (experiments),
 # or are site templates that show the knobs a site fills in (cluster profiles: `account: null`).
 NOT_OPTIONS = ("hydra", "experiment", "cluster")
-# The curate options are reworked in their own change; they join this check with it.
-PENDING = ("curate",)
 
 
 def _option_files() -> list[Path]:
     return [
         f
         for f in sorted(CONF_DIR.rglob("*.yaml"))
-        if len(f.relative_to(CONF_DIR).parts) > 1 and f.relative_to(CONF_DIR).parts[0] not in NOT_OPTIONS + PENDING
+        if len(f.relative_to(CONF_DIR).parts) > 1 and f.relative_to(CONF_DIR).parts[0] not in NOT_OPTIONS
     ]
 
 

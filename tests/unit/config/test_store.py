@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 from pipeline.config import register_configs
 from tests.conftest import CONF_DIR, ROOT
 
-AREAS = ("augment", "cluster", "eval", "ingest", "pretrain", "schema")
+AREAS = ("augment", "cluster", "curate", "eval", "ingest", "lock", "models", "pretrain", "schema")
 
 
 def _fresh(code: str) -> str:
