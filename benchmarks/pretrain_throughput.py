@@ -33,16 +33,20 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 from lightly_reference import ReferenceDINOv2, reference_step
+from PIL import Image
 from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.augment.pil_multicrop import MultiCrop
 from pipeline.config.augment import AugmentConfig
+from pipeline.config.ingest import IngestConfig
 from pipeline.config.pretrain import MethodConfig
 from pipeline.core.malloc import keep_freed_memory
+from pipeline.io.ingest import ingest
 from pipeline.pretrain.compile import compile_method, compile_trunks
 from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder
 from pipeline.pretrain.methods import Distillation, StepInputs
@@ -205,13 +209,21 @@ def largest_batch(name: str, a: argparse.Namespace, device: torch.device) -> int
     return best
 
 
+def write_gray_shards(folder: Path, n: int, side: int = 64, seed: int = 0) -> None:
+    """``n`` random gray PNGs ingested into ``folder`` by the pipeline's own ingest (real shards and records)."""
+    rng = np.random.default_rng(seed)
+    src = folder / "png"
+    src.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(src / f"{i}.png")
+    ingest([src], folder, IngestConfig(shard_size=256, workers=1), progress=False)
+
+
 def bench_data(a: argparse.Namespace, batch: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(a.shards) if a.shards else Path(tmp)
         if not a.shards:
-            from tests.unit.pretrain_tiny import write_shards
-
-            write_shards(folder, batch * (a.data_batches + 1), per_shard=256)
+            write_gray_shards(folder, batch * (a.data_batches + 1))
         shards, metas = describe_folder(folder)
         spec = StreamSpec(tuple(map(str, shards)), len(metas), batch, shuffle_buffer=256)
         preset = "grayscale" if sum(m.get("mode") == "L" for m in metas) > 0.9 * len(metas) else "rgb"
