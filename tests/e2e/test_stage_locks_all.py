@@ -13,7 +13,10 @@ import pytest
 
 from tests.conftest import ROOT, TINY_ELPV
 from tests.e2e.test_stage_locks import snapshot
+from tests.unit.pretrain_tiny import TINY_OVERRIDES
 
+# What this chain sets differently from the pretrain tests' tiny run.
+DIFFERENT = ("pretrain.data.source", "pretrain.trainer.max_epochs")
 TINY_ALL = [
     *TINY_ELPV,
     "stage=all",
@@ -25,24 +28,9 @@ TINY_ALL = [
     "curate.shard_size=20",
     "curate/retrieval=knn",
     "curate.retrieval.k=4",
-    "pretrain.data.batch_size=8",
-    "pretrain.data.num_workers=0",
-    "pretrain.data.shuffle_buffer=16",
-    "pretrain.model.patch_size=8",
-    "++pretrain.model.kwargs.depth=2",
-    "++pretrain.model.kwargs.embed_dim=32",
-    "++pretrain.model.kwargs.num_heads=2",
-    "pretrain.augment.global_size=16",
-    "pretrain.augment.local_size=8",
-    "pretrain.augment.local_crops=2",
-    "pretrain.method.out_dim=64",
-    "pretrain.method.hidden_dim=32",
-    "pretrain.method.bottleneck_dim=16",
+    # The tiny ViT and its crops, as in the pretrain tests, for one epoch.
+    *(o for o in TINY_OVERRIDES if o.startswith("pretrain.") and o.split("=")[0] not in DIFFERENT),
     "pretrain.trainer.max_epochs=1",
-    "pretrain.trainer.log_every_n_steps=1",
-    "pretrain.trainer.checkpoint_every_n_steps=3",
-    "pretrain.trainer.accelerator=cpu",
-    "pretrain.optim.warmup_epochs=0.5",
     "pretrain.monitor.knn_every_n_epochs=-1",
     (
         "eval.backbones=[{name:domain,role:domain,weights:${paths.output_dir}/pretrain},"
