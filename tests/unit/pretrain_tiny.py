@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
+import torch
 from omegaconf import DictConfig
 from PIL import Image
 
@@ -68,6 +70,21 @@ def make_output_dir(root: Path, n_pool: int = 40, n_eval: int = 30) -> Path:
     write_shards(out / "ingest" / "pool", n_pool, per_shard=15, seed=1)
     write_shards(out / "ingest" / "eval", n_eval, per_shard=100, seed=2, labels=True, stage="ingest/eval")
     return out
+
+
+def tiny_vit(**kwargs: Any) -> torch.nn.Module:
+    """A 2-block, 32-wide ViT on 16 px images (patch 4) that takes any input size: the methods' test trunk."""
+    return timm.create_model(
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        num_classes=0,
+        dynamic_img_size=True,
+        **kwargs,
+    )
 
 
 TINY_OVERRIDES = [

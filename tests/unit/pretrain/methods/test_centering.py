@@ -9,6 +9,7 @@ from lightly.loss import DINOLoss, IBOTPatchLoss
 
 from pipeline.pretrain.methods.centering import as_logits, check_centering, sinkhorn_knopp_targets, target_probs
 from pipeline.pretrain.methods.distillation import target_entropy
+from tests.unit.pretrain_tiny import tiny_vit
 
 
 def dinov2_sinkhorn_knopp_teacher(
@@ -106,23 +107,13 @@ def test_unknown_centering_names_the_key() -> None:
 
 
 def test_distillation_trains_on_sinkhorn_targets_when_asked() -> None:
-    import timm
 
     from pipeline.config.pretrain import MethodConfig
     from pipeline.pretrain.methods import Distillation, StepInputs
     from pipeline.pretrain.methods.cls_encoder import encode_cls
 
     torch.manual_seed(0)
-    vit = timm.create_model(
-        "vit_tiny_patch16_224",
-        img_size=16,
-        patch_size=4,
-        depth=2,
-        embed_dim=32,
-        num_heads=2,
-        num_classes=0,
-        dynamic_img_size=True,
-    )
+    vit = tiny_vit()
     spec = MethodConfig(
         dino_weight=1.0,
         ibot_weight=0.0,

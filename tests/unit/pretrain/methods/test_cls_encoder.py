@@ -6,27 +6,17 @@ import random
 
 import numpy as np
 import pytest
-import timm
 import torch
 
 from pipeline.config.pretrain import MethodConfig
 from pipeline.pretrain.methods import Distillation, StepInputs
 from pipeline.pretrain.methods import distillation as distillation_mod
 from pipeline.pretrain.methods.cls_encoder import cls_block_forward, encode_cls, supports_cls_only
+from tests.unit.pretrain_tiny import tiny_vit
 
 
 def _vit(**kw: object) -> torch.nn.Module:
-    return timm.create_model(
-        "vit_tiny_patch16_224",
-        img_size=16,
-        patch_size=4,
-        depth=2,
-        embed_dim=32,
-        num_heads=2,
-        num_classes=0,
-        dynamic_img_size=True,
-        **kw,
-    )
+    return tiny_vit(**kw)
 
 
 @pytest.mark.parametrize("fused", [True, False])

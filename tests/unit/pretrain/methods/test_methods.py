@@ -10,19 +10,11 @@ import torch
 
 from pipeline.config.pretrain import MethodConfig
 from pipeline.pretrain.methods import Distillation, SimCLR, StepInputs
+from tests.unit.pretrain_tiny import tiny_vit
 
 
 def _vit() -> torch.nn.Module:
-    return timm.create_model(
-        "vit_tiny_patch16_224",
-        img_size=16,
-        patch_size=4,
-        depth=2,
-        embed_dim=32,
-        num_heads=2,
-        num_classes=0,
-        dynamic_img_size=True,
-    )
+    return tiny_vit()
 
 
 def _views(b: int = 6) -> list[torch.Tensor]:

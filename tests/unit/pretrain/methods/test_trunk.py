@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 from lightly.models.modules.masked_vision_transformer_timm import MaskedVisionTransformerTIMM
 from torch._dynamo.utils import counters
 
 from pipeline.pretrain.methods.trunk import encode_tokens, param_dtype, run_blocks
+from tests.unit.pretrain_tiny import tiny_vit
 
 
 def _vit() -> torch.nn.Module:
     torch.manual_seed(0)
-    return timm.create_model(
-        "vit_tiny_patch16_224",
-        img_size=16,
-        patch_size=4,
-        depth=2,
-        embed_dim=32,
-        num_heads=2,
-        num_classes=0,
-        dynamic_img_size=True,
-        init_values=0.1,
-    )
+    return tiny_vit(init_values=0.1)
 
 
 def test_param_dtype_names() -> None:
