@@ -38,10 +38,7 @@ def load_backbone(b: BackboneConfig) -> tuple[nn.Module, Callable[[Image.Image],
 
 def embed_hash(e: EmbedConfig, in_dir: Path) -> str:
     """What the embeddings of ``in_dir`` depend on: the backbone, the descriptor and the ingested shards."""
-    backbone = asdict(e.backbone)
-    if not backbone["kwargs"]:  # absent before the backbone took timm kwargs: earlier embeddings stay valid
-        del backbone["kwargs"]
-    return config_hash([backbone, e.copy_grid, e.copy_scales], lineage_entry(in_dir)["config_hash"])
+    return config_hash([asdict(e.backbone), e.copy_grid, e.copy_scales], lineage_entry(in_dir)["config_hash"])
 
 
 def embed_source(
