@@ -72,13 +72,13 @@ def make_output_dir(root: Path, n_pool: int = 40, n_eval: int = 30) -> Path:
     return out
 
 
-def tiny_vit(**kwargs: Any) -> torch.nn.Module:
-    """A 2-block, 32-wide ViT on 16 px images (patch 4) that takes any input size: the methods' test trunk."""
+def tiny_vit(depth: int = 2, **kwargs: Any) -> torch.nn.Module:
+    """A ``depth``-block, 32-wide ViT on 16 px images (patch 4) that takes any input size: the methods' test trunk."""
     return timm.create_model(
         "vit_tiny_patch16_224",
         img_size=16,
         patch_size=4,
-        depth=2,
+        depth=depth,
         embed_dim=32,
         num_heads=2,
         num_classes=0,

@@ -13,6 +13,7 @@ from torch._dynamo.utils import counters
 from pipeline.config.pretrain import MethodConfig
 from pipeline.pretrain.compile import compile_trunks, is_compiled, vit_trunks
 from pipeline.pretrain.methods import Distillation, StepInputs
+from tests.unit.pretrain_tiny import tiny_vit
 
 
 def test_compiles_the_student_and_teacher_trunks_only() -> None:
@@ -34,16 +35,7 @@ def test_no_vit_is_a_clear_error() -> None:
 
 def _tiny_method(centering: str) -> Distillation:
     torch.manual_seed(0)
-    vit = timm.create_model(
-        "vit_tiny_patch16_224",
-        img_size=16,
-        patch_size=4,
-        depth=1,
-        embed_dim=32,
-        num_heads=2,
-        num_classes=0,
-        dynamic_img_size=True,
-    )
+    vit = tiny_vit(depth=1)
     spec = MethodConfig(out_dim=64, hidden_dim=16, bottleneck_dim=8, mask_probability=1.0, centering=centering)
     return Distillation(vit, spec)
 
