@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.models import BackboneConfig
 from pipeline.config.pretrain import MethodConfig, ModelConfig
 from pipeline.models.backbone import create_backbone
 from pipeline.pretrain.backbone_init import architecture, build_backbone, check_fits
 from pipeline.stages import pretrain as stage
-from tests.unit.pretrain_tiny import CNN_OVERRIDES, compose
+from tests.unit.pretrain_tiny import CNN_OVERRIDES, CONF, compose
 
 
 def test_a_cnn_starts_from_the_offline_imagenet_weights() -> None:
@@ -69,3 +69,35 @@ def test_the_stage_refuses_a_cnn_with_ibot_before_any_data_loads(tmp_path: Path)
     stage.validate(cfg)
     with pytest.raises(FileNotFoundError, match=r"pretrain\.data\.source"):
         stage.run(cfg)  # a fitting config gets as far as looking for its data
+
+
+def _compose_plain(*overrides: str) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from pipeline.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    "model", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "convnext_tiny"]
+)
+def test_cnn_model_options_fit_dino_and_not_dinov2(model: str) -> None:
+    stage.validate(_compose_plain("~experiment", f"pretrain/model={model}", "pretrain/method=dino"))
+    with pytest.raises(ValueError, match=r"pretrain\.method\.ibot_weight"):
+        stage.validate(_compose_plain("~experiment", f"pretrain/model={model}"))
+
+
+def test_the_adapt_experiment_continues_from_imagenet_lite0() -> None:
+    cfg = _compose_plain("experiment=elpv_adapt")
+    stage.validate(cfg)
+    p = cfg.pretrain
+    assert (p.model.name, p.model.weights, p.method.ibot_weight) == (
+        "efficientnet_lite0",
+        "efficientnet_lite0_pypi",
+        0.0,
+    )
+    assert p.optim.freeze_backbone_epochs > 0 and p.optim.backbone_lr_scale < 1 and p.augment.global_size == 128
