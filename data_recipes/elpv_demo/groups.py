@@ -50,7 +50,9 @@ def groups_from_starts(n: int, starts: Sequence[int]) -> np.ndarray:
 def cell_pixels(paths: Sequence[Path], side: int = 64) -> np.ndarray:
     """Grey values of each image at ``side`` x ``side``, one float32 row per image."""
     rows = [
-        np.asarray(Image.open(p).convert("L").resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32).reshape(-1)
+        np.asarray(
+            Image.open(p).convert("L").resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32
+        ).reshape(-1)
         for p in paths
     ]
     return np.stack(rows) if rows else np.zeros((0, side * side), np.float32)
