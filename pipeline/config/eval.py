@@ -107,6 +107,8 @@ class FinetuneConfig:
         backbone_lr_scale: Backbone learning rate relative to the head's.
         warmup_fraction: Share of steps with linear warm-up.
         flips: Random horizontal and vertical flips.
+        class_weighted: Weigh the loss by inverse class frequency of the labelled
+            subset, so a minority class (ELPV defects, 27 %) is not ignored.
         accelerator: Lightning accelerator (``auto`` uses a GPU when there is one).
         precision: Lightning precision (``32-true``, ``bf16-mixed``, ...).
     """
@@ -119,6 +121,7 @@ class FinetuneConfig:
     backbone_lr_scale: float = 0.1
     warmup_fraction: float = 0.1
     flips: bool = True
+    class_weighted: bool = False
     accelerator: str = "auto"
     precision: str = "32-true"
 
