@@ -31,8 +31,8 @@ from PIL import Image
 # First cell index (0-based, package order) of every module but the first:
 # module_groups(cell_pixels(all cells), types) on elpv-dataset 1.0.
 ELPV_MODULE_STARTS = (
-    60, 120, 169, 240, 300, 360, 424, 472, 540, 600, 659, 731, 780, 840, 900, 960, 1020, 1080, 1140, 1200, 1254,
-    1314, 1374, 1434, 1494, 1554, 1614, 1674, 1734, 1794, 1844, 1904, 1964, 2034, 2084, 2144, 2216, 2276, 2336,
+    60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 660, 720, 780, 840, 900, 960, 1020, 1080, 1140, 1200, 1254,
+    1314, 1374, 1434, 1494, 1554, 1614, 1674, 1734, 1794, 1844, 1904, 1964, 2024, 2084, 2144, 2216, 2276, 2336,
     2396, 2444, 2504, 2564,
 )  # fmt: skip
 
@@ -111,14 +111,18 @@ def module_groups(
     module_size: int = 60,
     tolerance: int = 12,
     window: int = 20,
+    grid_penalty: float = 0.005,
 ) -> np.ndarray:
     """Module id of every cell, for cells in the package's (module by module) order.
 
     Within each run of one cell type (a module never mixes types), boundaries
     are placed one module apart: each next one at the strongest
     :func:`boundary_contrast` within ``tolerance`` cells of ``module_size`` after
-    the last. A run whose rest is at most ``module_size + tolerance`` cells
-    long ends in one module.
+    the last, less ``grid_penalty`` per cell away from that nominal line (so a
+    weak bump between two look-alike modules does not pull the boundary off
+    the grid; a real short or long module has a far stronger drop). A run
+    whose rest is at most ``module_size + tolerance`` cells long ends in one
+    module.
 
     Args:
         pixels: One row per cell, in package order (e.g. :func:`cell_pixels`).
@@ -126,6 +130,7 @@ def module_groups(
         module_size: Nominal cells per module (ELPV: 60, 6 x 10).
         tolerance: How far a boundary may move from the nominal grid.
         window: Cells on each side that :func:`boundary_contrast` compares.
+        grid_penalty: Contrast a boundary must gain per cell it moves off the grid.
 
     Returns:
         int64 array of group ids ``0..G-1``, non-decreasing along the cells.
@@ -141,9 +146,9 @@ def module_groups(
         a = start
         while end - a > module_size + tolerance:
             lo, hi = a + module_size - tolerance, min(a + module_size + tolerance, end - 1)
-            scores = np.nan_to_num(contrast[lo : hi + 1], nan=-np.inf)
-            # Ties (flat contrast) go to the nominal grid line.
             dist = np.abs(np.arange(lo, hi + 1) - (a + module_size))
+            scores = np.nan_to_num(contrast[lo : hi + 1], nan=-np.inf) - grid_penalty * dist
+            # Ties (flat contrast) go to the nominal grid line.
             a = lo + int(np.lexsort((dist, -scores))[0])
             cuts.append(a)
         cuts.append(end)

@@ -95,5 +95,6 @@ def test_the_elpv_package_splits_into_its_44_modules() -> None:
     blind = module_groups(x, None)
     assert type_changes <= set((np.flatnonzero(np.diff(blind)) + 1).tolist())
     sizes = np.bincount(g)
-    assert (sizes == 60).sum() >= 30 and sizes.min() >= 48 and sizes.max() <= 72
+    # 2,624 = 40 x 60 + 54 + 50 + 72 + 48: the odd modules sit where the type runs are not multiples of 60.
+    assert sorted(sizes[sizes != 60].tolist()) == [48, 50, 54, 72]
     assert tuple((np.flatnonzero(np.diff(g)) + 1).tolist()) == ELPV_MODULE_STARTS
