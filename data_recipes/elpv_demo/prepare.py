@@ -1,4 +1,4 @@
-"""Build the ELPV demo: an uncurated pool, a seed set and a labeled evaluation split.
+"""Build the ELPV demo: an uncurated pool, a seed set and a labeled evaluation set.
 
 Everything comes from packages that install by name (``elpv-dataset``,
 ``scikit-image``, ``scikit-learn``), so the recipe runs offline. Every random
@@ -6,6 +6,11 @@ choice is seeded; the same config gives the same files, byte for byte.
 
 Pool file names are neutral (``img_<n>.png``) so that nothing downstream can
 cheat by reading them; what each file really is goes to ``ground_truth.json``.
+
+The evaluation set is every labelled cell. ``heldout`` marks the cells that
+are in neither the pool nor the seeds; ``group`` is the cell's solar module
+(:mod:`data_recipes.elpv_demo.groups`), because neighbouring cells of one
+module are near-identical images and must not straddle train and test.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from data_recipes.contract import RecipeOutput, TaskSpec, stratified_split, write_labels
+from data_recipes.contract import RecipeOutput, TaskSpec, group_split, write_labels
+from data_recipes.elpv_demo.groups import ELPV_MODULE_STARTS, groups_from_starts
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,11 @@ TRANSFORMS = ("jpeg_q70", "resize_0.8", "crop_6pct", "brighten_1.2")
 
 
 def elpv_records() -> list[dict[str, Any]]:
-    """Every cell of the ``elpv-dataset`` package: ``path``, defect ``prob`` (0, 1/3, 2/3, 1) and ``type``."""
+    """Every cell of the ``elpv-dataset`` package, in package order.
+
+    Each: ``path``, defect ``prob`` (0, 1/3, 2/3, 1), ``type`` and ``module``
+    (the solar module's id, from :data:`ELPV_MODULE_STARTS`).
+    """
     import elpv_dataset
 
     root = Path(elpv_dataset.__file__).parent / "data"
@@ -62,6 +72,8 @@ def elpv_records() -> list[dict[str, Any]]:
             continue
         path, prob, kind = parts
         recs.append({"path": root / path, "prob": float(prob), "type": kind})
+    for r, module in zip(recs, groups_from_starts(len(recs), ELPV_MODULE_STARTS)):
+        r["module"] = int(module)
     return recs
 
 
@@ -177,18 +189,28 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
     eval_set, rest = elpv[:n_eval], elpv[n_eval:]
     seeds, pool_elpv = rest[: cfg.n_seeds], rest[cfg.n_seeds :]
 
-    # Labeled evaluation split, stratified on both labels.
-    eval_keys = [f"{r['path'].stem}.png" for r in eval_set]
-    split = stratified_split(eval_keys, [f"{r['defect']}/{r['type']}" for r in eval_set], cfg.test_fraction, cfg.seed)
-    for key, r in zip(eval_keys, eval_set):
+    # The evaluation set is every labelled cell; the fixed split keeps each module on one side.
+    held = {id(r) for r in eval_set}
+    keys = [f"{r['path'].stem}.png" for r in elpv]
+    split = group_split(keys, [str(r["module"]) for r in elpv], [r["type"] for r in elpv], cfg.test_fraction, cfg.seed)
+    for key, r in sorted(zip(keys, elpv), key=lambda kr: kr[0]):
         shutil.copyfile(r["path"], out_dir / "eval" / key)
     write_labels(
         out_dir / "labels.csv",
         [
-            {"key": k, "split": split[k], "defect": r["defect"], "type": r["type"], "defect_probability": r["prob"]}
-            for k, r in zip(eval_keys, eval_set)
+            {
+                "key": k,
+                "split": split[k],
+                "defect": r["defect"],
+                "type": r["type"],
+                "defect_probability": r["prob"],
+                "group": r["module"],
+                "heldout": id(r) in held,
+            }
+            for k, r in sorted(zip(keys, elpv), key=lambda kr: kr[0])
         ],
     )
+    eval_keys = [f"{r['path'].stem}.png" for r in eval_set]
     for r in seeds:
         shutil.copyfile(r["path"], out_dir / "seeds" / r["path"].name)
 
@@ -255,7 +277,12 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
         truth[key] = entry
     (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
     log.info(
-        "elpv_demo: pool %d files (%d ELPV), %d seeds, %d eval", len(items), len(pool_elpv), len(seeds), len(eval_set)
+        "elpv_demo: pool %d files (%d ELPV), %d seeds, %d eval (%d held out)",
+        len(items),
+        len(pool_elpv),
+        len(seeds),
+        len(elpv),
+        len(eval_set),
     )
 
     return RecipeOutput(
@@ -281,6 +308,13 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
                 "scikit-image sample data (lfw_subset, public-domain/CC0 photos), scikit-learn digits "
                 "(UCI, CC BY 4.0) and sample images (CC BY 2.0); see data_recipes/elpv_demo/README.md"
             ),
-            "counts": {"pool": len(items), "pool_elpv": len(pool_elpv), "seeds": len(seeds), "eval": len(eval_set)},
+            "counts": {
+                "pool": len(items),
+                "pool_elpv": len(pool_elpv),
+                "seeds": len(seeds),
+                "eval": len(elpv),
+                "eval_heldout": len(eval_set),
+                "modules": len({r["module"] for r in elpv}),
+            },
         },
     )

@@ -15,13 +15,15 @@ class ElpvDemoRecipe(DataRecipeBase):
 
     Attributes:
         elpv_limit: Use only this many ELPV images (tests); ``None`` uses all 2,624.
-        eval_fraction: Share of ELPV images in the labeled evaluation set.
-        test_fraction: Share of the evaluation set held out as its test split.
-        n_seeds: Curated seed images (ELPV, disjoint from pool and evaluation).
+        eval_fraction: Share of ELPV cells held out: in the evaluation set only,
+            never in the pool or the seeds (every cell is in the evaluation set).
+        test_fraction: Share of the evaluation set in the fixed split's test
+            side, drawn by whole modules within each cell type.
+        n_seeds: Curated seed images (ELPV, disjoint from the pool and the held-out cells).
         n_faces, n_digits, n_photo_tiles: Out-of-domain distractors in the pool.
         n_pool_copies: Planted near-duplicates of pool images.
         n_byte_copies: Planted byte-identical copies of pool images.
-        n_eval_copies: Planted near-copies of evaluation images (decontamination).
+        n_eval_copies: Planted near-copies of held-out evaluation images (decontamination).
         n_corrupt: Unreadable files (zero-byte, truncated, not an image).
         seed: Seed of every random choice in the recipe.
     """

@@ -2,7 +2,9 @@
 
 Nothing is copied: the sources are the user's own folders. Labels come from
 class sub-folders (``labeled/<class>/<image>``) or from a CSV; without a
-``split`` column, a stratified train/test split is drawn.
+``split`` column, a stratified train/test split is drawn (by whole groups when
+the CSV has a ``group`` column). The CSV's optional ``group`` and ``heldout``
+columns are carried through as they are and are never tasks.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from data_recipes.contract import RecipeOutput, TaskSpec, stratified_split, write_labels
+from data_recipes.contract import (
+    RESERVED_COLUMNS,
+    RecipeOutput,
+    TaskSpec,
+    check_group,
+    group_split,
+    parse_heldout,
+    stratified_split,
+    write_labels,
+)
 from pipeline.core.manifest import config_hash
 from pipeline.io.ingest import input_fingerprint
 from pipeline.io.sources import iter_inputs
@@ -47,6 +58,16 @@ def _check_keys(csv_path: Path, keys: list[str], labeled: Path) -> None:
         )
 
 
+def _check_group_heldout(csv_path: str, rows: list[dict[str, str]]) -> None:
+    """Normalise the optional ``group`` and ``heldout`` cells in place, or fail naming the file and line."""
+    for line, r in enumerate(rows, start=2):
+        where = f"{csv_path}:{line} (key {r['key']!r})"
+        if "group" in r:
+            r["group"] = check_group(r["group"], where)
+        if "heldout" in r:
+            r["heldout"] = "true" if parse_heldout(r["heldout"], where) else "false"
+
+
 def fingerprint(cfg: Any) -> str:
     """What the labels are made from: the labeled folder's files and the CSV's bytes.
 
@@ -78,10 +99,11 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
             rows = list(csv.DictReader(fh))
         if not rows or "key" not in rows[0]:
             raise ValueError(f"{cfg.labels_csv}: needs a 'key' column")
-        task_cols = [c for c in rows[0] if c not in ("key", "split")]
+        task_cols = [c for c in rows[0] if c not in RESERVED_COLUMNS]
         if not task_cols:
-            raise ValueError(f"{cfg.labels_csv}: needs at least one task column besides 'key' and 'split'")
+            raise ValueError(f"{cfg.labels_csv}: needs at least one task column besides {', '.join(RESERVED_COLUMNS)}")
         _check_keys(Path(cfg.labels_csv), [r["key"] for r in rows], labeled)
+        _check_group_heldout(cfg.labels_csv, rows)
     else:
         rows = []
         for ref in iter_inputs(labeled):
@@ -93,9 +115,14 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
             raise ValueError(f"data_recipe.labeled={labeled}: expected class sub-folders <class>/<image>, found none")
         task_cols = [cfg.task]
     if "split" not in rows[0]:
-        primary = task_cols[0]
-        split = stratified_split([r["key"] for r in rows], [r[primary] for r in rows], cfg.test_fraction, cfg.seed)
-        rows = [{"key": r["key"], "split": split[r["key"]], **{c: r[c] for c in task_cols}} for r in rows]
+        primary, keys = task_cols[0], [r["key"] for r in rows]
+        if "group" in rows[0]:
+            groups = [r["group"] for r in rows]
+            split = group_split(keys, groups, [r[primary] for r in rows], cfg.test_fraction, cfg.seed)
+        else:
+            split = stratified_split(keys, [r[primary] for r in rows], cfg.test_fraction, cfg.seed)
+        extra = [c for c in ("group", "heldout") if c in rows[0]]
+        rows = [{"key": r["key"], "split": split[r["key"]], **{c: r[c] for c in task_cols + extra}} for r in rows]
     write_labels(Path(out_dir) / "labels.csv", rows)
     sources["eval"] = [str(labeled)]
     tasks = {

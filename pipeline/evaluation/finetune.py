@@ -52,6 +52,7 @@ class FinetuneModule(L.LightningModule):
         opts: FinetuneConfig,
         total_steps: int,
         optimizer: OptimizerFactory = default_optimizer,
+        class_weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -61,6 +62,8 @@ class FinetuneModule(L.LightningModule):
         self.opts = opts
         self.total_steps = total_steps
         self.optimizer_factory = optimizer
+        self.class_weights: torch.Tensor | None
+        self.register_buffer("class_weights", class_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x.float() - self.mean) / self.std
@@ -74,7 +77,7 @@ class FinetuneModule(L.LightningModule):
             v = torch.rand(len(x), device=x.device) < 0.5
             x = torch.where(h.view(-1, 1, 1, 1), x.flip(-1), x)
             x = torch.where(v.view(-1, 1, 1, 1), x.flip(-2), x)
-        loss = F.cross_entropy(self(x), y)
+        loss = F.cross_entropy(self(x), y, weight=self.class_weights)
         return loss
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
@@ -92,6 +95,13 @@ class FinetuneModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def inverse_frequency_weights(y: np.ndarray, num_classes: int) -> torch.Tensor:
+    """``n / (C * n_c)`` per class (sklearn's ``balanced``); a class absent from ``y`` gets weight 0."""
+    counts = np.bincount(np.asarray(y), minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
 
 
 def images_to_uint8(images: Sequence[Image.Image], size: int, interpolation: str = "bicubic") -> torch.Tensor:
@@ -133,7 +143,8 @@ def finetune_and_predict(
     model = backbone.build(seed)
     prep = preprocessing(model, opts.img_size, backbone.preprocessing_overrides())
     steps = opts.steps_for(len(x_train))
-    module = FinetuneModule(model, num_classes, prep["mean"], prep["std"], opts, steps, optimizer)
+    weights = inverse_frequency_weights(y_train, num_classes) if opts.class_weighted else None
+    module = FinetuneModule(model, num_classes, prep["mean"], prep["std"], opts, steps, optimizer, weights)
     bs = min(opts.batch_size, len(x_train))
     ds = TensorDataset(x_train, torch.as_tensor(np.asarray(y_train), dtype=torch.long))
     gen = torch.Generator().manual_seed(seed)

@@ -70,6 +70,7 @@ def _cfg(root: Path, *extra: str):
                 "progress=false",
                 "eval.fractions=[0.25,1.0]",
                 "eval.seeds=[0,1]",
+                "eval.finetune.enabled=true",
                 "eval.finetune.seeds=[0]",
                 "eval.finetune.fractions=[1.0]",
                 "eval.finetune.min_steps=2",

@@ -79,12 +79,25 @@ def test_ingest_stage_end_to_end(tmp_path: Path, mlflow_db_template: Path) -> No
     ev = json.loads((ing / "eval" / "manifest.json").read_text())
     assert set(ev["extra"]["tasks"]) == {"defect", "type"} and ev["extra"]["tasks"]["defect"]["primary"]
     samples = list(iter_samples(list_shards(ing / "eval")))
-    assert len(samples) == ev["counts"]["accepted"] == 18
+    # Every labelled cell, 18 of them held out; module groups and held-out flags travel in the meta.
+    assert len(samples) == ev["counts"]["accepted"] == ev["counts"]["inputs"] == 60
+    assert sum(s["meta"]["labels"]["heldout"] is True for s in samples) == 18
+    assert all(s["meta"]["labels"]["heldout"] in (True, False) for s in samples)
+    assert all(s["meta"]["labels"]["group"].isdigit() for s in samples)
     splits = Counter(s["meta"]["labels"]["split"] for s in samples)
     assert splits["train"] > splits["test"] > 0
     assert all(s["meta"]["mode"] == "L" for s in samples)
     assert {s["meta"]["labels"]["defect"] for s in samples} <= {"functional", "defective"}
-    assert len(read_metadata(ing / "seeds")) == 5
+    # The cells pretraining sees are in two sources at once: the seeds as byte copies (same content-hash
+    # id in both folders), the pool as re-encoded PNGs (other ids); neither is dropped from the eval set.
+    seeds = read_metadata(ing / "seeds")
+    eval_by_source = {s["meta"]["source"]: s for s in samples}
+    assert len(seeds) == 5
+    assert all(eval_by_source[r["source"]]["meta"]["id"] == r["id"] for r in seeds)
+    assert all(eval_by_source[r["source"]]["meta"]["labels"]["heldout"] is False for r in seeds)
+    pool_cells = {t["origin"][5:] for t in truth.values() if t["origin"].startswith("elpv/") and "copy_of" not in t}
+    assert len(pool_cells) == 60 - 18 - 5
+    assert all(eval_by_source[c]["meta"]["labels"]["heldout"] is False for c in pool_cells)
 
     # MLflow: one parent, one ingest child with the stage's metrics and manifest.
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")

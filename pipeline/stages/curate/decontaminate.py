@@ -1,8 +1,12 @@
-"""The decontaminate step: pool images that copy an evaluation image.
+"""The decontaminate step: pool images that copy a held-out evaluation image.
 
 Writes ``contaminated.jsonl`` (pool id, the evaluation id it copies, similarity)
-and ``best_similarity.npy`` (each pool image's best match among the evaluation
-images, for the report's histogram).
+and ``best_similarity.npy`` (each pool image's best match among the held-out
+evaluation images, for the report's histogram).
+
+Only held-out evaluation images (``labels.heldout`` not false) are references:
+a labelled image that the recipe also put in the pool on purpose is meant to
+be pretrained on, and its pool copy must stay.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 from pipeline.core.manifest import Manifest
 from pipeline.curate.decontam import Contamination, best_match, best_per_pool, candidate_pairs, find_contaminated
 from pipeline.curate.knn_index import build_index
+from pipeline.io.shards import read_metadata
 from pipeline.stages.curate.context import Context, Step, features, save_npy, write_jsonl
 from pipeline.stages.curate.verify import verify_pairs
 
@@ -23,6 +28,16 @@ def _hash(ctx: Context, results: dict[str, Manifest]) -> str:
     return ctx.upstream_hash(results, c.decontam, c.index, c.embed.copy_scales)
 
 
+def heldout_ids(ingest_eval: Path) -> set[str]:
+    """Ids of the held-out evaluation images; a missing or unparsable flag counts as held out (protect more)."""
+    out = set()
+    for r in read_metadata(ingest_eval):
+        flag = (r.get("labels") or {}).get("heldout", True)
+        if not (flag is False or str(flag).strip().lower() in ("false", "0", "no")):
+            out.add(r["id"])
+    return out
+
+
 def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Manifest:
     d = ctx.opts.decontam
     folder.mkdir(parents=True, exist_ok=True)
@@ -30,7 +45,21 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
         write_jsonl(folder / "contaminated.jsonl", [])
         return Manifest("curate/decontaminate", h, counts={"contaminated": 0}, extra={"note": "no eval source"})
     pool_rows, per, pool_ids = features(ctx, "pool", d.features, folder)
-    eval_rows, _, eval_ids = features(ctx, "eval", d.features, folder)
+    eval_rows, _, all_eval_ids = features(ctx, "eval", d.features, folder)
+    held = heldout_ids(ctx.ingest / "eval")
+    keep = np.array([i in held for i in all_eval_ids], dtype=bool)
+    eval_rows, eval_ids = eval_rows[np.repeat(keep, per)], [i for i, k in zip(all_eval_ids, keep) if k]
+    if not eval_ids:
+        write_jsonl(folder / "contaminated.jsonl", [])
+        (folder / "best_similarity.npy").unlink(missing_ok=True)
+        for p in folder.glob(".*_copy_centered.npy"):
+            p.unlink()
+        return Manifest(
+            "curate/decontaminate",
+            h,
+            counts={"contaminated": 0, "eval": len(all_eval_ids), "eval_heldout": 0},
+            extra={"note": "no held-out eval images"},
+        )
     opts = ctx.opts.index
     index = build_index(eval_rows, opts, seed=ctx.seed)
     v = d.verify
@@ -70,7 +99,7 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
         "curate/decontaminate",
         h,
         artifacts={"contaminated": "contaminated.jsonl", "best": "best_similarity.npy"},
-        counts={"contaminated": len(found), "eval": len(eval_ids), **vcounts},
+        counts={"contaminated": len(found), "eval": len(all_eval_ids), "eval_heldout": len(eval_ids), **vcounts},
         metrics=vmetrics,
         extra={"features": d.features, "threshold": thr, **extra},
     )

@@ -117,6 +117,9 @@ def test_the_demo_experiment_is_what_run_py_composes() -> None:
     assert cfg.pretrain.trainer.max_epochs == 6 and cfg.pretrain.data.batch_size == 16
     ablation = _compose("experiment=curation_ablation")  # builds on the demo
     assert ablation.pretrain.method.out_dim == 256 and ablation.pretrain.trainer.max_steps == 200
+    ft = _compose("experiment=[elpv_demo,finetune_gpu]")  # adds GPU fine-tuning to the demo
+    assert ft.pretrain.trainer.max_epochs == 6 and ft.eval.finetune.enabled and ft.eval.finetune.img_size == 224
+    assert not cfg.eval.finetune.enabled  # off on the CPU demo
     gpu = _compose("experiment=dinov2_vitb16_gpu")  # replaces it
     assert gpu.pretrain.model.name == "vit_base_patch16_224" and gpu.pretrain.augment.backend == "gpu"
     assert (gpu.pretrain.method.out_dim, gpu.pretrain.augment.local_crops, gpu.pretrain.augment.global_size) == (

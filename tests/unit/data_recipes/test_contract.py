@@ -1,4 +1,4 @@
-"""The recipe contract: outputs, labels CSV, stratified split."""
+"""The recipe contract: outputs, labels CSV, stratified and group splits."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from data_recipes.contract import RecipeOutput, TaskSpec, read_labels, stratified_split, write_labels
+from data_recipes.contract import (
+    RecipeOutput,
+    TaskSpec,
+    group_split,
+    parse_heldout,
+    read_labels,
+    stratified_split,
+    write_labels,
+)
 
 
 def test_stratified_split_keeps_class_shares_and_is_reproducible() -> None:
@@ -45,6 +53,11 @@ def test_labels_round_trip(tmp_path: Path) -> None:
         ("key,label\nx,a\n", "needs a 'split' column"),
         ("key,split\nx,train\ny,validation\n", r"labels.csv:3: split must be 'train' or 'test', got 'validation'"),
         ("key,split\nx,train\nx,test\n", r"labels.csv:3: key 'x' appears twice"),
+        ("key,split,group\nx,train,m1\ny,test, \n", r"labels.csv:3: group is empty"),
+        (
+            "key,split,heldout\nx,train,true\ny,test,maybe\n",
+            r"labels.csv:3: heldout must be true or false, got 'maybe'",
+        ),
     ],
 )
 def test_labels_csv_errors_name_file_line_and_problem(tmp_path: Path, text: str, match: str) -> None:
@@ -69,3 +82,49 @@ def test_recipe_output_validation_and_round_trip() -> None:
         RecipeOutput(sources={"seeds": ["/s"]})
     with pytest.raises(ValueError, match="unknown recipe sources"):
         RecipeOutput(sources={"pool": ["/p"], "extra": ["/x"]})
+
+
+def test_group_and_heldout_columns_are_read_typed(tmp_path: Path) -> None:
+    rows = [
+        {"key": "a.png", "split": "train", "defect": "yes", "group": "m1", "heldout": True},
+        {"key": "b.png", "split": "test", "defect": "no", "group": 7, "heldout": False},
+    ]
+    write_labels(tmp_path / "labels.csv", rows)
+    assert (tmp_path / "labels.csv").read_text().splitlines()[1] == "a.png,train,yes,m1,true"
+    assert read_labels(tmp_path / "labels.csv") == {
+        "a.png": {"split": "train", "defect": "yes", "group": "m1", "heldout": True},
+        "b.png": {"split": "test", "defect": "no", "group": "7", "heldout": False},
+    }
+
+
+@pytest.mark.parametrize(("value", "want"), [("true", True), ("FALSE", False), (" 1 ", True), ("no", False)])
+def test_parse_heldout(value: str, want: bool) -> None:
+    assert parse_heldout(value, "here") is want
+
+
+def test_group_split_keeps_groups_whole_and_shares_close() -> None:
+    # 30 groups of 1..5 members, two strata.
+    keys, groups, strata = [], [], []
+    for g in range(30):
+        for m in range(1 + g % 5):
+            keys.append(f"g{g}_{m}")
+            groups.append(f"g{g}")
+            strata.append("mono" if g < 12 else "poly")
+    split = group_split(keys, groups, strata, 0.3, seed=3)
+    assert split == group_split(keys[::-1], groups[::-1], strata[::-1], 0.3, seed=3)
+    assert split != group_split(keys, groups, strata, 0.3, seed=4)
+    for g in set(groups):
+        assert len({split[k] for k, gg in zip(keys, groups) if gg == g}) == 1
+    for s in ("mono", "poly"):
+        members = [k for k, st in zip(keys, strata) if st == s]
+        share = sum(split[k] == "test" for k in members) / len(members)
+        assert abs(share - 0.3) < 0.1
+
+
+def test_group_split_puts_a_group_on_each_side_when_it_can() -> None:
+    assert sorted(group_split(["a", "b"], ["1", "2"], ["x", "x"], 0.01, seed=0).values()) == ["test", "train"]
+    assert sorted(group_split(["a", "b"], ["1", "2"], ["x", "x"], 0.99, seed=0).values()) == ["test", "train"]
+    assert group_split(["a", "b"], ["1", "1"], ["x", "x"], 0.5, seed=0) in (
+        {"a": "test", "b": "test"},
+        {"a": "train", "b": "train"},
+    )

@@ -36,12 +36,20 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 def test_counts_and_sources(demo: tuple[Path, object]) -> None:
     out, rec = demo
-    n_eval, n_seeds = round(60 * 0.3), 5
-    n_pool_elpv = 60 - n_eval - n_seeds
+    n_heldout, n_seeds = round(60 * 0.3), 5
+    n_pool_elpv = 60 - n_heldout - n_seeds
     n_pool = n_pool_elpv + 4 + 4 + 4 + 4 + 2 + 3 + 3
-    assert rec.info["counts"] == {"pool": n_pool, "pool_elpv": n_pool_elpv, "seeds": n_seeds, "eval": n_eval}
+    counts = dict(rec.info["counts"])
+    assert 20 <= counts.pop("modules") <= 44  # 60 random cells of 44 modules
+    assert counts == {
+        "pool": n_pool,
+        "pool_elpv": n_pool_elpv,
+        "seeds": n_seeds,
+        "eval": 60,
+        "eval_heldout": n_heldout,
+    }
     assert len(list((out / "pool").iterdir())) == n_pool
-    assert len(list((out / "seeds").iterdir())) == n_seeds and len(list((out / "eval").iterdir())) == n_eval
+    assert len(list((out / "seeds").iterdir())) == n_seeds and len(list((out / "eval").iterdir())) == 60
     assert rec.sources == {s: [str(out / s)] for s in ("pool", "seeds", "eval")}
     assert set(rec.tasks) == {"defect", "type"} and rec.tasks["defect"].primary
     assert rec.info["elpv"].endswith("CC BY-NC-SA 4.0")
@@ -76,18 +84,10 @@ def test_ground_truth_matches_the_files(demo: tuple[Path, object]) -> None:
         assert key.endswith(".jpg") == (t.get("transform") == "jpeg_q70")
 
 
-def test_eval_labels_seeds_and_pool_are_disjoint(demo: tuple[Path, object]) -> None:
+def test_eval_is_every_cell_and_heldout_marks_the_cells_pretraining_never_sees(demo: tuple[Path, object]) -> None:
     out, rec = demo
     labels = read_labels(rec.labels_csv)
     assert set(labels) == {p.name for p in (out / "eval").iterdir()}
-    # Stratified on defect x type: every stratum with two or more cells is in both splits.
-    strata: dict[str, list[str]] = {}
-    for v in labels.values():
-        strata.setdefault(f"{v['defect']}/{v['type']}", []).append(v["split"])
-    assert len(strata) >= 3
-    assert all(set(splits) == {"train", "test"} for splits in strata.values() if len(splits) >= 2)
-    n_test = sum(v["split"] == "test" for v in labels.values())
-    assert 0.2 <= n_test / len(labels) <= 0.4
     assert all(
         v["defect"] == ("defective" if float(v["defect_probability"]) >= 0.5 else "functional") for v in labels.values()
     )
@@ -98,9 +98,33 @@ def test_eval_labels_seeds_and_pool_are_disjoint(demo: tuple[Path, object]) -> N
         if t["origin"].startswith("elpv/") and t.get("copy_of", {}).get("source") != "eval"
     }
     seeds = {p.name for p in (out / "seeds").iterdir()}
-    assert not (pool_cells & seeds) and not (pool_cells & set(labels)) and not (seeds & set(labels))
+    heldout = {k for k, v in labels.items() if v["heldout"] is True}
+    assert len(heldout) == round(60 * 0.3) and all(v["heldout"] in (True, False) for v in labels.values())
+    assert not (pool_cells & seeds) and not (pool_cells & heldout) and not (seeds & heldout)
+    assert pool_cells | seeds | heldout == set(labels)
+    # Seeds are byte copies of the package files, like the evaluation files.
+    assert all((out / "seeds" / k).read_bytes() == (out / "eval" / k).read_bytes() for k in seeds)
     eval_copies = [t for t in truth.values() if t.get("copy_of", {}).get("source") == "eval"]
     assert len(eval_copies) == 3 and all(t["origin"] == "elpv/" + t["copy_of"]["key"] for t in eval_copies)
+    assert {t["copy_of"]["key"] for t in eval_copies} <= heldout
+
+
+def test_groups_are_modules_and_the_split_never_cuts_one(demo: tuple[Path, object]) -> None:
+    from data_recipes.elpv_demo.prepare import elpv_records
+
+    _, rec = demo
+    labels = read_labels(rec.labels_csv)
+    module = {r["path"].name: r["module"] for r in elpv_records()}
+    assert all(v["group"] == str(module[k]) for k, v in labels.items())
+    sides: dict[str, set[str]] = {}
+    for v in labels.values():
+        sides.setdefault(v["group"], set()).add(v["split"])
+    assert all(len(s) == 1 for s in sides.values())
+    n_test = sum(v["split"] == "test" for v in labels.values())
+    assert 0.15 <= n_test / len(labels) <= 0.45
+    # Module ids in package order: cell0001-0060 are module 0, the last cell is module 43.
+    assert module["cell0001.png"] == module["cell0060.png"] == 0 != module["cell0061.png"]
+    assert module["cell2624.png"] == 43
 
 
 def test_same_config_same_bytes(demo: tuple[Path, object], tmp_path: Path) -> None:

@@ -125,3 +125,59 @@ def test_folder_recipe_through_the_pipeline(tmp_path: Path, compose_cfg: Callabl
     assert (counts["pool.accepted"], counts["eval.accepted"]) == (6, 11)
     ev = list(iter_samples(list_shards(tmp_path / "out" / "wafers" / "ingest" / "eval")))
     assert all("labels" in s["meta"] for s in ev), "a new labeled image lost its label"
+
+
+def _labels_csv(tmp_path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    """A labeled folder with one image per row (named ``<n>.png``) and its CSV."""
+    for r in rows:
+        _img(tmp_path / "labeled" / r[0], 10 + int(r[0].split(".")[0]))
+    with open(tmp_path / "l.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    _img(tmp_path / "pool" / "a.png", 1)
+    return tmp_path / "l.csv"
+
+
+def _prepare_csv(tmp_path: Path, csv_path: Path):
+    return prepare(
+        _cfg(pool=[str(tmp_path / "pool")], labeled=str(tmp_path / "labeled"), labels_csv=str(csv_path)),
+        tmp_path / "r",
+    )
+
+
+def test_group_and_heldout_columns_travel_and_are_not_tasks(tmp_path: Path) -> None:
+    rows = [[f"{i}.png", "ab"[i % 2], f"part{i // 3}", "true" if i < 6 else "False"] for i in range(12)]
+    out = _prepare_csv(tmp_path, _labels_csv(tmp_path, ["key", "grade", "group", "heldout"], rows))
+    assert list(out.tasks) == ["grade"]
+    labels = read_labels(out.labels_csv)
+    assert labels["0.png"]["group"] == "part0" and labels["0.png"]["heldout"] is True
+    assert labels["11.png"]["heldout"] is False
+    # No split column: the drawn split keeps every group on one side.
+    sides: dict[str, set[str]] = {}
+    for v in labels.values():
+        sides.setdefault(v["group"], set()).add(v["split"])
+    assert all(len(s) == 1 for s in sides.values()) and {"train", "test"} <= set().union(*sides.values())
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "match"),
+    [
+        (
+            ["key", "grade", "group"],
+            [["0.png", "a", "g"], ["1.png", "a", ""]],
+            r"l.csv:3 \(key '1.png'\): group is empty",
+        ),
+        (
+            ["key", "grade", "heldout"],
+            [["0.png", "a", "true"], ["1.png", "a", "yes please"]],
+            r"l.csv:3 \(key '1.png'\): heldout must be true or false",
+        ),
+        (["key", "group", "heldout"], [["0.png", "g", "true"]], "needs at least one task column"),
+    ],
+)
+def test_bad_group_or_heldout_values_name_file_and_row(
+    tmp_path: Path, header: list[str], rows: list[list[str]], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        _prepare_csv(tmp_path, _labels_csv(tmp_path, header, rows))

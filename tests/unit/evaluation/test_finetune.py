@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import numpy as np
@@ -11,7 +12,12 @@ from PIL import Image
 
 from pipeline.config.eval import BackboneEntryConfig, FinetuneConfig
 from pipeline.evaluation.backbones import resolve_backbones
-from pipeline.evaluation.finetune import default_optimizer, finetune_and_predict, images_to_uint8
+from pipeline.evaluation.finetune import (
+    default_optimizer,
+    finetune_and_predict,
+    images_to_uint8,
+    inverse_frequency_weights,
+)
 from tests.bad_inputs import noise
 
 OPTS = FinetuneConfig(img_size=32, min_steps=8, batch_size=8, accelerator="cpu")
@@ -84,3 +90,26 @@ def test_the_optimizer_runs_the_step_budget_with_the_backbone_at_a_scaled_learni
     assert all(bb == pytest.approx(head * OPTS.backbone_lr_scale) for head, bb, _ in seen)
     head_lrs = [head for head, *_ in seen]
     assert head_lrs[0] == pytest.approx(1e-3) and head_lrs == sorted(head_lrs, reverse=True)  # cosine decay
+
+
+def test_inverse_frequency_weights_match_sklearn_balanced() -> None:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.array([0, 0, 0, 1, 2, 2])
+    want = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    np.testing.assert_allclose(inverse_frequency_weights(y, 3).numpy(), want, rtol=1e-6)
+    assert inverse_frequency_weights(np.array([0, 0, 1]), 3).tolist()[2] == 0.0  # absent class
+
+
+def test_class_weighting_lifts_the_minority_class() -> None:
+    """Seven dark images to one bright one: weighted, the bright class gets more probability than unweighted."""
+    x, y = _bright_or_dark(16, seed=0)
+    keep = np.r_[np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:1]]
+    x_test, y_test = _bright_or_dark(12, seed=1)
+    opts = dataclasses.replace(OPTS, min_steps=4)
+    _, plain = finetune_and_predict(TINY_VIT, x[keep], y[keep], x_test, 2, opts, seed=0)
+    _, weighted = finetune_and_predict(
+        TINY_VIT, x[keep], y[keep], x_test, 2, dataclasses.replace(opts, class_weighted=True), seed=0
+    )
+    bright = y_test == 1
+    assert weighted[bright, 1].mean() > plain[bright, 1].mean()
