@@ -8,7 +8,7 @@ defines class ids) and the primary one.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +38,31 @@ class Task:
 
 @dataclass
 class EvalSet:
-    """Images, splits and task labels of the evaluation set, in a stable (id) order."""
+    """Images, splits and task labels of the evaluation set, in a stable (id) order.
+
+    ``groups`` (int64 per image: images of one group, e.g. one solar module, are never split
+    across train and test) defaults to one group per image; ``heldout`` (True: never in the
+    pretraining pool) defaults to all True.
+    """
 
     ids: list[str]
     images: list[Image.Image]
     is_test: np.ndarray
     tasks: dict[str, Task]
     manifest_hash: str
+    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    heldout: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if len(self.groups) == 0:
+            self.groups = np.arange(n, dtype=np.int64)
+        if len(self.heldout) == 0:
+            self.heldout = np.ones(n, dtype=bool)
+        if len(self.groups) != n or len(self.heldout) != n:
+            raise ValueError(
+                f"EvalSet: {n} images but {len(self.groups)} groups and {len(self.heldout)} held-out flags"
+            )
 
     @property
     def train_idx(self) -> np.ndarray:
