@@ -43,7 +43,7 @@ def test_stratified_folds_ignore_groups_and_the_split_protocol_is_the_fixed_spli
 
 def test_bad_settings_raise() -> None:
     y, groups, is_test = _data()
-    with pytest.raises(ValueError, match="eval.protocol"):
+    with pytest.raises(ValueError, match=r"eval\.protocol"):
         evaluation_folds(y, groups, is_test, "random", 5, 0)
     with pytest.raises(ValueError, match="groups"):
         evaluation_folds(y, np.arange(len(y)) // 100, is_test, "grouped_cv", 5, 0)
