@@ -1,15 +1,19 @@
 """The labeled evaluation set, read from the ingest stage's ``eval`` shards.
 
-Each sample's meta carries ``labels = {split: train|test, <task column>: <class>}``;
-the eval manifest's ``extra.tasks`` names the tasks, their classes (whose order
-defines class ids) and the primary one.
+Each sample's meta carries ``labels = {split: train|test, <task column>: <class>}``
+and optionally ``group`` (images that must stay on one side of a split) and
+``heldout`` (false for images the pretraining pool also holds); the eval
+manifest's ``extra.tasks`` names the tasks, their classes (whose order defines
+class ids) and the primary one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -40,9 +44,12 @@ class Task:
 class EvalSet:
     """Images, splits and task labels of the evaluation set, in a stable (id) order.
 
-    ``groups`` (int64 per image: images of one group, e.g. one solar module, are never split
-    across train and test) defaults to one group per image; ``heldout`` (True: never in the
-    pretraining pool) defaults to all True.
+    Attributes:
+        groups: int64 group id per image; images sharing one must never
+            straddle train and test (one solar module, one part, one patient).
+            Default: every image its own group.
+        heldout: True for images the pretraining pool never holds; False for
+            labelled images that pretraining also sees. Default: all True.
     """
 
     ids: list[str]
@@ -59,10 +66,10 @@ class EvalSet:
             self.groups = np.arange(n, dtype=np.int64)
         if len(self.heldout) == 0:
             self.heldout = np.ones(n, dtype=bool)
-        if len(self.groups) != n or len(self.heldout) != n:
-            raise ValueError(
-                f"EvalSet: {n} images but {len(self.groups)} groups and {len(self.heldout)} held-out flags"
-            )
+        self.groups = np.asarray(self.groups, dtype=np.int64)
+        self.heldout = np.asarray(self.heldout, dtype=bool)
+        if self.groups.shape != (n,) or self.heldout.shape != (n,):
+            raise ValueError(f"EvalSet: {n} ids but groups {self.groups.shape} and heldout {self.heldout.shape}")
 
     @property
     def train_idx(self) -> np.ndarray:
@@ -74,6 +81,33 @@ class EvalSet:
 
     def primary_task(self) -> str:
         return next((n for n, t in self.tasks.items() if t.primary), next(iter(self.tasks)))
+
+
+def _heldout(value: Any, key: str) -> bool:
+    """A sample's ``labels.heldout``: a bool, or ``true``/``false`` text (absent: held out)."""
+    if value is None or isinstance(value, bool):
+        return value is None or value
+    v = str(value).strip().lower()
+    if v not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"eval sample {key}: labels.heldout is {value!r}, not true/false")
+    return v in ("true", "1", "yes")
+
+
+def group_ids(values: Sequence[str | None]) -> np.ndarray:
+    """int64 ids for group names: equal names share an id, a missing name gets an id of its own.
+
+    Named groups are numbered in sorted order (numbers numerically), then the unnamed images.
+    """
+    names = sorted({v for v in values if v is not None}, key=lambda v: (0, int(v), "") if v.isdigit() else (1, 0, v))
+    of = {v: i for i, v in enumerate(names)}
+    out = np.empty(len(values), dtype=np.int64)
+    nxt = len(names)
+    for i, v in enumerate(values):
+        if v is None:
+            out[i], nxt = nxt, nxt + 1
+        else:
+            out[i] = of[v]
+    return out
 
 
 def load_eval_set(folder: Path, progress: bool = False, limit: int | None = None) -> EvalSet:
@@ -101,7 +135,7 @@ def load_eval_set(folder: Path, progress: bool = False, limit: int | None = None
         rows = rows[:limit]
     if not rows:
         raise ValueError(f"{folder} holds no evaluation samples")
-    ids, images, is_test = [], [], []
+    ids, images, is_test, groups, heldout = [], [], [], [], []
     raw: dict[str, list[int]] = {t: [] for t in specs}
     for key, s in rows:
         labels = s["meta"].get("labels") or {}
@@ -113,6 +147,9 @@ def load_eval_set(folder: Path, progress: bool = False, limit: int | None = None
         ids.append(key)
         images.append(image_of(s))
         is_test.append(split == "test")
+        g = labels.get("group")
+        groups.append(None if g is None or str(g).strip() == "" else str(g).strip())
+        heldout.append(_heldout(labels.get("heldout"), key))
         for t, spec in specs.items():
             value = labels.get(spec.get("column", t))
             if value is None or value == "":
@@ -125,11 +162,16 @@ def load_eval_set(folder: Path, progress: bool = False, limit: int | None = None
         t: Task(t, list(spec["classes"]), np.asarray(raw[t]), bool(spec.get("primary")), spec.get("description", ""))
         for t, spec in specs.items()
     }
+    gids = group_ids(groups)
     log.info(
-        "eval set: %d images (%d train, %d test), tasks %s",
+        "eval set: %d images (%d train, %d test; %d groups, %d held out), tasks %s",
         len(ids),
         len(ids) - sum(is_test),
         sum(is_test),
+        len(np.unique(gids)),
+        sum(heldout),
         list(tasks),
     )
-    return EvalSet(ids, images, np.asarray(is_test, dtype=bool), tasks, m.config_hash)
+    return EvalSet(
+        ids, images, np.asarray(is_test, dtype=bool), tasks, m.config_hash, gids, np.asarray(heldout, dtype=bool)
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,12 @@ def write_shards(
     seed: int = 0,
     labels: bool = False,
     stage: str = "ingest/pool",
+    extra_labels: Callable[[int], dict[str, Any]] | None = None,
 ) -> list[str]:
-    """Write ``n`` gray PNGs into shards (+ records + manifest); returns the sample ids in order."""
+    """Write ``n`` gray PNGs into shards (+ records + manifest); returns the sample ids in order.
+
+    ``extra_labels(i)`` adds entries to sample ``i``'s labels (``group``, ``heldout``).
+    """
     rng = np.random.default_rng(seed)
     ids: list[str] = []
     for s in range(0, n, per_shard):
@@ -55,6 +60,7 @@ def write_shards(
                 meta: dict[str, Any] = {"id": key, "source": f"img{i}.png", "mode": "L", "width": 24, "height": 24}
                 if labels:
                     meta["labels"] = {"split": "train" if i % 3 else "test", "stripe": ["h", "v"][kind]}
+                    meta["labels"].update(extra_labels(i) if extra_labels else {})
                 w.write(key, "png", data, meta)
                 recs.append({**meta, "status": "accepted", "shard": f"shard-{s // per_shard:06d}.tar"})
                 ids.append(key)
