@@ -10,6 +10,7 @@ held-out test images alone (``heldout_<metric>``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -52,8 +53,9 @@ def frozen_protocols(
     knn: KnnConfig | None,
     probe: LinearProbeConfig | None,
     heldout: np.ndarray | None = None,
+    workers: int = 2,
 ) -> list[dict[str, Any]]:
-    """kNN and linear probe on every fold at every label fraction.
+    """kNN and linear probe on every fold at every label fraction (``workers`` folds at a time).
 
     Returns:
         Rows ``{backbone, role, task, protocol, fraction, seed, fold, n_labels, n_test, n_pool, <metrics>}``
@@ -64,38 +66,63 @@ def frozen_protocols(
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    y, C = task.y, task.num_classes
-    rows: list[dict[str, Any]] = []
     try:
-        for fold in folds:
-            base = {"backbone": backbone, "role": role, "task": task.name, "seed": fold.seed, "fold": fold.fold}
-            sizes = {"n_test": len(fold.test), "n_pool": len(fold.train)}
-            subsets = nested_label_subsets(y, fold.train, fractions, fold.label_seed, min_per_class)
-            for frac, idx in subsets.items():
-                common = {**base, "fraction": frac, "n_labels": len(idx), **sizes}
-                if knn is not None:
-                    pred, proba = knn_classify(
-                        feats[idx],
-                        y[idx],
-                        feats[fold.test],
-                        C,
-                        k=knn.k,
-                        temperature=knn.temperature,
-                        centre=knn.centre,
-                        prior_correction=knn.prior_correction,
-                    )
-                    rows.append({**common, "protocol": "knn", **score_row(y, fold.test, pred, proba, C, heldout)})
-                if probe is not None:
-                    r = fit_linear_probe(feats[idx], y[idx], feats[fold.test], C, probe, fold.label_seed)
-                    rows.append(
-                        {
-                            **common,
-                            "protocol": "linear_probe",
-                            **score_row(y, fold.test, r.pred, r.proba, C, heldout),
-                            "probe_c": r.c,
-                            "probe_selection": r.selection,
-                        }
-                    )
+        # Folds are independent: one worker per core (torch ops release the GIL; each runs single-threaded).
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(folds)))) as pool:
+            parts = list(
+                pool.map(
+                    lambda f: _fold_rows(backbone, role, feats, task, f, fractions, min_per_class, knn, probe, heldout),
+                    folds,
+                )
+            )
     finally:
         torch.set_num_threads(threads)
+    return [r for part in parts for r in part]
+
+
+def _fold_rows(
+    backbone: str,
+    role: str,
+    feats: np.ndarray,
+    task: Task,
+    fold: Fold,
+    fractions: Sequence[float],
+    min_per_class: int,
+    knn: KnnConfig | None,
+    probe: LinearProbeConfig | None,
+    heldout: np.ndarray | None,
+) -> list[dict[str, Any]]:
+    import torch
+
+    torch.set_num_threads(1)  # this worker thread's own intra-op setting
+    y, C = task.y, task.num_classes
+    rows: list[dict[str, Any]] = []
+    base = {"backbone": backbone, "role": role, "task": task.name, "seed": fold.seed, "fold": fold.fold}
+    sizes = {"n_test": len(fold.test), "n_pool": len(fold.train)}
+    subsets = nested_label_subsets(y, fold.train, fractions, fold.label_seed, min_per_class)
+    for frac, idx in subsets.items():
+        common = {**base, "fraction": frac, "n_labels": len(idx), **sizes}
+        if knn is not None:
+            pred, proba = knn_classify(
+                feats[idx],
+                y[idx],
+                feats[fold.test],
+                C,
+                k=knn.k,
+                temperature=knn.temperature,
+                centre=knn.centre,
+                prior_correction=knn.prior_correction,
+            )
+            rows.append({**common, "protocol": "knn", **score_row(y, fold.test, pred, proba, C, heldout)})
+        if probe is not None:
+            r = fit_linear_probe(feats[idx], y[idx], feats[fold.test], C, probe, fold.label_seed)
+            rows.append(
+                {
+                    **common,
+                    "protocol": "linear_probe",
+                    **score_row(y, fold.test, r.pred, r.proba, C, heldout),
+                    "probe_c": r.c,
+                    "probe_selection": r.selection,
+                }
+            )
     return rows

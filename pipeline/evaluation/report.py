@@ -49,7 +49,9 @@ def summarize(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> list[
             finite = np.array([v for v in vals if not math.isnan(v)])
             s[f"{m}_mean"] = iv.mean
             s[f"{m}_std"] = float(finite.std(ddof=1)) if len(finite) > 1 else (0.0 if len(finite) else math.nan)
-            s[f"{m}_low"], s[f"{m}_high"], s[f"{m}_se"], s[f"{m}_mc_se"] = iv.low, iv.high, iv.se, iv.mc_se
+            # Every metric lives in [0, 1]: the interval does too.
+            s[f"{m}_low"], s[f"{m}_high"] = float(np.clip(iv.low, 0, 1)), float(np.clip(iv.high, 0, 1))
+            s[f"{m}_se"], s[f"{m}_mc_se"] = iv.se, iv.mc_se
         out.append(s)
     out.sort(key=lambda s: (s["task"], s["protocol"], s["backbone"], s["fraction"]))
     return out

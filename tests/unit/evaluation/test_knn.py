@@ -53,7 +53,7 @@ def test_matches_dino_reference_and_ignores_feature_scale() -> None:
     ref_pred, ref_votes = _dino_knn(train, labels, test, k=10, T=0.07, num_classes=3)
     pred, proba = knn_classify(train * 7.0, labels, test, num_classes=3, k=10, temperature=0.07, batch_size=8)
     np.testing.assert_array_equal(pred, ref_pred)
-    np.testing.assert_allclose(proba, ref_votes / ref_votes.sum(1, keepdims=True), rtol=1e-10)
+    np.testing.assert_allclose(proba, ref_votes / ref_votes.sum(1, keepdims=True), rtol=1e-5)
 
 
 def test_k_larger_than_train_set_is_clipped() -> None:
@@ -72,7 +72,7 @@ def test_centring_equals_dino_on_centred_features() -> None:
     ref_pred, ref_votes = _dino_knn(train - mean, labels, test - mean, k=7, T=0.07, num_classes=2)
     pred, proba = knn_classify(train, labels, test, 2, k=7, temperature=0.07, centre=True)
     np.testing.assert_array_equal(pred, ref_pred)
-    np.testing.assert_allclose(proba, ref_votes / ref_votes.sum(1, keepdims=True), rtol=1e-10)
+    np.testing.assert_allclose(proba, ref_votes / ref_votes.sum(1, keepdims=True), rtol=1e-5)
 
 
 def test_prior_correction_divides_votes_by_class_share() -> None:

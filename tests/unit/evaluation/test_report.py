@@ -107,7 +107,7 @@ def test_markdown_table_has_one_row_per_backbone_and_dashes_for_missing_cells() 
     assert table[1] == "|---|---|---|"
     # Two seeds give a t interval (1 degree of freedom: wide); a single score has none and shows ± std.
     half = 12.706 * 0.05  # t(0.975, 1) x std / sqrt(2)
-    assert table[2] == f"| domain | 0.700 ± 0.000 | 0.850 [{0.85 - half:.3f}, {0.85 + half:.3f}] |"
+    assert table[2] == f"| domain | 0.700 ± 0.000 | 0.850 [{0.85 - half:.3f}, 1.000] |"  # clipped to [0, 1]
     assert table[3] == "| pixels | - | 0.600 ± 0.000 |"
     assert len(table) == 4
     # A metric never measured for a cell reads "-", not "nan".
