@@ -78,7 +78,7 @@ class LinearProbeConfig:
         select_metric: Validation metric that picks ``C``; ``auroc`` falls back to balanced
             accuracy where there is none (more than two classes).
         class_weight: ``None`` or ``"balanced"`` (each class weighs as much as the others in the loss).
-        max_iter: L-BFGS iterations.
+        max_iter: L-BFGS iterations per ``C`` (each starts from the previous ``C``'s solution).
         max_folds: At most this many folds (k-fold CV, k <= max_folds) when a subset is too small
             for a held-out split.
     """
@@ -88,7 +88,7 @@ class LinearProbeConfig:
     min_val_per_class: int = 5
     select_metric: str = "auroc"
     class_weight: str | None = "balanced"
-    max_iter: int = 200
+    max_iter: int = 100
     max_folds: int = 3
 
     def __post_init__(self) -> None:
