@@ -79,7 +79,8 @@ def elpv_groups(n: int, block: int) -> tuple[np.ndarray, str]:
     try:
         from data_recipes.elpv_demo.groups import ELPV_MODULE_STARTS, groups_from_starts
 
-        return groups_from_starts(n, ELPV_MODULE_STARTS), f"{len(ELPV_MODULE_STARTS)} solar modules"
+        g = groups_from_starts(n, ELPV_MODULE_STARTS)
+        return g, f"{len(np.unique(g))} solar modules (data_recipes/elpv_demo/groups.py)"
     except ImportError:
         return np.arange(n) // block, f"contiguous blocks of {block} cells"
 

@@ -101,6 +101,7 @@ def plot_label_efficiency(
         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("labelled training examples used (%)")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title or f"{task}: {protocol}")

@@ -51,6 +51,9 @@ def plot_summary(
         for j, p in enumerate(protocols):
             ax = axes[i][j]
             sel = [s for s in summary if s["task"] == t and s["protocol"] == p]
+            if not sel:
+                ax.axis("off")  # a protocol not run on this task (fine-tuning runs on the primary task by default)
+                continue
             flagged = (t, p) in untrained
             for b in backbones:
                 pts = sorted((s for s in sel if s["backbone"] == b), key=lambda s: s["fraction"])
@@ -66,10 +69,11 @@ def plot_summary(
                     ax.fill_between(x, lo, hi, color=colours[b], alpha=0.15, lw=0)
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_title(f"{t}: {p}" + (" (under-trained)" if flagged else ""), fontsize=10)
             if flagged:
                 ax.set_facecolor("#eeeeee")
-            ax.set_xlabel("labels used (% of the training fold)", fontsize=8)
+            ax.set_xlabel("labels used (%)", fontsize=8)
             ax.set_ylabel(metric.replace("_", " "), fontsize=8)
             ax.grid(True, which="both", alpha=0.3)
             if i == 0 and j == 0:
