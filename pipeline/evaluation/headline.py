@@ -1,8 +1,8 @@
 """The headline, and which protocols may feed it.
 
 A protocol whose best generic baseline is not clearly above chance with all the labels
-(the lower end of its interval at or below chance), or whose fine-tuning scores below the
-same backbone's frozen linear probe, did not train at these settings: it measures the
+(the lower end of its interval at or below chance), or (fine-tuning) whose best baseline
+scores below its own frozen linear probe, did not train at these settings: it measures the
 settings, not the backbones. It is reported as under-trained, with what would fix it,
 and gives no headline (and no "matches" sentence).
 
@@ -86,11 +86,15 @@ def check_protocol(
             fix,
         )
     if protocol == "finetune":
-        probe = _at(summary, task, "linear_probe", 1.0)
-        below = [b for b in full if b in probe and full[b][f"{metric}_mean"] < probe[b][f"{metric}_mean"]]
-        if below:
+        probe = _at(summary, task, "linear_probe", 1.0).get(best)
+        if probe is not None and s[f"{metric}_mean"] < probe[f"{metric}_mean"]:
             return ProtocolCheck(
-                task, protocol, False, f"fine-tuning scores below the frozen linear probe for {', '.join(below)}", fix
+                task,
+                protocol,
+                False,
+                f"best baseline {best}: fine-tuning ({s[f'{metric}_mean']:.3f}) scores below its frozen linear "
+                f"probe ({probe[f'{metric}_mean']:.3f})",
+                fix,
             )
     return ProtocolCheck(task, protocol, True)
 

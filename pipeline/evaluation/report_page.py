@@ -120,7 +120,7 @@ def write_report(
         info.pretraining,
         "",
         "Protocol checks (a protocol whose best baseline is not clearly above chance with all labels, "
-        "or whose fine-tuning falls below the frozen linear probe, gives no headline):",
+        "or whose best baseline fine-tunes below its own frozen linear probe, gives no headline):",
         "",
         *[f"- {c.line()}" for c in checks],
         "",
