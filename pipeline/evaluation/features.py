@@ -1,8 +1,12 @@
 """Frozen features: extracted once per backbone and cached on disk.
 
+Features as the field computes them: a CNN's last feature map global-average pooled
+(or GeM-pooled, ``pooling="gem"``); a ViT's class token concatenated with the mean of
+its patch tokens (DINOv2's linear evaluation), both after the final norm.
+
 The cache file is keyed by a hash of the backbone (architecture, weights
-fingerprint, input size) and of the evaluation data manifest, so a new export or
-new evaluation data never reuses stale features, and a re-run extracts nothing.
+fingerprint, input size), the pooling and the evaluation data manifest, so a new
+export or new evaluation data never reuses stale features, and a re-run extracts nothing.
 """
 
 from __future__ import annotations
@@ -87,6 +91,36 @@ def preprocessing(model: torch.nn.Module, img_size: int | None, overrides: dict 
     }
 
 
+POOLINGS = ("avg", "gem")
+# Bumped when the feature definition changes, so caches written before are not reused.
+FEATURE_VERSION = 2
+
+
+def pool(model: torch.nn.Module, x: torch.Tensor, pooling: str = "avg", gem_p: float = 3.0) -> torch.Tensor:
+    """Pooled features ``(n, d)`` of a timm model for the input batch ``x``.
+
+    ViT-like outputs ``(n, tokens, d)`` with a class token give ``[cls, mean(patch tokens)]``
+    (``2d``); CNN feature maps ``(n, c, h, w)`` are averaged (``avg``) or GeM-pooled,
+    ``mean(x^p)^(1/p)`` over positions (``gem``, after clamping to positive values).
+    Anything else goes through the model's own head (``num_classes=0``).
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; choose one of {POOLINGS}")
+    forward_features = getattr(model, "forward_features", None)
+    if forward_features is None:
+        return model(x)
+    f = forward_features(x)
+    if f.ndim == 3 and getattr(model, "cls_token", None) is not None:
+        npt = int(getattr(model, "num_prefix_tokens", 1))
+        return torch.cat([f[:, 0], f[:, npt:].mean(1)], dim=1)
+    if f.ndim == 4:
+        if pooling == "gem":
+            return f.clamp(min=1e-6).pow(gem_p).mean((2, 3)).pow(1.0 / gem_p)
+        return f.mean((2, 3))
+    head = getattr(model, "forward_head", None)
+    return head(f, pre_logits=True) if callable(head) else model(x)
+
+
 @torch.no_grad()
 def network_features(
     model: torch.nn.Module,
@@ -95,15 +129,16 @@ def network_features(
     batch_size: int = 64,
     progress: bool = False,
     desc: str = "features",
+    pooling: str = "avg",
 ) -> np.ndarray:
-    """Pooled features ``(n, d)`` of ``model`` (built with ``num_classes=0``) in eval mode."""
+    """Pooled features ``(n, d)`` of ``model`` (built with ``num_classes=0``) in eval mode (see :func:`pool`)."""
     model.eval()
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, unit="batch"):
         x = to_tensor_batch(
             images[start : start + batch_size], prep["size"], prep["mean"], prep["std"], prep["interpolation"]
         )
-        out.append(model(x).float().reshape(len(x), -1).numpy())
+        out.append(pool(model, x, pooling).float().reshape(len(x), -1).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -117,10 +152,12 @@ def pixel_features(images: Sequence[Image.Image], size: int) -> np.ndarray:
     )
 
 
-def feature_key(backbone: EvalBackbone, data_hash: str, seed: int) -> str:
-    """Cache key: everything that changes the features, and nothing else."""
+def feature_key(backbone: EvalBackbone, data_hash: str, seed: int, pooling: str = "avg") -> str:
+    """Cache key: everything that changes the features, and nothing else (pixels have no pooling)."""
     return config_hash(
         {
+            "version": FEATURE_VERSION,
+            **({} if backbone.is_pixels else {"pooling": pooling}),
             "arch": backbone.arch,
             "spec": repr(backbone.spec),
             "fingerprint": backbone.fingerprint,
@@ -152,9 +189,10 @@ def extract(
     seed: int = 0,
     batch_size: int = 64,
     progress: bool = False,
+    pooling: str = "avg",
 ) -> np.ndarray:
     """Features of ``images`` for ``backbone``, from the cache when present."""
-    key = feature_key(backbone, data_hash, seed)
+    key = feature_key(backbone, data_hash, seed, pooling)
 
     def compute() -> np.ndarray:
         if backbone.is_pixels:
@@ -163,7 +201,9 @@ def extract(
         model = backbone.build(seed)
         prep = preprocessing(model, backbone.img_size, backbone.preprocessing_overrides())
         log.info("features %s: %s at %dpx (%s)", backbone.name, backbone.arch, prep["size"], backbone.source)
-        return network_features(model, images, prep, batch_size, progress, desc=f"features {backbone.name}")
+        return network_features(
+            model, images, prep, batch_size, progress, desc=f"features {backbone.name}", pooling=pooling
+        )
 
     feats, hit = cached(cache_dir, backbone.name, key, compute)
     log.info("features %s: %s %s", backbone.name, "cache hit" if hit else "extracted", feats.shape)

@@ -1,7 +1,9 @@
-"""The label-fraction loops: every protocol on the same nested, seeded label subsets.
+"""Fine-tuning over label fractions and seeds, on the recipe's fixed train/test split.
 
-Both functions return rows ``{backbone, role, task, protocol, fraction, seed,
-n_labels, <metrics>}``; :mod:`pipeline.evaluation.report` aggregates them.
+Rows ``{backbone, role, task, protocol, fraction, seed, fold, n_labels, <metrics>}`` as
+the frozen protocols' (:mod:`~pipeline.evaluation.frozen`; ``fold`` is always 0 here);
+:mod:`pipeline.evaluation.report` aggregates them. Fine-tuning stays on the fixed split:
+one run per fold would multiply its (GPU-sized) cost by the number of folds.
 """
 
 from __future__ import annotations
@@ -15,17 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
-from pipeline.config.eval import FinetuneConfig, KnnConfig, LinearProbeConfig
+from pipeline.config.eval import FinetuneConfig
 from pipeline.core.manifest import atomic_write_json, config_hash
 from pipeline.evaluation.backbones import EvalBackbone
 from pipeline.evaluation.dataset import Task
 from pipeline.evaluation.features import preprocessing
 from pipeline.evaluation.finetune import OptimizerFactory, finetune_and_predict
 from pipeline.evaluation.fractions import nested_label_subsets
-from pipeline.evaluation.knn import knn_classify
-from pipeline.evaluation.linear_probe import fit_linear_probe
 from pipeline.evaluation.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -45,47 +44,10 @@ def _row(b: EvalBackbone, task: str, protocol: str, frac: float, seed: int, n: i
         "protocol": protocol,
         "fraction": frac,
         "seed": seed,
+        "fold": 0,
         "n_labels": n,
         **m,
     }
-
-
-# Hundreds of small fits: multi-threaded BLAS only adds synchronisation (and, on a
-# shared machine, spin-waiting that made this loop ~20x slower).
-@threadpool_limits.wrap(limits=1, user_api="blas")
-def frozen_protocols(
-    b: EvalBackbone,
-    feats: np.ndarray,
-    task: Task,
-    is_test: np.ndarray,
-    fractions: Sequence[float],
-    seeds: Sequence[int],
-    min_per_class: int,
-    knn: KnnConfig | None,
-    probe: LinearProbeConfig | None,
-) -> list[dict[str, Any]]:
-    """kNN and linear probe at every label fraction and seed."""
-    train_idx, test_idx = task_splits(task, is_test)
-    y, C = task.y, task.num_classes
-    rows = []
-    for seed in seeds:
-        for frac, idx in nested_label_subsets(y, train_idx, fractions, seed, min_per_class).items():
-            if knn is not None:
-                pred, proba = knn_classify(feats[idx], y[idx], feats[test_idx], C, k=knn.k, temperature=knn.temperature)
-                rows.append(
-                    _row(b, task.name, "knn", frac, seed, len(idx), classification_metrics(y[test_idx], pred, proba, C))
-                )
-            if probe is not None:
-                r = fit_linear_probe(feats[idx], y[idx], feats[test_idx], C, probe, seed)
-                m = classification_metrics(y[test_idx], r.pred, r.proba, C)
-                rows.append(
-                    {
-                        **_row(b, task.name, "linear_probe", frac, seed, len(idx), m),
-                        "probe_c": r.c,
-                        "probe_selection": r.selection,
-                    }
-                )
-    return rows
 
 
 def finetune_protocol(
@@ -125,7 +87,7 @@ def finetune_protocol(
             key = config_hash(cache_key, size, interpolation, task.name, frac, seed, idx.tolist(), test_idx.tolist())
             path = cache_dir / f"{b.name}-{task.name}-f{frac:g}-s{seed}-{key}.json"
             if path.is_file():
-                rows.append(json.loads(path.read_text()))
+                rows.append({"fold": 0, **json.loads(path.read_text())})  # runs cached before folds existed
                 continue
             if x is None:
                 x = images_at(size, interpolation)

@@ -4,11 +4,15 @@ Outputs (under ``<paths.output_dir>/<eval.folder>``, ``eval`` by default)::
 
     features/<backbone>-<hash>.npy   frozen features of the whole eval set (cache, always in eval/)
     finetune/<backbone>-...json      one finished fine-tuning run each (cache, always in eval/; resumes)
-    report/results.csv               one row per backbone, task, protocol, label fraction, seed
-    report/summary.csv               mean and std over seeds
+    report/results.csv               one row per backbone, task, protocol, label fraction, seed, fold
+    report/summary.csv               mean, std and confidence interval over folds x seeds
+    report/summary.png               every curve with its band, and the headline (read this first)
     report/label_efficiency_<task>_<protocol>.png
-    report/report.md                 tables and the label-efficiency headline
+    report/report.md                 the headline with its interval, protocol checks, tables
     manifest.json
+
+The frozen protocols (kNN, linear probe) use grouped cross-validation over all labelled
+images by default (``eval.protocol``); fine-tuning uses the recipe's fixed split.
 
 Every backbone gets an MLflow run nested under the stage's run, with the same
 metric names, so backbones compare side by side.
@@ -32,11 +36,14 @@ from pipeline.core.stage import completed, section, stage_dir
 from pipeline.evaluation import report
 from pipeline.evaluation.backbones import EvalBackbone, resolve_backbones
 from pipeline.evaluation.dataset import EvalSet, load_eval_set
-from pipeline.evaluation.features import extract
+from pipeline.evaluation.features import POOLINGS, extract
 from pipeline.evaluation.finetune import images_to_uint8
-from pipeline.evaluation.label_efficiency import efficiency_against_baselines
+from pipeline.evaluation.folds import Fold, evaluation_folds
+from pipeline.evaluation.frozen import frozen_protocols
+from pipeline.evaluation.headline import metric_for
 from pipeline.evaluation.metrics import METRICS
-from pipeline.evaluation.protocols import finetune_protocol, frozen_protocols
+from pipeline.evaluation.protocols import finetune_protocol
+from pipeline.evaluation.report_page import PageInfo, write_report
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,9 @@ def _log_backbone(b: EvalBackbone, summary: list[dict[str, Any]]) -> None:
             if not np.isnan(s[f"{m}_mean"]):
                 flat[f"{base}.{m}.{pct}"] = s[f"{m}_mean"]
                 flat[f"{base}.{m}.{pct}.std"] = s[f"{m}_std"]
+                for end in ("low", "high"):
+                    if not np.isnan(s.get(f"{m}_{end}", np.nan)):
+                        flat[f"{base}.{m}.{pct}.{end}"] = s[f"{m}_{end}"]
                 steps.setdefault(round(s["n_labels"]), {})[f"{base}.{m}.curve"] = s[f"{m}_mean"]
     # Few large batches: one MLflow call per metric is slow on a SQLite store.
     items = list(flat.items())
@@ -78,25 +88,29 @@ def lock_folder(cfg: DictConfig) -> Path:
     return stage_dir(cfg, cfg.eval.folder)
 
 
-Cell = tuple[str, str, str, float, int]
+Cell = tuple[str, str, str, float, int, int]
 
 
 def expected_cells(
-    backbones: list[EvalBackbone], tasks: list[str], ft_tasks: list[str], ec: dict[str, Any]
+    backbones: list[EvalBackbone],
+    tasks: list[str],
+    ft_tasks: list[str],
+    ec: dict[str, Any],
+    folds: dict[str, list[Fold]],
 ) -> set[Cell]:
-    """Every (backbone, task, protocol, fraction, seed) the config asks for."""
+    """Every (backbone, task, protocol, fraction, seed, fold) the config asks for."""
     frozen = [p for p in ("knn", "linear_probe") if ec[p]["enabled"]]
     ft = ec["finetune"]
     cells = {
-        (b.name, t, p, float(f), int(s))
+        (b.name, t, p, float(f), fo.seed, fo.fold)
         for b in backbones
         for t in tasks
         for p in frozen
         for f in ec["fractions"]
-        for s in ec["seeds"]
+        for fo in folds[t]
     }
     cells |= {
-        (b.name, t, "finetune", float(f), int(s))
+        (b.name, t, "finetune", float(f), int(s), 0)
         for b in backbones
         if b.finetune
         for t in ft_tasks
@@ -108,7 +122,7 @@ def expected_cells(
 
 def check_cells(rows: list[dict[str, Any]], expected: set[Cell]) -> None:
     """Every expected cell has exactly one result, or an error naming the missing ones (no manifest follows)."""
-    got = [(r["backbone"], r["task"], r["protocol"], float(r["fraction"]), r["seed"]) for r in rows]
+    got = [(r["backbone"], r["task"], r["protocol"], float(r["fraction"]), r["seed"], r["fold"]) for r in rows]
     missing = sorted(expected - set(got))
     repeated = sorted({c for c in got if got.count(c) > 1})
     unexpected = sorted(set(got) - expected)
@@ -120,7 +134,7 @@ def check_cells(rows: list[dict[str, Any]], expected: set[Cell]) -> None:
         raise RuntimeError(
             "eval: results do not cover the configured grid once; no manifest written. "
             + "; ".join(
-                f"{len(c)} cells {w} (backbone/task/protocol/fraction/seed): {show(c)}"
+                f"{len(c)} cells {w} (backbone/task/protocol/fraction/seed/fold): {show(c)}"
                 for w, c in (("missing", missing), ("repeated", repeated), ("not asked for", unexpected))
                 if c
             )
@@ -149,6 +163,19 @@ def run(cfg: DictConfig) -> Manifest:
     metric = ec["headline_metric"]
     if metric not in METRICS:
         raise ValueError(f"eval.headline_metric={metric!r}; choose one of {METRICS}")
+    if typed.pooling not in POOLINGS:
+        raise ValueError(f"eval.pooling={typed.pooling!r}; choose one of {POOLINGS}")
+    metric_of = {t: metric_for(metric, data.tasks[t].num_classes) for t in tasks}
+    # One fold partition per seed, the same for every backbone (so they compare fold by fold).
+    folds = {
+        t: [
+            f
+            for seed in typed.seeds
+            for f in evaluation_folds(data.tasks[t].y, data.groups, data.is_test, typed.protocol, typed.folds, seed)
+        ]
+        for t in tasks
+    }
+    heldout = None if data.heldout.all() else data.heldout
     ft = typed.finetune
     ft_tasks = _tasks(ft.tasks, data) if ft.enabled else []
     optimizer = instantiate(cfg.eval.finetune.optimizer)
@@ -179,19 +206,27 @@ def run(cfg: DictConfig) -> Manifest:
         ):
             tracking.set_tags({"backbone": b.name, "role": b.role})
             feats = extract(
-                b, data.images, feat_dir, data.manifest_hash, cfg.seed, ec["feature_batch_size"], cfg.progress
+                b,
+                data.images,
+                feat_dir,
+                data.manifest_hash,
+                cfg.seed,
+                ec["feature_batch_size"],
+                cfg.progress,
+                typed.pooling,
             )
             for t in tasks:
                 b_rows += frozen_protocols(
-                    b,
+                    b.name,
+                    b.role,
                     feats,
                     data.tasks[t],
-                    data.is_test,
-                    ec["fractions"],
-                    ec["seeds"],
-                    ec["min_per_class"],
+                    folds[t],
+                    typed.fractions,
+                    typed.min_per_class,
                     knn,
                     probe,
+                    heldout,
                 )
             if b.finetune and ft_tasks:
                 bar = tqdm(desc=f"finetune {b.name}", disable=not cfg.progress, unit="run")
@@ -229,12 +264,14 @@ def run(cfg: DictConfig) -> Manifest:
                         progress=progress,
                     )
                 bar.close()
-            _log_backbone(b, report.summarize(b_rows))
+            _log_backbone(b, report.summarize(b_rows, typed.confidence))
         rows += b_rows
-    check_cells(rows, expected_cells(backbones, tasks, ft_tasks, ec))
-    summary = report.summarize(rows)
+    check_cells(rows, expected_cells(backbones, tasks, ft_tasks, ec, folds))
+    summary = report.summarize(rows, typed.confidence)
     roles = {b.name: b.role for b in backbones}
-    metrics, headline = _write_report(rep_dir, rows, summary, roles, tasks, metric, notes, data)
+    info = PageInfo(len(data.ids), _protocol_sentence(typed, data), _pretraining_sentence(data), notes)
+    num_classes = {t: data.tasks[t].num_classes for t in tasks}
+    metrics, headline = write_report(rep_dir, rows, summary, roles, tasks, metric_of, num_classes, info)
     tracking.log_artifact(rep_dir, artifact_path=f"{ec['folder']}/report")
     m = Manifest(
         stage="eval",
@@ -247,6 +284,7 @@ def run(cfg: DictConfig) -> Manifest:
         ],
         artifacts={
             "report": "report/report.md",
+            "summary_figure": "report/summary.png",
             "results": "report/results.csv",
             "summary": "report/summary.csv",
             "features": str(feat_dir),
@@ -269,63 +307,34 @@ def run(cfg: DictConfig) -> Manifest:
     return m
 
 
-def _write_report(
-    rep_dir: Path,
-    rows: list[dict[str, Any]],
-    summary: list[dict[str, Any]],
-    roles: dict[str, str],
-    tasks: list[str],
-    metric: str,
-    notes: list[str],
-    data: EvalSet,
-) -> tuple[dict[str, float], list[str]]:
-    report.write_csv(rows, rep_dir / "results.csv")
-    report.write_csv(summary, rep_dir / "summary.csv")
-    metrics: dict[str, float] = {}
-    headline: list[str] = []
-    has_domain = any(r == "domain" for r in roles.values())
-    body = []
-    for t in tasks:
-        present = {s["protocol"] for s in summary if s["task"] == t}
-        for p in [p for p in ("knn", "linear_probe", "finetune") if p in present]:
-            png = report.plot_label_efficiency(summary, t, p, metric, rep_dir / f"label_efficiency_{t}_{p}.png")
-            eff = efficiency_against_baselines(report.curves(summary, t, p, metric), roles)
-            body += [
-                f"### {t}: {p}",
-                "",
-                f"![{t} {p}]({png.name})",
-                "",
-                report.markdown_table(summary, t, p, metric),
-                "",
-                *report.efficiency_lines(eff, metric),
-                "",
-            ]
-            for s in summary:
-                if s["task"] == t and s["protocol"] == p and s["fraction"] == 1.0:
-                    metrics[f"{t}.{p}.{s['backbone']}.{metric}.p100"] = s[f"{metric}_mean"]
-            for b, e in eff.items():
-                if e.match.fraction is not None:
-                    metrics[f"{t}.{p}.{b}.label_fraction_to_match"] = e.match.fraction
-                if t == tasks[0] and (roles[b] == "domain" or not has_domain):
-                    headline.append(f"{t} / {p}: {e.match.sentence(b, e.reference, metric)}")
-    n_train = int((~data.is_test).sum())
-    head = [
-        "# Label-efficiency report",
-        "",
-        f"Evaluation set: {len(data.ids)} images ({n_train} train, {len(data.ids) - n_train} test). "
-        f"Metric: {metric.replace('_', ' ')}, mean ± std over seeds; label fractions are of the training split, "
-        "stratified, at least one example per class.",
-        "",
-        "## Headline",
-        "",
-    ]
-    if not has_domain:
-        head += [
-            "No domain backbone was evaluated" + (f": {'; '.join(notes)}" if notes else "") + ".",
-            "Baselines against each other:",
-            "",
-        ]
-    head += [f"- {h}" for h in headline] + [""]
-    md = "\n".join([*head, "## Results", "", *body])
-    (rep_dir / "report.md").write_text(md)
-    return metrics, headline
+def _protocol_sentence(ec: EvalConfig, data: EvalSet) -> str:
+    pct = f"{100 * ec.confidence:g} %"
+    if ec.protocol == "split":
+        n_test = int(data.is_test.sum())
+        return (
+            f"Frozen protocols: the recipe's fixed split ({len(data.ids) - n_test} train, {n_test} test), "
+            f"{len(ec.seeds)} label-draw seeds; {pct} intervals over seeds cover the label draws, "
+            "not the test set's noise."
+        )
+    kind = (
+        f"stratified group {ec.folds}-fold cross-validation ({len(np.unique(data.groups))} groups: images of one "
+        "group are never on both sides)"
+        if ec.protocol == "grouped_cv"
+        else f"stratified {ec.folds}-fold cross-validation (random folds, no groups)"
+    )
+    return (
+        f"Frozen protocols (kNN, linear probe): {kind} over all labelled images, repeated with {len(ec.seeds)} "
+        f"seeds; label fractions are drawn inside each training fold (stratified, nested). Mean over folds x seeds "
+        f"with a {pct} interval from the Nadeau-Bengio corrected variance (folds share training data). "
+        "Fine-tuning: the recipe's fixed train/test split."
+    )
+
+
+def _pretraining_sentence(data: EvalSet) -> str:
+    n, held = len(data.ids), int(data.heldout.sum())
+    if held == n:
+        return f"Pretraining: none of the {n} evaluation images was in the pretraining pool."
+    return (
+        f"Pretraining: {n - held} of the {n} evaluation images were in the pretraining pool (the domain backbone "
+        f"has seen them, without labels); the tables marked 'held-out images only' score the {held} others alone."
+    )

@@ -101,6 +101,7 @@ def test_eval_stage_with_export_tracking_and_resume(root: Path) -> None:
     rep = root / "out" / "eval" / "report"
     for name in (
         "report.md",
+        "summary.png",
         "results.csv",
         "summary.csv",
         "label_efficiency_defect_finetune.png",
@@ -114,16 +115,20 @@ def test_eval_stage_with_export_tracking_and_resume(root: Path) -> None:
     import csv
 
     rows = list(csv.DictReader((rep / "results.csv").open()))
-    # 3 backbones x 2 tasks x 2 protocols x 2 fractions x 2 seeds, + fine-tuning: 2 nets x 1 task x 1 fraction x 1 seed
-    assert len(rows) == 3 * 2 * 2 * 2 * 2 + 2
+    # 3 backbones x 2 tasks x 2 protocols x 2 fractions x 2 seeds x 5 folds (grouped cross-validation),
+    # + fine-tuning on the fixed split: 2 nets x 1 task x 1 fraction x 1 seed
+    assert len(rows) == 3 * 2 * 2 * 2 * 2 * 5 + 2
     assert {r["protocol"] for r in rows} == {"knn", "linear_probe", "finetune"}
     for r in rows:
         assert 0.0 <= float(r["balanced_accuracy"]) <= 1.0
         assert r["auroc"] != ""
     full = [r for r in rows if r["fraction"] == "1.0" and r["task"] == "defect" and r["protocol"] == "knn"]
-    assert {int(r["n_labels"]) for r in full} == {33}  # every train image: 48 - 15 test
+    assert {int(r["n_labels"]) + int(r["n_test"]) for r in full} == {48}  # every image, once on each side
+    ft = [r for r in rows if r["protocol"] == "finetune"]
+    assert {int(r["n_labels"]) for r in ft} == {33}  # fine-tuning: every train image of the fixed split (48 - 15 test)
     md = (rep / "report.md").read_text()
     assert "## Headline" in md and "domain" in md
+    assert md.index("summary.png") < md.index("## Headline") and "stratified group 5-fold" in md
     assert any(k.endswith("label_fraction_to_match") or k.endswith(".p100") for k in m.metrics)
     # MLflow: one nested run per backbone, under the stage run.
     import mlflow
@@ -153,7 +158,7 @@ def test_eval_stage_without_pretrain_evaluates_baselines_and_says_so(root: Path)
     assert "No domain backbone was evaluated" in md
     # Stripes are visible in raw pixels: the sanity floor learns the 'type' task.
     summary = read_manifest(root / "out" / "eval").metrics
-    assert summary["type.linear_probe.raw_pixels.balanced_accuracy.p100"] > 0.8
+    assert summary["type.linear_probe.raw_pixels.auroc.p100"] > 0.8
 
 
 def test_a_result_deleted_from_a_finished_eval_is_redone(root: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -172,7 +177,7 @@ def test_a_result_deleted_from_a_finished_eval_is_redone(root: Path, caplog: pyt
     results = root / "out" / "eval" / "report" / "results.csv"
     before = results.read_text()
     lines = before.splitlines(keepends=True)
-    assert len(lines) == 1 + 2 * 2 * 2  # header + 2 protocols x 2 fractions x 2 seeds
+    assert len(lines) == 1 + 2 * 2 * 2 * 5  # header + 2 protocols x 2 fractions x 2 seeds x 5 folds
     results.write_text("".join(lines[:-1]))
     with caplog.at_level(logging.INFO):
         eval_stage.run(cfg)
@@ -187,12 +192,36 @@ def test_a_result_deleted_from_a_finished_eval_is_redone(root: Path, caplog: pyt
 def test_missing_cells_are_an_error_naming_them() -> None:
     from pipeline.stages.eval import check_cells
 
-    want = {("a", "t", "knn", f, s) for f in (0.5, 1.0) for s in (0, 1)}
+    want = {("a", "t", "knn", f, s, 0) for f in (0.5, 1.0) for s in (0, 1)}
     rows = [
-        {"backbone": "a", "task": "t", "protocol": "knn", "fraction": c[3], "seed": c[4]} for c in sorted(want)[:-1]
+        {"backbone": "a", "task": "t", "protocol": "knn", "fraction": c[3], "seed": c[4], "fold": 0}
+        for c in sorted(want)[:-1]
     ]
-    with pytest.raises(RuntimeError, match=r"1 cells missing .*: a/t/knn/1.0/1"):
+    with pytest.raises(RuntimeError, match=r"1 cells missing .*: a/t/knn/1.0/1/0"):
         check_cells(rows, want)
     with pytest.raises(RuntimeError, match=r"1 cells repeated"):
         check_cells(rows + rows[:1] + [{**rows[0], "fraction": 1.0, "seed": 1}], want)
+    with pytest.raises(RuntimeError, match=r"1 cells not asked for"):
+        check_cells([*rows, {**rows[0], "fraction": 1.0, "seed": 1, "fold": 1}], want)
     check_cells([*rows, {**rows[0], "fraction": 1.0, "seed": 1}], want)
+
+
+def test_the_fixed_split_protocol_stays_available(root: Path) -> None:
+    from pipeline.stages import eval as eval_stage
+
+    cfg = _cfg(
+        root,
+        "tracking=off",
+        "eval.protocol=split",
+        "eval.finetune.enabled=false",
+        "eval.tasks=[type]",
+        "eval.backbones=[{name:raw_pixels,arch:raw_pixels,img_size:8,finetune:false}]",
+    )
+    m = eval_stage.run(cfg)
+    import csv
+
+    rows = list(csv.DictReader((root / "out" / "eval" / "report" / "results.csv").open()))
+    assert len(rows) == 2 * 2 * 2 and {r["fold"] for r in rows} == {"0"}
+    assert {int(r["n_test"]) for r in rows} == {15}  # the recipe's test split
+    assert "fixed split" in (root / "out" / "eval" / "report" / "report.md").read_text()
+    assert m.counts["runs"] == 8

@@ -74,13 +74,13 @@ def test_bad_entries_raise_naming_the_entry(tmp_path: Path) -> None:
         resolve_backbones([BackboneEntryConfig("gen", arch="test_vit", weights=str(tmp_path / "nope.pt"))], 0)
 
 
-def test_features_are_cached_and_vits_use_their_built_size(tmp_path: Path) -> None:
+def test_features_are_cached_and_vits_use_their_built_size_and_cls_plus_patch_mean(tmp_path: Path) -> None:
     _export(tmp_path / "pretrain")
     dom = resolve_backbones(_entries(tmp_path), 0)[0][0]
     assert preprocessing(dom.build(), None)["size"] == 32  # not timm's default 160 for test_vit
     imgs = [Image.fromarray(np.full((20, 20), i * 10, dtype=np.uint8)) for i in range(5)]
     f1 = extract(dom, imgs, tmp_path / "cache", "data")
-    assert f1.shape == (5, 64) and len(list((tmp_path / "cache").glob("domain-*.npy"))) == 1
+    assert f1.shape == (5, 128) and len(list((tmp_path / "cache").glob("domain-*.npy"))) == 1
     calls = []
     f2, hit = cached(tmp_path / "cache", "domain", feature_key(dom, "data", 0), lambda: calls.append(1) or f1)
     assert hit and not calls

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -42,6 +43,20 @@ ROWS = [
     _row("pixels", 1.0, 0, 0.6, auroc=0.65),
     _row("pixels", 0.1, 0, 0.5, auroc=0.55, protocol="linear_probe"),
 ]
+
+
+def test_summarize_corrects_the_interval_of_cross_validation_folds() -> None:
+    rows = [
+        {**_row("domain", 1.0, seed, acc), "fold": fold, "n_test": 20, "n_pool": 80}
+        for seed, fold, acc in [(0, 0, 0.8), (0, 1, 0.9), (1, 0, 0.85), (1, 1, 0.75)]
+    ]
+    (s,) = report.summarize(rows)
+    assert s["seeds"] == 2 and s["folds"] == 4
+    sd = float(np.std([0.8, 0.9, 0.85, 0.75], ddof=1))
+    assert s["accuracy_se"] == pytest.approx(sd * math.sqrt(1 / 4 + 20 / 80))
+    # A fixed split (one fold per seed) is not corrected.
+    (split,) = report.summarize([_row("domain", 1.0, 0, 0.8), _row("domain", 1.0, 1, 0.9)])
+    assert split["accuracy_se"] == pytest.approx(float(np.std([0.8, 0.9], ddof=1)) / math.sqrt(2))
 
 
 def test_summarize_aggregates_seeds_with_sample_std_and_skips_missing_values() -> None:
@@ -90,7 +105,9 @@ def test_markdown_table_has_one_row_per_backbone_and_dashes_for_missing_cells() 
     table = report.markdown_table(report.summarize(ROWS), "defect", "knn", "accuracy").splitlines()
     assert table[0] == "| backbone | 10 % | 100 % |"
     assert table[1] == "|---|---|---|"
-    assert table[2] == "| domain | 0.700 ± 0.000 | 0.850 ± 0.071 |"
+    # Two seeds give a t interval (1 degree of freedom: wide); a single score has none and shows ± std.
+    half = 12.706 * 0.05  # t(0.975, 1) x std / sqrt(2)
+    assert table[2] == f"| domain | 0.700 ± 0.000 | 0.850 [{0.85 - half:.3f}, 1.000] |"  # clipped to [0, 1]
     assert table[3] == "| pixels | - | 0.600 ± 0.000 |"
     assert len(table) == 4
     # A metric never measured for a cell reads "-", not "nan".
