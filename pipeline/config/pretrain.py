@@ -211,6 +211,9 @@ class PretrainConfig:
 
     Attributes:
         export_dir: Folder under the stage's output for the exported teacher backbone.
+        onnx: Also write ``backbone.onnx`` (pooled features, dynamic batch axis) beside the
+            safetensors, checked against PyTorch with onnxruntime. A model that does not export
+            gets a warning and no ONNX file; the safetensors export does not depend on it.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -221,6 +224,7 @@ class PretrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     export_dir: str = "export"
+    onnx: bool = True
 
 
 def register(cs: ConfigStore) -> None:

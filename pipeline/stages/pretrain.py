@@ -4,7 +4,8 @@ Outputs (under ``<paths.output_dir>/pretrain``)::
 
     checkpoints/last.ckpt   every ``trainer.checkpoint_every_n_steps`` (exact resume)
     metrics.jsonl           every logged metric (also sent to the stage's MLflow run)
-    export/                 model.safetensors + config.json (timm-loadable teacher backbone)
+    export/                 model.safetensors + config.json (timm-loadable teacher backbone),
+                            backbone.onnx (pretrain.onnx; features for deployment)
     manifest.json           kNN before/after, throughput, loader wait, lineage
 """
 
@@ -31,6 +32,7 @@ from pipeline.config.pretrain import MethodConfig, OptimConfig
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
+from pipeline.models.backbone import read_export
 from pipeline.pretrain.backbone_init import build_vit
 from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.compile import compile_method
@@ -268,6 +270,7 @@ def run(cfg: DictConfig) -> Manifest:
         aug.mean,
         aug.std,
         extra={"method": m.name, "steps": trainer.global_step, "data": str(src), "seed": cfg.seed},
+        onnx=bool(p.onnx),
     )
     metrics: dict[str, float] = {}
     if knn is not None and knn.history:
@@ -290,6 +293,9 @@ def run(cfg: DictConfig) -> Manifest:
     absent = [str(f) for f in exported if not f.is_file()]
     if absent:
         raise RuntimeError(f"pretrain: the export is missing {absent}; no manifest written")
+    onnx_record = read_export(out / p.export_dir).get("onnx")
+    if onnx_record and onnx_record.get("file"):
+        exported.append(out / p.export_dir / onnx_record["file"])
     manifest = Manifest(
         stage="pretrain",
         config_hash=h,
@@ -302,6 +308,7 @@ def run(cfg: DictConfig) -> Manifest:
             "augment_backend": aug.backend,
             "knn_history": knn.history if knn else [],
             "collapse": collapse.warned,  # None, "uniform" or "dominant" (pipeline/pretrain/collapse.py)
+            "onnx": onnx_record,  # None when pretrain.onnx is off; else the file, or why there is none
         },
         files=file_digests(out, exported),
     )

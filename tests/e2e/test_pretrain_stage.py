@@ -5,19 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from pipeline.config.models import BackboneConfig
 from pipeline.models.backbone import create_backbone
 from pipeline.pretrain.logger import read_metrics
+from pipeline.pretrain.onnx_export import onnx_features
 from pipeline.stages import pretrain as stage
 from tests.unit.pretrain_tiny import compose, make_output_dir
 
 
 def test_stage_trains_monitors_exports_and_skips(tmp_path: Path) -> None:
     out = make_output_dir(tmp_path)
-    cfg = compose(tmp_path, "pretrain.trainer.max_epochs=1", "pretrain.monitor.knn_every_n_epochs=1")
+    cfg = compose(
+        tmp_path, "pretrain.trainer.max_epochs=1", "pretrain.monitor.knn_every_n_epochs=1", "pretrain.onnx=true"
+    )
     m = stage.run(cfg)
     assert m.counts == {"images": 40, "steps": 5, "epochs": 1}
     assert m.extra["augment_preset"] == "grayscale"  # auto: the tiny images are mode L
@@ -38,6 +42,12 @@ def test_stage_trains_monitors_exports_and_skips(tmp_path: Path) -> None:
     assert cfg_json["model_kwargs"]["patch_size"] == 8 and cfg_json["model_kwargs"]["img_size"] == 16
     model = create_backbone(BackboneConfig(cfg_json["architecture"], weights=str(export)))
     assert model(torch.randn(1, 3, 16, 16)).shape == (1, 32)
+    assert cfg_json["onnx"]["file"] == "backbone.onnx" and m.extra["onnx"] == cfg_json["onnx"]
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        ref = model.eval()(x).numpy()
+    assert np.abs(onnx_features(export / "backbone.onnx", x.numpy()) - ref).max() < 1e-4
+    assert "export/backbone.onnx" in m.files  # the skip-on-rerun check covers it
 
     again = stage.run(cfg)  # same config: skipped, same manifest
     assert again.created == m.created
