@@ -49,7 +49,7 @@ from pipeline.core.malloc import keep_freed_memory
 from pipeline.io.ingest import ingest
 from pipeline.pretrain.compile import compile_method, compile_trunks
 from pipeline.pretrain.data import ShardLoader, StreamSpec, describe_folder
-from pipeline.pretrain.methods import Distillation, StepInputs
+from pipeline.pretrain.methods import SelfDistillation, StepInputs
 
 PEAK_BF16 = 989e12  # H100 / H200 SXM dense bf16 FLOP/s
 COMPILE_MODES = ("off", "trunks", "full")
@@ -62,7 +62,7 @@ def use_bf16(a: argparse.Namespace, device: torch.device) -> bool:
 
 def make_method(
     name: str, size: int, method: str, out_dim: int, device: torch.device, param_dtype: str = "float32", **vit_kwargs
-) -> Distillation:
+) -> SelfDistillation:
     vit = timm.create_model(name, img_size=size, num_classes=0, dynamic_img_size=True, **vit_kwargs)
     w = (1.0, 1.0, 0.1) if method == "dinov2" else (1.0, 0.0, 0.0)
     spec = MethodConfig(
@@ -72,7 +72,7 @@ def make_method(
         bottleneck_dim=256,
         param_dtype=param_dtype,
     )
-    return Distillation(vit, spec).to(device).train()
+    return SelfDistillation(vit, spec).to(device).train()
 
 
 def build(impl: str, name: str, a: argparse.Namespace, device: torch.device, param_dtype: str = "float32") -> tuple:
@@ -96,7 +96,7 @@ def views(batch: int, a: argparse.Namespace, device: torch.device) -> list[torch
 
 
 def train_step(
-    m: Distillation, opt: torch.optim.Optimizer, v: list[torch.Tensor], device: torch.device, bf16: bool
+    m: SelfDistillation, opt: torch.optim.Optimizer, v: list[torch.Tensor], device: torch.device, bf16: bool
 ) -> torch.Tensor:
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         loss, _ = m.loss(v, StepInputs(teacher_temp=0.04, n_global=2))

@@ -25,7 +25,7 @@ from pipeline.config.augment import AugmentConfig
 from pipeline.config.pretrain import MethodConfig, ModelConfig
 from pipeline.pretrain.backbone_init import build_vit
 from pipeline.pretrain.methods import StepInputs
-from pipeline.pretrain.methods.distillation import Distillation
+from pipeline.pretrain.methods.self_distillation import SelfDistillation
 
 
 def main() -> None:
@@ -64,7 +64,7 @@ def main() -> None:
     spec = MethodConfig(
         out_dim=a.out_dim, centering=a.centering, head_batch_norm=a.head_bn, ibot_weight=0.0, koleo_weight=0.0
     )
-    method = Distillation(build_vit(cfg, 64)[0], spec)
+    method = SelfDistillation(build_vit(cfg, 64)[0], spec)
     params = [q for m in method.trainable_modules() for q in m.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.04)
     for step in range(a.steps):

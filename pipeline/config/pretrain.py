@@ -4,7 +4,7 @@
 ``conf/pretrain/<group>/``: ``model`` (which timm ViT), ``method`` (which SSL
 objective), ``augment`` (multi-crop preset, :mod:`pipeline.config.augment`).
 These dataclasses are the only copy of each setting: the algorithms take them
-as they are (``pipeline.pretrain.methods.Distillation`` takes :class:`MethodConfig`).
+as they are (``pipeline.pretrain.methods.SelfDistillation`` takes :class:`MethodConfig`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class MethodConfig:
     method changes (``dinov2``: Sinkhorn centering, 2,048 prototypes; ``dino``: no iBOT/KoLeo).
 
     Attributes:
-        kind: ``distillation`` (DINO / DINOv2 family, student + EMA teacher) or ``simclr``.
+        kind: ``self_distillation`` (DINO / DINOv2 family, student + EMA teacher) or ``simclr``.
         name: Label of the method in logs and the export.
         dino_weight / ibot_weight / koleo_weight: Loss weights (DINOv2 uses 1, 1, 0.1).
         out_dim / hidden_dim / bottleneck_dim: DINO/iBOT head sizes (DINOv2: 65,536 prototypes;
@@ -70,7 +70,7 @@ class MethodConfig:
         param_dtype: Weights the ViT blocks compute with: ``float32`` (the fp32 weights, cast op by op
             under bf16 autocast) or ``bfloat16`` (one bf16 copy of the fp32 master weights per step, so
             the residual stream stays bf16, as with DINOv2's FSDP mixed precision; gradients, optimizer,
-            EMA teacher, checkpoints and export stay fp32). Distillation only. It can pay only once the
+            EMA teacher, checkpoints and export stay fp32). Self-distillation only. It can pay only once the
             step is GPU-bound: it saves GPU time in the blocks but adds a host-side cast per parameter
             tensor, so on one H200 the ViT-B/16 step, which waits on the host, got no faster
             (docs/pretraining.md, "GPU throughput"). Try it with large models, large batches and
@@ -79,7 +79,7 @@ class MethodConfig:
         projection_dim: SimCLR projection output size.
     """
 
-    kind: str = "distillation"
+    kind: str = "self_distillation"
     name: str = "dinov2"
     dino_weight: float = 1.0
     ibot_weight: float = 1.0

@@ -28,7 +28,7 @@ from torch import nn
 
 from pipeline.config.eval import BackboneEntryConfig
 from pipeline.config.models import BackboneConfig
-from pipeline.models.backbone import PYPI_LITE0, create_backbone, read_export
+from pipeline.models.backbone import NAMED_WEIGHTS, create_backbone, read_export, weights_revision
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ def resolve_backbones(entries: list[BackboneEntryConfig], seed: int) -> tuple[li
         if e.arch_from is not None and e.arch_from in arch_of:
             arch, kwargs = arch_of[e.arch_from][0], dict(arch_of[e.arch_from][1])
             data_cfg = dict(data_of[e.arch_from])  # same input pipeline as the backbone it mirrors
-        if weights in ("hub", PYPI_LITE0):
-            fingerprint, source = weights, weights
+        if weights in NAMED_WEIGHTS:
+            fingerprint, source = weights_revision(weights), weights
         elif weights is not None:
             export = _export_dir(weights)
             if export is not None:
@@ -147,7 +147,7 @@ def resolve_backbones(entries: list[BackboneEntryConfig], seed: int) -> tuple[li
         spec = BackboneConfig(
             arch,
             weights=weights,
-            img_size=e.img_size if weights is None or weights in ("hub", PYPI_LITE0) else None,
+            img_size=e.img_size if weights is None or weights in NAMED_WEIGHTS else None,
             kwargs=dict(sorted(kwargs.items())) if weights is None else {},
         )
         arch_of[e.name], data_of[e.name] = (arch, kwargs), data_cfg

@@ -57,10 +57,10 @@ def compile_method(method: SSLMethod, mode: str | None = None) -> int:
 
     The loss terms matter on a GPU: DINOv2's heads score every crop and every masked patch
     against 65,536 prototypes, and the eager losses make several float32 passes over those
-    scores (``Distillation.compile_losses``).
+    scores (``SelfDistillation.compile_losses``).
     """
     n = compile_trunks(method, mode)
-    method.compile_losses(mode)  # a no-op hook on SSLMethod; Distillation compiles its DINO and iBOT terms
+    method.compile_losses(mode)  # a no-op hook on SSLMethod; SelfDistillation compiles its DINO and iBOT terms
     return n
 
 

@@ -40,7 +40,7 @@ from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, desc
 from pipeline.pretrain.export import export_backbone
 from pipeline.pretrain.knn_monitor import KNNMonitor, load_eval_set
 from pipeline.pretrain.logger import StageLogger
-from pipeline.pretrain.methods import Distillation, SimCLR
+from pipeline.pretrain.methods import SelfDistillation, SimCLR
 from pipeline.pretrain.module import PretrainModule
 from pipeline.pretrain.schedules import Schedules
 from pipeline.pretrain.watchdog import NonFiniteWatchdog
@@ -113,16 +113,16 @@ def _resume_path(ckpt_dir: Path, root: Path, enabled: bool) -> str | None:
 
 
 def build_method(m: MethodConfig, vit: torch.nn.Module) -> Any:
-    if m.kind == "distillation":
-        return Distillation(vit, m)
+    if m.kind == "self_distillation":
+        return SelfDistillation(vit, m)
     if m.kind == "simclr":
         if m.param_dtype != "float32":
             raise ValueError(
-                f"pretrain.method.param_dtype={m.param_dtype!r} applies to distillation only; "
+                f"pretrain.method.param_dtype={m.param_dtype!r} applies to self_distillation only; "
                 "SimCLR computes with its fp32 weights under autocast"
             )
         return SimCLR(vit, hidden_dim=m.hidden_dim, projection_dim=m.projection_dim, temperature=m.temperature)
-    raise ValueError(f"pretrain.method.kind={m.kind!r}; expected distillation or simclr")
+    raise ValueError(f"pretrain.method.kind={m.kind!r}; expected self_distillation or simclr")
 
 
 def run(cfg: DictConfig) -> Manifest:

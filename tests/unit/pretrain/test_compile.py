@@ -12,13 +12,13 @@ from torch._dynamo.utils import counters
 
 from pipeline.config.pretrain import MethodConfig
 from pipeline.pretrain.compile import compile_trunks, is_compiled, vit_trunks
-from pipeline.pretrain.methods import Distillation, StepInputs
+from pipeline.pretrain.methods import SelfDistillation, StepInputs
 from tests.unit.pretrain_tiny import tiny_vit
 
 
 def test_compiles_the_student_and_teacher_trunks_only() -> None:
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=2, num_classes=0, dynamic_img_size=True)
-    m = Distillation(vit, MethodConfig(out_dim=16, hidden_dim=8, bottleneck_dim=8))
+    m = SelfDistillation(vit, MethodConfig(out_dim=16, hidden_dim=8, bottleneck_dim=8))
     trunks = vit_trunks(m)
     assert len(trunks) == 2 and all(isinstance(t, torch.nn.Sequential) for t in trunks)
     assert not any(is_compiled(t) for t in trunks)
@@ -33,11 +33,11 @@ def test_no_vit_is_a_clear_error() -> None:
         compile_trunks(torch.nn.Linear(2, 2))
 
 
-def _tiny_method(centering: str) -> Distillation:
+def _tiny_method(centering: str) -> SelfDistillation:
     torch.manual_seed(0)
     vit = tiny_vit(depth=1)
     spec = MethodConfig(out_dim=64, hidden_dim=16, bottleneck_dim=8, mask_probability=1.0, centering=centering)
-    return Distillation(vit, spec)
+    return SelfDistillation(vit, spec)
 
 
 @pytest.mark.parametrize("centering", ["softmax", "sinkhorn"])

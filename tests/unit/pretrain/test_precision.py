@@ -43,7 +43,7 @@ def test_bf16_mixed_on_cpu_trains_and_saves_fp32(tmp_path: Path, param_dtype: st
 
 def test_bf16_weights_are_for_distillation_only() -> None:
     m = MethodConfig(kind="simclr", param_dtype="bfloat16")
-    with pytest.raises(ValueError, match=r"pretrain\.method\.param_dtype='bfloat16' applies to distillation only"):
+    with pytest.raises(ValueError, match=r"pretrain\.method\.param_dtype='bfloat16' applies to self_distillation only"):
         stage.build_method(m, torch.nn.Identity())
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from lightly.loss import DINOLoss, IBOTPatchLoss
 
 from pipeline.pretrain.methods.centering import as_logits, check_centering, sinkhorn_knopp_targets, target_probs
-from pipeline.pretrain.methods.distillation import target_entropy
+from pipeline.pretrain.methods.self_distillation import target_entropy
 from tests.unit.pretrain_tiny import tiny_vit
 
 
@@ -109,7 +109,7 @@ def test_unknown_centering_names_the_key() -> None:
 def test_distillation_trains_on_sinkhorn_targets_when_asked() -> None:
 
     from pipeline.config.pretrain import MethodConfig
-    from pipeline.pretrain.methods import Distillation, StepInputs
+    from pipeline.pretrain.methods import SelfDistillation, StepInputs
     from pipeline.pretrain.methods.cls_encoder import encode_cls
 
     torch.manual_seed(0)
@@ -123,7 +123,7 @@ def test_distillation_trains_on_sinkhorn_targets_when_asked() -> None:
         bottleneck_dim=16,
         centering="sinkhorn",
     )
-    m = Distillation(vit, spec).train()
+    m = SelfDistillation(vit, spec).train()
     g = torch.Generator().manual_seed(0)
     views = [torch.randn(6, 3, 16, 16, generator=g) for _ in range(2)] + [torch.randn(6, 3, 8, 8, generator=g)]
     _, parts = m.loss(views, StepInputs(teacher_temp=0.05, n_global=2))

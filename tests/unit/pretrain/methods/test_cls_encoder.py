@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pipeline.config.pretrain import MethodConfig
-from pipeline.pretrain.methods import Distillation, StepInputs
-from pipeline.pretrain.methods import distillation as distillation_mod
+from pipeline.pretrain.methods import SelfDistillation, StepInputs
+from pipeline.pretrain.methods import self_distillation as self_distillation_mod
 from pipeline.pretrain.methods.cls_encoder import cls_block_forward, encode_cls, supports_cls_only
 from tests.unit.pretrain_tiny import tiny_vit
 
@@ -79,9 +79,9 @@ def test_distillation_loss_and_grads_unchanged(weights: tuple, monkeypatch: pyte
         mask_probability=1.0,
     )
     torch.manual_seed(0)
-    fast = Distillation(_vit(), spec).train()
+    fast = SelfDistillation(_vit(), spec).train()
     torch.manual_seed(0)  # weight-normed heads cannot be deep-copied: build a twin from the same seed
-    ref = Distillation(_vit(), spec).train()
+    ref = SelfDistillation(_vit(), spec).train()
     assert all(torch.equal(p, q) for p, q in zip(fast.state_dict().values(), ref.state_dict().values()))
     g = torch.Generator().manual_seed(1)
     views = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(2)] + [
@@ -89,7 +89,7 @@ def test_distillation_loss_and_grads_unchanged(weights: tuple, monkeypatch: pyte
     ]
     step = StepInputs(teacher_temp=0.04, n_global=2)
 
-    def run(m: Distillation) -> tuple[torch.Tensor, dict]:
+    def run(m: SelfDistillation) -> tuple[torch.Tensor, dict]:
         random.seed(7)  # same iBOT block masks for both (lightly draws them with `random` and torch)
         np.random.seed(7)
         torch.manual_seed(7)
@@ -98,7 +98,7 @@ def test_distillation_loss_and_grads_unchanged(weights: tuple, monkeypatch: pyte
         return loss, parts
 
     loss_fast, parts_fast = run(fast)
-    monkeypatch.setattr(distillation_mod, "encode_cls", lambda enc, x, dtype=None: enc.encode(x)[:, 0])
+    monkeypatch.setattr(self_distillation_mod, "encode_cls", lambda enc, x, dtype=None: enc.encode(x)[:, 0])
     loss_ref, parts_ref = run(ref)
     torch.testing.assert_close(loss_fast, loss_ref, rtol=1e-5, atol=1e-6)
     assert parts_fast.keys() == parts_ref.keys()

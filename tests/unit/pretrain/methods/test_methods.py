@@ -9,7 +9,7 @@ import timm
 import torch
 
 from pipeline.config.pretrain import MethodConfig
-from pipeline.pretrain.methods import Distillation, SimCLR, StepInputs
+from pipeline.pretrain.methods import SelfDistillation, SimCLR, StepInputs
 from tests.unit.pretrain_tiny import tiny_vit
 
 
@@ -36,7 +36,7 @@ def test_distillation_losses_switch_by_weight(weights, parts) -> None:
     spec = MethodConfig(
         **dict(zip(("dino_weight", "ibot_weight", "koleo_weight"), weights)), **SMALL, mask_probability=1.0
     )
-    m = Distillation(_vit(), spec).train()
+    m = SelfDistillation(_vit(), spec).train()
     loss, got = m.loss(_views(), StepInputs(teacher_temp=0.04, n_global=2))
     assert set(got) == parts and torch.isfinite(loss)
     loss.backward()
@@ -47,7 +47,7 @@ def test_distillation_losses_switch_by_weight(weights, parts) -> None:
 
 def test_teacher_ema_and_last_layer_freeze() -> None:
     torch.manual_seed(0)
-    m = Distillation(_vit(), MethodConfig(**SMALL)).train()
+    m = SelfDistillation(_vit(), MethodConfig(**SMALL)).train()
     t0 = m.teacher.vit.blocks[0].mlp.fc1.weight.clone()
     assert torch.equal(t0, m.student.vit.blocks[0].mlp.fc1.weight)  # teacher starts as the student
     with torch.no_grad():
@@ -64,7 +64,7 @@ def test_teacher_ema_and_last_layer_freeze() -> None:
 
 def test_head_batch_norm_teacher_normalises_over_its_batch() -> None:
     torch.manual_seed(0)
-    m = Distillation(_vit(), MethodConfig(**SMALL, head_batch_norm=True, ibot_separate_head=True)).eval()
+    m = SelfDistillation(_vit(), MethodConfig(**SMALL, head_batch_norm=True, ibot_separate_head=True)).eval()
     m.train()
     t_bns = [
         b for h in (m.teacher_head, m.teacher_ibot_head) for b in h.modules() if isinstance(b, torch.nn.BatchNorm1d)
@@ -81,13 +81,13 @@ def test_head_batch_norm_teacher_normalises_over_its_batch() -> None:
     assert torch.isfinite(loss) and m.student_head.layers[1].weight.grad is not None
     m.eval()
     assert not any(b.training for b in t_bns)
-    plain = Distillation(_vit(), MethodConfig(**SMALL))
+    plain = SelfDistillation(_vit(), MethodConfig(**SMALL))
     assert not any(isinstance(b, torch.nn.BatchNorm1d) for b in plain.teacher_head.modules())
 
 
 def test_no_loss_switched_on_is_an_error() -> None:
     with pytest.raises(ValueError, match="dino_weight"):
-        Distillation(_vit(), MethodConfig(dino_weight=0.0, ibot_weight=0.0, koleo_weight=0.1, **SMALL))
+        SelfDistillation(_vit(), MethodConfig(dino_weight=0.0, ibot_weight=0.0, koleo_weight=0.1, **SMALL))
 
 
 def test_simclr_loss_and_gradients() -> None:
@@ -102,11 +102,11 @@ def test_simclr_loss_and_gradients() -> None:
 
 def test_mask_indices_select_the_same_tokens_as_boolean_indexing() -> None:
     """The sync-free flat indices pick exactly the rows ``tokens[seq_mask]`` picks, in order."""
-    from pipeline.pretrain.methods.distillation import _rows
+    from pipeline.pretrain.methods.self_distillation import _rows
 
     random.seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", img_size=64, depth=1, num_classes=0, dynamic_img_size=True)
-    m = Distillation(vit, MethodConfig(out_dim=64, hidden_dim=32, bottleneck_dim=16, mask_probability=1.0))
+    m = SelfDistillation(vit, MethodConfig(out_dim=64, hidden_dim=32, bottleneck_dim=16, mask_probability=1.0))
     block, seq, idx = m._mask(6, torch.device("cpu"))
     assert block.shape == (6, 4, 4) and seq.shape == (6, 17)
     assert not seq[:, 0].any() and torch.equal(seq[:, 1:], block.flatten(1))

@@ -70,13 +70,13 @@ def _freeze(module: nn.Module) -> None:
     module.eval()
 
 
-class Distillation(SSLMethod):
+class SelfDistillation(SSLMethod):
     """Student/teacher self-distillation on a timm ``VisionTransformer``.
 
     Args:
         vit: A timm ViT built with ``num_classes=0`` and ``dynamic_img_size=True`` (local
             crops are smaller than global ones); its weights (random or pretrained) are kept.
-        spec: Loss weights, head sizes, temperatures and masking (``kind`` must be ``distillation``).
+        spec: Loss weights, head sizes, temperatures and masking (``kind`` must be ``self_distillation``).
     """
 
     has_teacher = True
@@ -115,7 +115,7 @@ class Distillation(SSLMethod):
         self._diag: dict[str, torch.Tensor] = {}
         self.train()
 
-    def train(self, mode: bool = True) -> Distillation:
+    def train(self, mode: bool = True) -> SelfDistillation:
         super().train(mode)
         # As in DINO's use_bn_in_head, the teacher's head normalises with the statistics of its own
         # batch: its running stats are never EMA-updated from the student, so eval-mode BN would
