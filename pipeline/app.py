@@ -45,6 +45,9 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Manifest]:
     missing = [s for s, m in modules.items() if m is None]
     if missing:
         log.warning("stages not built yet, skipped: %s", ", ".join(missing))
+    for mod in modules.values():  # config mistakes a stage can see up front fail before any stage runs
+        if mod is not None and hasattr(mod, "validate"):
+            mod.validate(cfg)
     t = cfg.tracking
     lock_cfg = OmegaConf.to_object(cfg.lock)
     assert isinstance(lock_cfg, LockConfig)

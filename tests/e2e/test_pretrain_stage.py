@@ -16,6 +16,7 @@ from pipeline.config.models import BackboneConfig
 from pipeline.models.backbone import create_backbone
 from pipeline.pretrain.export import export_backbone
 from pipeline.pretrain.logger import read_metrics
+from pipeline.pretrain.methods.teacher_distillation import build_distillation
 from pipeline.pretrain.onnx_export import onnx_features
 from pipeline.stages import pretrain as stage
 from tests.unit.pretrain_tiny import compose, make_output_dir, tiny_vit
@@ -147,12 +148,12 @@ def test_distillation_pairs_that_cannot_be_matched_name_the_key(tmp_path: Path) 
     student = tiny_vit()
     cfg = compose(tmp_path, "pretrain/method=distillation", "pretrain.method.teacher.weights=null")
     with pytest.raises(ValueError, match=r"pretrain\.method\.teacher\.weights is null"):
-        stage.build_distillation(OmegaConf.to_object(cfg.pretrain.method), student, aug, 40)
+        build_distillation(OmegaConf.to_object(cfg.pretrain.method), student, aug, 40)
     cfg = compose(  # the default teacher, ImageNet EfficientNet-Lite0, has one position at 16 px
         tmp_path, "pretrain/method=distillation"
     )
     with pytest.raises(ValueError, match=r"16 px crops.*pretrain\.augment\.global_size"):
-        stage.build_distillation(OmegaConf.to_object(cfg.pretrain.method), student, aug, 40)
+        build_distillation(OmegaConf.to_object(cfg.pretrain.method), student, aug, 40)
     cfg = compose(tmp_path, "pretrain.method.kind=distillation")  # the kind without its settings
     with pytest.raises(ValueError, match=r"pretrain/method=distillation"):
         stage.build_method(OmegaConf.to_object(cfg.pretrain.method), student)

@@ -123,3 +123,19 @@ def compose(root: Path, *overrides: str) -> DictConfig:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose("config", overrides=[f"paths.root={root}", *TINY_OVERRIDES, *overrides])
+
+
+def tiny_cnn(**kwargs: Any) -> torch.nn.Module:
+    """timm's ResNet-10-T (with BatchNorm) for pooled features: the methods' CNN test trunk."""
+    return timm.create_model("resnet10t", num_classes=0, **kwargs)
+
+
+# After TINY_OVERRIDES: the same tiny run on a CNN (DINO + KoLeo; iBOT needs a ViT's patch tokens).
+CNN_OVERRIDES = [
+    "pretrain.model.name=resnet10t",
+    "pretrain.model.patch_size=null",
+    "~pretrain.model.kwargs.depth",
+    "~pretrain.model.kwargs.embed_dim",
+    "~pretrain.model.kwargs.num_heads",
+    "pretrain.method.ibot_weight=0.0",
+]

@@ -14,6 +14,7 @@ class StepInputs:
 
     teacher_temp: float
     n_global: int
+    backbone_frozen: bool = False  # no backward pass through the student's backbone this step
 
 
 class SSLMethod(nn.Module):
@@ -24,6 +25,8 @@ class SSLMethod(nn.Module):
     """
 
     has_teacher: bool = False
+    # "batch" or "frozen" (pipeline.config.pretrain.ModelConfig.batch_norm, resolved): applied by train()
+    batch_norm: str = "batch"
 
     def loss(self, views: list[torch.Tensor], step: StepInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its named parts (detached, for logging)."""
@@ -41,6 +44,10 @@ class SSLMethod(nn.Module):
         """Modules the optimizer updates."""
         raise NotImplementedError
 
+    def backbones(self) -> list[nn.Module]:
+        """The timm backbones, the student's first (its parameters get the backbone's learning rate)."""
+        return []
+
     def update_teacher(self, momentum: float) -> None:  # optional hook
         """EMA update of the teacher from the student."""
 
@@ -54,7 +61,18 @@ class SSLMethod(nn.Module):
         super().train(mode)
         for m in self.frozen_modules():
             m.eval()  # the teacher never drops paths, whatever Lightning asks
+        for bb in self.backbones():
+            for bn in batch_norms(bb):
+                # frozen: the weights' own statistics, never updated. batch: batch statistics in
+                # training, the teacher's too (as DINO runs a ResNet teacher), so its running
+                # statistics follow its own inputs rather than staying at their initial values.
+                bn.train(mode and self.batch_norm == "batch")
         return self
 
     def frozen_modules(self) -> list[nn.Module]:
         return []
+
+
+def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model`` (timm's BatchNormAct2d included)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]  # noqa: SLF001

@@ -27,13 +27,17 @@ class SimCLR(SSLMethod):
     def trainable_modules(self) -> list[nn.Module]:
         return [self.backbone, self.head]
 
+    def backbones(self) -> list[nn.Module]:
+        return [self.backbone]
+
     def export_backbone(self) -> nn.Module:
         return self.backbone
 
     def loss(self, views: list[torch.Tensor], step: StepInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if len(views) < 2:
             raise ValueError("SimCLR needs two global crops (pretrain.augment.global_crops >= 2)")
-        z0 = self.head(self.backbone(views[0]))
-        z1 = self.head(self.backbone(views[1]))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not step.backbone_frozen):
+            f0, f1 = self.backbone(views[0]), self.backbone(views[1])
+        z0, z1 = self.head(f0), self.head(f1)
         loss = self.criterion(z0.float(), z1.float())
         return loss, {"ntxent": loss.detach()}

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.config.augment import AugmentConfig
 from pipeline.config.models import BackboneConfig
 from pipeline.config.pretrain import DistillationConfig
 from pipeline.models.backbone import NAMED_WEIGHTS, create_backbone, data_config, read_export
@@ -116,6 +117,18 @@ def load_teacher(spec: BackboneConfig) -> tuple[nn.Module, tuple[Sequence[float]
     return teacher, (tuple(dc["mean"]), tuple(dc["std"]))
 
 
+def _is_cnn(model: nn.Module) -> bool:
+    return not hasattr(model, "patch_embed")
+
+
+def _cnn_layout(model: nn.Module) -> nn.Module:
+    return model.to(memory_format=torch.channels_last) if _is_cnn(model) else model
+
+
+def _as_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if _is_cnn(model) else x
+
+
 def _in_chans(model: nn.Module) -> int | None:
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return None if conv is None else int(conv.in_channels)
@@ -179,8 +192,9 @@ class Distillation(SSLMethod):
         if spec.queue_size and spec.queue_size >= n_images:
             raise ValueError(f"pretrain.method.queue_size={spec.queue_size} must be below the {n_images} images")
         self.spec = spec
-        self.student = student
-        self.teacher = teacher
+        # channels_last: 2-2.6x faster CNN steps on CPU (oneDNN's preferred layout); ViTs are unaffected
+        self.student = _cnn_layout(student)
+        self.teacher = _cnn_layout(teacher)
         for p in teacher.parameters():
             p.requires_grad = False
         s_dims, t_dims = self._match(crop_sizes)
@@ -229,6 +243,10 @@ class Distillation(SSLMethod):
     def frozen_modules(self) -> list[nn.Module]:
         return [self.teacher]
 
+    def backbones(self) -> list[nn.Module]:
+        # the student only: pretrain.model.batch_norm applies to it; the teacher's BatchNorm stays frozen
+        return [self.student]
+
     def trainable_modules(self) -> list[nn.Module]:
         return [self.student, self.head_global, self.head_local]
 
@@ -255,8 +273,8 @@ class Distillation(SSLMethod):
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised ``(student global, student dense, teacher global, teacher dense)`` of one view batch."""
         with torch.no_grad():
-            t_global, t_map = pooled_and_map(self.teacher, x * self.t_scale + self.t_shift)
-        s_global, s_map = pooled_and_map(self.student, x)
+            t_global, t_map = pooled_and_map(self.teacher, _as_input(self.teacher, x * self.t_scale + self.t_shift))
+        s_global, s_map = pooled_and_map(self.student, _as_input(self.student, x))
         s_global = self.head_global(s_global)
         s_map = self.head_local(s_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         s_map = F.interpolate(s_map, size=t_map.shape[-2:], mode="bilinear", align_corners=False)
@@ -290,3 +308,12 @@ class Distillation(SSLMethod):
         with torch.no_grad():
             self._diag = {"student_teacher_cos": (s_global * t_global).sum(-1).mean()}
         return total, {"global": lg.detach(), "dense": ll.detach()}
+
+
+def build_distillation(spec: DistillationConfig, student: nn.Module, aug: AugmentConfig, n_images: int) -> Distillation:
+    """The frozen teacher of ``spec.teacher`` and ``student``, checked on the crops ``aug`` makes."""
+    if spec.param_dtype != "float32":
+        raise ValueError(f"pretrain.method.param_dtype={spec.param_dtype!r} applies to self_distillation only")
+    teacher, teacher_norm = load_teacher(spec.teacher)
+    sizes = [aug.global_size] + ([aug.local_size] if spec.crops == "all" and aug.local_crops else [])
+    return Distillation(student, teacher, spec, sizes, n_images, (aug.mean, aug.std), teacher_norm)

@@ -69,3 +69,14 @@ def test_continued_pretraining_resamples_position_embedding(tmp_path: Path) -> N
     bad = OmegaConf.merge(MODEL, {"weights": str(folder), "kwargs": {"depth": 3}})
     with pytest.raises(ValueError, match="do not fit"):
         build_vit(bad, 32)
+
+
+def test_cnn_export_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cnn = timm.create_model("resnet10t", num_classes=0).eval()
+    folder = export_backbone(cnn, tmp_path / "export", "resnet10t", {}, 64, (0.5,) * 3, (0.5,) * 3)
+    cfg = json.loads((folder / "config.json").read_text())["pretrained_cfg"]
+    assert (cfg["first_conv"], cfg["classifier"]) == ("conv1.0", "fc")  # the CNN's own, not a ViT's
+    x = torch.randn(2, 3, 64, 64)
+    via_ours = create_backbone(BackboneConfig("resnet10t", weights=str(folder))).eval()
+    assert torch.allclose(via_ours(x), cnn(x), atol=1e-6)

@@ -1,5 +1,6 @@
 """Exact resume: a run stopped mid-epoch and resumed from its last checkpoint repeats the
-per-step losses of an uninterrupted run (tiny ViT, CPU, seconds; compiled, under a minute)."""
+per-step losses of an uninterrupted run (tiny ViT, CPU, seconds; compiled, under a minute;
+a CNN with BatchNorm, whose running statistics are part of the checkpoint)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,32 @@ import pytest
 from pipeline.pretrain.logger import read_metrics
 from pipeline.pretrain.module import PretrainModule
 from pipeline.stages import pretrain as stage
-from tests.unit.pretrain_tiny import compose, make_output_dir
+from tests.unit.pretrain_tiny import CNN_OVERRIDES, compose, make_output_dir
 
 
 class Killed(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize(("compiled", "cnn"), [(False, False), (True, False), (False, True)])
 def test_killed_run_resumes_with_identical_losses(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool, cnn: bool
 ) -> None:
-    """``compiled``: trunks and loss terms under ``torch.compile`` (``pretrain.trainer.compile=true``)."""
+    """``compiled``: trunks and loss terms under ``torch.compile`` (``pretrain.trainer.compile=true``);
+    ``cnn``: a ResNet with a frozen-then-ramped backbone, layer decay and L2-SP."""
     full_root, cut_root = tmp_path / "full", tmp_path / "cut"
     make_output_dir(full_root)
     make_output_dir(cut_root)
     over = ["pretrain.monitor.knn_every_n_epochs=-1", f"pretrain.trainer.compile={str(compiled).lower()}"]
+    if cnn:
+        over += [
+            *CNN_OVERRIDES,
+            "pretrain.optim.freeze_backbone_epochs=0.6",
+            "pretrain.optim.backbone_warmup_epochs=0.6",
+            "pretrain.optim.backbone_lr_scale=0.5",
+            "pretrain.optim.layer_decay=0.8",
+            "pretrain.optim.l2sp_weight=0.01",
+        ]
     # 40 images / batch 8 = 5 steps per epoch, 2 epochs; checkpoints at steps 3, 6, 9.
     m = stage.run(compose(full_root, *over))
     assert m.counts["steps"] == 10

@@ -39,3 +39,12 @@ def test_schedules_follow_dino_shapes() -> None:
     assert s.momentum(0) == pytest.approx(0.99) and s.momentum(100) == pytest.approx(1.0)
     assert s.teacher_temperature(0) == pytest.approx(0.04) and s.teacher_temperature(30) == pytest.approx(0.07)
     assert s.last_layer_frozen(9) and not s.last_layer_frozen(10)
+
+
+def test_backbone_frozen_then_ramped() -> None:
+    s = Schedules(total_steps=100, steps_per_epoch=10, lr=1.0, freeze_backbone_epochs=2, backbone_warmup_epochs=1)
+    assert [s.backbone_frozen(i) for i in (0, 19, 20)] == [True, True, False]
+    assert [s.backbone_factor(i) for i in (0, 19, 20, 24, 29, 30, 99)] == pytest.approx(
+        [0.0, 0.0, 0.1, 0.5, 1.0, 1.0, 1.0]
+    )
+    assert Schedules(total_steps=10, steps_per_epoch=10, lr=1.0).backbone_factor(0) == 1.0  # defaults: off

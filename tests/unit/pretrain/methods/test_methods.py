@@ -10,7 +10,7 @@ import torch
 
 from pipeline.config.pretrain import MethodConfig
 from pipeline.pretrain.methods import SelfDistillation, SimCLR, StepInputs
-from tests.unit.pretrain_tiny import tiny_vit
+from tests.unit.pretrain_tiny import tiny_cnn, tiny_vit
 
 
 def _vit() -> torch.nn.Module:
@@ -113,3 +113,54 @@ def test_mask_indices_select_the_same_tokens_as_boolean_indexing() -> None:
     assert idx.numel() == int(block.sum()) > 0
     tokens = torch.randn(6, 17, 8)
     assert torch.equal(_rows(tokens, idx), tokens[seq])
+
+
+def _cnn_views(b: int = 4) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(b, 3, 32, 32, generator=g) for _ in range(2)] + [
+        torch.randn(b, 3, 16, 16, generator=g) for _ in range(2)
+    ]
+
+
+def test_self_distillation_on_a_cnn_trains_dino_and_koleo_on_pooled_features() -> None:
+    torch.manual_seed(0)
+    m = SelfDistillation(tiny_cnn(), MethodConfig(**SMALL, ibot_weight=0.0)).train()
+    assert not m.vit_trunk and m.export_backbone() is m.teacher and m.student_backbone() is m.student
+    before = m.teacher.conv1[0].weight.clone()
+    opt = torch.optim.AdamW([p for mod in m.trainable_modules() for p in mod.parameters()], lr=1e-2)
+    for _ in range(3):
+        loss, parts = m.loss(_cnn_views(), StepInputs(teacher_temp=0.04, n_global=2))
+        assert set(parts) == {"dino", "koleo"} and torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is None for p in m.teacher.parameters())
+        assert m.student.conv1[0].weight.grad.abs().sum() > 0
+        opt.step()
+        m.update_teacher(0.9)
+    assert not torch.equal(m.teacher.conv1[0].weight, before)  # the EMA moved the teacher
+    assert m.export_backbone()(torch.randn(2, 3, 32, 32)).shape == (2, m.teacher.num_features)
+
+
+def test_ibot_on_a_cnn_is_refused_naming_the_key() -> None:
+    with pytest.raises(ValueError, match=r"pretrain\.method\.ibot_weight=1\.0.*ResNet"):
+        SelfDistillation(tiny_cnn(), MethodConfig(**SMALL))
+
+
+def test_simclr_on_a_cnn() -> None:
+    torch.manual_seed(0)
+    m = SimCLR(tiny_cnn(), hidden_dim=32, projection_dim=16).train()
+    for _ in range(2):
+        loss, _ = m.loss(_cnn_views(), StepInputs(0.04, 2))
+        loss.backward()
+    assert torch.isfinite(loss) and m.backbone.conv1[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("make", [_vit, tiny_cnn])
+def test_a_frozen_backbone_gets_no_gradient_but_the_heads_do(make) -> None:
+    torch.manual_seed(0)
+    m = SelfDistillation(make(), MethodConfig(**SMALL, ibot_weight=0.0)).train()
+    views = _views() if make is _vit else _cnn_views()
+    loss, _ = m.loss(views, StepInputs(0.04, 2, backbone_frozen=True))
+    loss.backward()
+    assert all(p.grad is None for p in m.student_backbone().parameters())
+    assert m.student_head.layers[0].weight.grad.abs().sum() > 0
