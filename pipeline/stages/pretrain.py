@@ -312,6 +312,15 @@ def run(cfg: DictConfig) -> Manifest:
                 metrics[f"knn_start.{task}"] = v
         for task, v in knn.history[-1][1].items():
             metrics[f"knn.{task}"] = v
+    worse = worse_than_start(metrics) if p.model.weights else []
+    if worse:
+        # adaptation must never hurt silently: the starting weights stay the better backbone here
+        log.warning(
+            "pretrain: continued pretraining from %s ended below its start on the online kNN of %s; "
+            "compare both in the eval stage (its generic baseline) before using this export",
+            p.model.weights,
+            ", ".join(worse),
+        )
     perf = module.perf
     if perf["images"]:
         metrics["images_per_s"] = perf["images"] / (perf["step_s"] + perf["wait_s"])
@@ -340,6 +349,7 @@ def run(cfg: DictConfig) -> Manifest:
             "augment_preset": aug.preset,
             "augment_backend": aug.backend,
             "batch_norm": method.batch_norm,
+            "worse_than_start": worse,
             "knn_history": knn.history if knn else [],
             "collapse": collapse.warned,  # None, "uniform" or "dominant" (pipeline/pretrain/collapse.py)
             "onnx": onnx_record,  # None when pretrain.onnx is off; else the file, or why there is none
@@ -350,6 +360,15 @@ def run(cfg: DictConfig) -> Manifest:
     tracking.log_artifact(out / p.export_dir / "config.json", artifact_path="export")
     log.info("pretrain: exported %s to %s; %s", arch, out / p.export_dir, metrics)
     return manifest
+
+
+def worse_than_start(metrics: dict[str, float], tolerance: float = 0.005) -> list[str]:
+    """Tasks whose online kNN at the end is below that of the starting weights by more than ``tolerance``."""
+    return sorted(
+        k.removeprefix("knn_start.")
+        for k, start in metrics.items()
+        if k.startswith("knn_start.") and metrics.get("knn." + k.removeprefix("knn_start."), start) < start - tolerance
+    )
 
 
 def _schedules(total: int, per_epoch: int, global_batch: int, o: OptimConfig, m: MethodConfig) -> Schedules:
