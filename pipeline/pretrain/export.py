@@ -1,7 +1,9 @@
-"""Export the trained backbone as ``model.safetensors`` + ``config.json`` that timm and our stages load."""
+"""Export the trained backbone as ``model.safetensors`` + ``config.json`` that timm and our stages load,
+and optionally as ``backbone.onnx`` for deployment (:mod:`pipeline.pretrain.onnx_export`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pipeline.core.manifest import atomic_write_json
+from pipeline.pretrain.onnx_export import export_onnx
 
+log = logging.getLogger(__name__)
 WEIGHTS = "model.safetensors"
 
 
@@ -23,6 +27,7 @@ def export_backbone(
     mean: Sequence[float],
     std: Sequence[float],
     extra: dict[str, Any] | None = None,
+    onnx: bool = False,
 ) -> Path:
     """Write the backbone so that both of these load it::
 
@@ -32,6 +37,11 @@ def export_backbone(
 
     The classifier is not part of the file (``num_classes: 0`` in ``pretrained_cfg``), so timm
     keeps a fresh head when asked for classes and loads strictly when it is not.
+
+    With ``onnx``, ``backbone.onnx`` (pooled features, dynamic batch axis) is written too and
+    checked against the PyTorch model with onnxruntime; ``config.json`` records the outcome under
+    ``"onnx"`` (file, exporter, largest difference, or the error). A model that does not export
+    gets a warning and no ONNX file; the safetensors export is written either way.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,5 +70,13 @@ def export_backbone(
         "pretrained_cfg": pretrained_cfg,
         **(extra or {}),
     }
+    if onnx:
+        done = export_onnx(model, folder, input_size, in_chans=int(model_kwargs.get("in_chans", 3)))
+        cfg["onnx"] = done.as_dict()
+        if done.error:
+            log.warning("export: no %s for %s (safetensors written): %s", "backbone.onnx", architecture, done.error)
+        elif done.fallback_reason:
+            # TorchScript traces one path through the model; the parity check covers only its random batch
+            log.warning("export: %s written by the TorchScript fall-back: %s", "backbone.onnx", done.fallback_reason)
     atomic_write_json(folder / "config.json", cfg)
     return folder

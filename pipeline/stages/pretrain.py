@@ -4,7 +4,8 @@ Outputs (under ``<paths.output_dir>/pretrain``)::
 
     checkpoints/last.ckpt   every ``trainer.checkpoint_every_n_steps`` (exact resume)
     metrics.jsonl           every logged metric (also sent to the stage's MLflow run)
-    export/                 model.safetensors + config.json (timm-loadable teacher backbone)
+    export/                 model.safetensors + config.json (timm-loadable teacher backbone),
+                            backbone.onnx (pretrain.onnx; features for deployment)
     manifest.json           kNN before/after, throughput, loader wait, lineage
 """
 
@@ -27,11 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.augment.device import device_multicrop, load_size, loader_transform
 from pipeline.cluster.requeue import RequeueOnSignal, finish_distributed, slurm_plugins
 from pipeline.config.augment import AugmentConfig, resolve_preset
-from pipeline.config.pretrain import MethodConfig, ModelConfig, OptimConfig
+from pipeline.config.pretrain import DistillationConfig, MethodConfig, ModelConfig, OptimConfig
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.models.backbone import NAMED_WEIGHTS, data_config
+from pipeline.models.backbone import NAMED_WEIGHTS, data_config, read_export
 from pipeline.pretrain.backbone_init import architecture, build_backbone, check_fits, resolve_batch_norm
 from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.compile import compile_method
@@ -40,6 +41,7 @@ from pipeline.pretrain.export import export_backbone
 from pipeline.pretrain.knn_monitor import KNNMonitor, load_eval_set
 from pipeline.pretrain.logger import StageLogger
 from pipeline.pretrain.methods import SelfDistillation, SimCLR
+from pipeline.pretrain.methods.teacher_distillation import build_distillation
 from pipeline.pretrain.module import PretrainModule
 from pipeline.pretrain.schedules import Schedules
 from pipeline.pretrain.watchdog import NonFiniteWatchdog
@@ -121,7 +123,9 @@ def build_method(m: MethodConfig, vit: torch.nn.Module) -> Any:
                 "SimCLR computes with its fp32 weights under autocast"
             )
         return SimCLR(vit, hidden_dim=m.hidden_dim, projection_dim=m.projection_dim, temperature=m.temperature)
-    raise ValueError(f"pretrain.method.kind={m.kind!r}; expected self_distillation or simclr")
+    if m.kind == "distillation":
+        raise ValueError("pretrain.method.kind=distillation takes its settings from pretrain/method=distillation")
+    raise ValueError(f"pretrain.method.kind={m.kind!r}; expected self_distillation, simclr or distillation")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -197,7 +201,10 @@ def run(cfg: DictConfig) -> Manifest:
     # ---- model --------------------------------------------------------------------------
     m = OmegaConf.to_object(p.method)
     assert isinstance(m, MethodConfig)
-    method = build_method(m, vit)
+    # distillation: a frozen teacher teaches the backbone (ViT or CNN)
+    method: Any = (
+        build_distillation(m, vit, aug, len(metas)) if isinstance(m, DistillationConfig) else build_method(m, vit)
+    )
     mc = OmegaConf.to_object(p.model)
     assert isinstance(mc, ModelConfig)
     method.batch_norm = resolve_batch_norm(mc)
@@ -289,7 +296,14 @@ def run(cfg: DictConfig) -> Manifest:
         aug.global_size,
         aug.mean,
         aug.std,
-        extra={"method": m.name, "steps": trainer.global_step, "data": str(src), "seed": cfg.seed},
+        extra={
+            "method": m.name,
+            "steps": trainer.global_step,
+            "data": str(src),
+            "seed": cfg.seed,
+            **({"teacher": dataclasses.asdict(m.teacher)} if isinstance(m, DistillationConfig) else {}),
+        },
+        onnx=bool(p.onnx),
     )
     metrics: dict[str, float] = {}
     if knn is not None and knn.history:
@@ -321,6 +335,9 @@ def run(cfg: DictConfig) -> Manifest:
     absent = [str(f) for f in exported if not f.is_file()]
     if absent:
         raise RuntimeError(f"pretrain: the export is missing {absent}; no manifest written")
+    onnx_record = read_export(out / p.export_dir).get("onnx")
+    if onnx_record and onnx_record.get("file"):
+        exported.append(out / p.export_dir / onnx_record["file"])
     manifest = Manifest(
         stage="pretrain",
         config_hash=h,
@@ -335,6 +352,7 @@ def run(cfg: DictConfig) -> Manifest:
             "worse_than_start": worse,
             "knn_history": knn.history if knn else [],
             "collapse": collapse.warned,  # None, "uniform" or "dominant" (pipeline/pretrain/collapse.py)
+            "onnx": onnx_record,  # None when pretrain.onnx is off; else the file, or why there is none
         },
         files=file_digests(out, exported),
     )

@@ -116,6 +116,7 @@ TINY_OVERRIDES = [
     "pretrain.trainer.checkpoint_every_n_steps=3",
     "pretrain.trainer.accelerator=cpu",
     "pretrain.optim.warmup_epochs=0.5",
+    "pretrain.onnx=false",  # seconds per export; the stage test that checks it turns it on
 ]
 
 
