@@ -69,3 +69,13 @@ def test_recipe_output_validation_and_round_trip() -> None:
         RecipeOutput(sources={"seeds": ["/s"]})
     with pytest.raises(ValueError, match="unknown recipe sources"):
         RecipeOutput(sources={"pool": ["/p"], "extra": ["/x"]})
+
+
+def test_a_task_names_its_normal_class_or_none() -> None:
+    spec = TaskSpec(column="defect", classes=["ok", "bad"], normal="ok")
+    assert (
+        RecipeOutput.from_dict(RecipeOutput(sources={"pool": ["/p"]}, tasks={"d": spec}).to_dict()).tasks["d"] == spec
+    )
+    assert TaskSpec(column="t", classes=["a", "b"]).normal is None
+    with pytest.raises(ValueError, match="normal class 'good' is not one of"):
+        TaskSpec(column="defect", classes=["ok", "bad"], normal="good")

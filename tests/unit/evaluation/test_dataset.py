@@ -73,3 +73,16 @@ def test_unknown_class_missing_split_and_missing_tasks_are_errors(tmp_path: Path
     _retask(labelled, {"stripe": {"column": "stripe", "classes": ["h"]}})
     with pytest.raises(ValueError, match=r"task stripe label 'v' is not one of \['h'\]"):
         load_eval_set(labelled)
+
+
+def test_a_task_carries_its_normal_class(tmp_path: Path) -> None:
+    write_shards(tmp_path, N, per_shard=5, labels=True, stage="ingest/eval")
+    _retask(
+        tmp_path,
+        {
+            "kind": {"column": "stripe", "classes": ["h", "v"], "primary": True, "normal": "h"},
+            "other": {"column": "stripe", "classes": ["h", "v"]},
+        },
+    )
+    data = load_eval_set(tmp_path)
+    assert data.tasks["kind"].normal == "h" and data.tasks["other"].normal is None
