@@ -63,7 +63,7 @@ def plot_heatmaps(
     ups = [upsample_map(m, size) for m in maps]
     vmin = float(min((u.min() for u in ups), default=0.0))
     vmax = float(max((u.max() for u in ups), default=1.0))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.6 * rows + 0.5), dpi=110, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, im, up, s, bad in zip(axes.ravel(), images, ups, scores, is_defect):

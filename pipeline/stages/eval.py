@@ -7,6 +7,7 @@ Outputs (under ``<paths.output_dir>/<eval.folder>``, ``eval`` by default)::
     report/results.csv               one row per backbone, task, protocol, label fraction, seed
     report/summary.csv               mean and std over seeds
     report/label_efficiency_<task>_<protocol>.png
+    report/patch_heatmaps_<task>_<backbone>.png   patch-level defect protocol (tasks with a normal class)
     report/report.md                 tables and the label-efficiency headline
     manifest.json
 
@@ -25,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pipeline.config.eval import EvalConfig
+from pipeline.config.eval import EvalConfig, PatchCoreConfig
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry, read_manifest
 from pipeline.core.stage import completed, section, stage_dir
@@ -34,9 +35,12 @@ from pipeline.evaluation.backbones import EvalBackbone, resolve_backbones
 from pipeline.evaluation.dataset import EvalSet, load_eval_set
 from pipeline.evaluation.features import extract
 from pipeline.evaluation.finetune import images_to_uint8
+from pipeline.evaluation.heatmaps import pick_images, plot_heatmaps
 from pipeline.evaluation.label_efficiency import efficiency_against_baselines
 from pipeline.evaluation.metrics import METRICS
-from pipeline.evaluation.protocols import finetune_protocol, frozen_protocols
+from pipeline.evaluation.patch_features import extract_patches
+from pipeline.evaluation.patchcore import patch_protocol, patch_row
+from pipeline.evaluation.protocols import finetune_protocol, frozen_protocols, task_splits
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +168,12 @@ def run(cfg: DictConfig) -> Manifest:
             resized[size, interpolation] = images_to_uint8(data.images, size, interpolation)
         return resized[size, interpolation]
 
+    # Patch-level defect protocol: tasks whose recipe names a normal class, network backbones.
+    pc = typed.patchcore
+    patch_tasks = [t for t in tasks if data.tasks[t].normal is not None] if pc.enabled else []
+    patch_seed = int(ec["seeds"][0])
+    patch_figs: dict[str, list[str]] = {}
+
     rows: list[dict[str, Any]] = []
     for b in backbones:
         b_rows: list[dict[str, Any]] = []
@@ -192,6 +202,10 @@ def run(cfg: DictConfig) -> Manifest:
                     ec["min_per_class"],
                     knn,
                     probe,
+                )
+            if patch_tasks and not b.is_pixels:
+                b_rows += _patch_protocol(
+                    b, data, patch_tasks, pc, feat_dir, rep_dir, cfg.seed, patch_seed, cfg.progress, patch_figs
                 )
             if b.finetune and ft_tasks:
                 bar = tqdm(desc=f"finetune {b.name}", disable=not cfg.progress, unit="run")
@@ -231,10 +245,21 @@ def run(cfg: DictConfig) -> Manifest:
                 bar.close()
             _log_backbone(b, report.summarize(b_rows))
         rows += b_rows
-    check_cells(rows, expected_cells(backbones, tasks, ft_tasks, ec))
+    patch_cells = {(b.name, t, "patchcore", 1.0, patch_seed) for b in backbones if not b.is_pixels for t in patch_tasks}
+    check_cells(rows, expected_cells(backbones, tasks, ft_tasks, ec) | patch_cells)
     summary = report.summarize(rows)
     roles = {b.name: b.role for b in backbones}
     metrics, headline = _write_report(rep_dir, rows, summary, roles, tasks, metric, notes, data)
+    if patch_cells:
+        with (rep_dir / "report.md").open("a") as fh:
+            fh.write("\n" + "\n".join(report.patch_section(summary, patch_figs)) + "\n")
+        metrics.update(
+            {
+                f"{s['task']}.patchcore.{s['backbone']}.auroc": s["auroc_mean"]
+                for s in summary
+                if s["protocol"] == "patchcore"
+            }
+        )
     tracking.log_artifact(rep_dir, artifact_path=f"{ec['folder']}/report")
     m = Manifest(
         stage="eval",
@@ -267,6 +292,45 @@ def run(cfg: DictConfig) -> Manifest:
     tracking.log_artifact(root / "manifest.json", artifact_path=ec["folder"])
     log.info("eval report: %s\n%s", rep_dir / "report.md", "\n".join(headline))
     return m
+
+
+def _patch_protocol(
+    b: EvalBackbone,
+    data: EvalSet,
+    tasks: list[str],
+    opts: PatchCoreConfig,
+    feat_dir: Path,
+    rep_dir: Path,
+    model_seed: int,
+    seed: int,
+    progress: bool,
+    figures: dict[str, list[str]],
+) -> list[dict[str, Any]]:
+    """The patch-level defect protocol on the fixed train/test split; heat maps into ``rep_dir``
+    (their file names are added to ``figures[task]``)."""
+    patches = extract_patches(b, data.images, feat_dir, data.manifest_hash, opts, model_seed, progress)
+    rows = []
+    for t in tasks:
+        task = data.tasks[t]
+        assert task.normal is not None
+        train_idx, test_idx = task_splits(task, data.is_test)
+        m, res = patch_protocol(patches, task.y, task.classes.index(task.normal), train_idx, test_idx, opts, seed)
+        rows.append(patch_row(b.name, b.role, t, seed, len(train_idx), m))
+        log.info(
+            "patchcore %s %s: AUROC %.3f (bank %d patches)", b.name, t, m.get("auroc", float("nan")), res.bank_size
+        )
+        pick = pick_images(res.scores, res.is_defect, opts.heatmap_top, opts.heatmap_normal)
+        png = plot_heatmaps(
+            [data.images[res.test_idx[i]] for i in pick],
+            res.maps[pick],
+            res.scores[pick],
+            res.is_defect[pick],
+            res.threshold,
+            rep_dir / f"patch_heatmaps_{t}_{b.name}.png",
+            title=f"{t}: {b.name}, highest-scoring test images, then the calmest normal ones",
+        )
+        figures.setdefault(t, []).append(png.name)
+    return rows
 
 
 def _write_report(
