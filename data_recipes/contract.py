@@ -49,12 +49,20 @@ class TaskSpec:
         classes: Class names; index order defines class ids.
         primary: The task that says what a backbone is worth (reports lead with it).
         description: One line for reports.
+        normal: The class that is a defect-free part, when the task is an inspection task
+            (every other class is a defect); ``None`` when it is not. Enables the eval stage's
+            label-free patch-level protocol, which learns from normal images only.
     """
 
     column: str
     classes: list[str]
     primary: bool = False
     description: str = ""
+    normal: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.normal is not None and self.normal not in self.classes:
+            raise ValueError(f"task column {self.column}: normal class {self.normal!r} is not one of {self.classes}")
 
 
 @dataclass

@@ -294,6 +294,7 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
                 classes=["functional", "defective"],
                 primary=True,
                 description="ELPV defect probability >= 0.5 (the representation yardstick)",
+                normal="functional",
             ),
             "type": TaskSpec(
                 column="type",

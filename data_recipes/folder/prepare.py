@@ -126,7 +126,10 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
     write_labels(Path(out_dir) / "labels.csv", rows)
     sources["eval"] = [str(labeled)]
     tasks = {
-        c: TaskSpec(column=c, classes=sorted({r[c] for r in rows}), primary=(i == 0)) for i, c in enumerate(task_cols)
+        c: TaskSpec(
+            column=c, classes=sorted({r[c] for r in rows}), primary=(i == 0), normal=cfg.normal if i == 0 else None
+        )
+        for i, c in enumerate(task_cols)
     }
     return RecipeOutput(
         sources=sources, labels_csv=str(Path(out_dir) / "labels.csv"), tasks=tasks, info={"recipe": "folder"}

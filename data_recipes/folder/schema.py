@@ -21,6 +21,9 @@ class FolderRecipe(DataRecipeBase):
         labels_csv: Instead of class folders: a CSV with ``key`` (path relative
             to ``labeled``), optional ``split`` and one column per task.
         task: Task name for class-folder labels.
+        normal: The defect-free class of the primary task (a class folder name or a value of
+            the CSV's first task column), for the eval stage's patch-level defect protocol,
+            which learns from normal images only; ``None``: the task is not an inspection task.
         test_fraction: Held-out share when the labels carry no split.
         seed: Seed of the split.
     """
@@ -32,6 +35,7 @@ class FolderRecipe(DataRecipeBase):
     labeled: str | None = None
     labels_csv: str | None = None
     task: str = "label"
+    normal: str | None = None
     test_fraction: float = 0.3
     seed: int = 0
 

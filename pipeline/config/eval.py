@@ -167,6 +167,52 @@ class EvalFinetuneConfig(FinetuneConfig):
 
 
 @dataclass
+class PatchCoreConfig:
+    """Label-free patch-level defect scoring (PatchCore, Roth et al. 2022): a memory bank of
+    mid-level patch features of *normal* training images; an image scores its largest
+    patch distance to the bank (:mod:`pipeline.evaluation.patchcore`).
+
+    Runs on tasks whose recipe names a ``normal`` class; the others skip it.
+
+    Attributes:
+        enabled: Run the protocol.
+        img_size: Input size of CNNs (a ViT fixed to one size gets its own).
+        layers: ``forward_intermediates`` indices of the feature maps; ``None``: the stride-8
+            and stride-16 stages of a CNN (PatchCore's layer2 + layer3), two middle blocks of a ViT.
+        patch_size: Local neighbourhood (``p`` x ``p`` feature-map cells) averaged into a patch.
+        layer_dim: Each layer's neighbourhood is average-pooled to this many dimensions.
+        embed_dim: The layers together are average-pooled to this many (the bank's dimension).
+        patches_per_image: At most this many random patches of each normal training image
+            become coreset candidates (keeps the greedy coreset within a CPU budget).
+        coreset_ratio: Share of the candidates the greedy coreset keeps.
+        projection_dim: Random projection the coreset measures distances in.
+        start_points: Random starting points of the approximate greedy coreset.
+        calibration_fraction: Share of normal training images kept out of the bank; their
+            scores set the decision threshold (the AUROC needs none).
+        threshold_quantile: Quantile of the held-out normal scores that is the threshold.
+        heatmap_top: Highest-scoring test images drawn in the heat-map figure.
+        heatmap_normal: Lowest-scoring normal test images drawn beside them.
+        batch_size: Images per forward pass.
+    """
+
+    enabled: bool = True
+    img_size: int = 128
+    layers: list[int] | None = None
+    patch_size: int = 3
+    layer_dim: int = 256
+    embed_dim: int = 128
+    patches_per_image: int = 16
+    coreset_ratio: float = 0.1
+    projection_dim: int = 128
+    start_points: int = 10
+    calibration_fraction: float = 0.1
+    threshold_quantile: float = 0.95
+    heatmap_top: int = 6
+    heatmap_normal: int = 3
+    batch_size: int = 32
+
+
+@dataclass
 class EvalConfig:
     """The eval stage.
 
@@ -208,6 +254,7 @@ class EvalConfig:
     knn: KnnConfig = field(default_factory=KnnConfig)
     linear_probe: EvalLinearProbeConfig = field(default_factory=EvalLinearProbeConfig)
     finetune: EvalFinetuneConfig = field(default_factory=EvalFinetuneConfig)
+    patchcore: PatchCoreConfig = field(default_factory=PatchCoreConfig)
 
 
 def register(cs: ConfigStore) -> None:

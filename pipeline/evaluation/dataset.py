@@ -27,13 +27,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Task:
-    """One classification task: class names and every sample's class id (-1: unlabeled)."""
+    """One classification task: class names and every sample's class id (-1: unlabeled).
+
+    ``normal`` names the defect-free class of an inspection task (``None``: not one).
+    """
 
     name: str
     classes: list[str]
     y: np.ndarray
     primary: bool = False
     description: str = ""
+    normal: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -159,7 +163,14 @@ def load_eval_set(folder: Path, progress: bool = False, limit: int | None = None
             else:
                 raise ValueError(f"eval sample {key}: task {t} label {value!r} is not one of {spec['classes']}")
     tasks = {
-        t: Task(t, list(spec["classes"]), np.asarray(raw[t]), bool(spec.get("primary")), spec.get("description", ""))
+        t: Task(
+            t,
+            list(spec["classes"]),
+            np.asarray(raw[t]),
+            bool(spec.get("primary")),
+            spec.get("description", ""),
+            spec.get("normal"),
+        )
         for t, spec in specs.items()
     }
     gids = group_ids(groups)

@@ -148,3 +148,33 @@ def markdown_table(summary: Sequence[dict[str, Any]], task: str, protocol: str, 
 
 def efficiency_lines(eff: dict[str, Efficiency], metric: str) -> list[str]:
     return [f"- {e.match.sentence(f'**{b}**', e.reference, metric)}" for b, e in sorted(eff.items())]
+
+
+def patch_section(summary: Sequence[dict[str, Any]], figures: dict[str, list[str]]) -> list[str]:
+    """Markdown of the patch-level defect protocol: per task a table of backbones and the heat-map figures."""
+    lines = [
+        "## Patch-level defect detection (PatchCore-style, label-free)",
+        "",
+        "A memory bank of patch features from the *normal* training images only; a test image scores its "
+        "largest patch distance to the bank. AUROC: defect vs normal. The threshold of the other metrics is a "
+        "quantile of held-out normal training images' scores.",
+        "",
+    ]
+    for task in sorted({s["task"] for s in summary if s["protocol"] == "patchcore"}):
+        sel = sorted(
+            (s for s in summary if s["task"] == task and s["protocol"] == "patchcore"), key=lambda s: s["backbone"]
+        )
+        lines += [
+            f"### {task}: patchcore",
+            "",
+            "| backbone | AUROC | balanced accuracy | macro F1 |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s['backbone']} | {_cell(s, 'auroc')} | {_cell(s, 'balanced_accuracy')} | {_cell(s, 'macro_f1')} |"
+            for s in sel
+        ]
+        lines.append("")
+        lines += [f"![{task} heat maps]({name})" for name in figures.get(task, [])]
+        lines.append("")
+    return lines

@@ -8,6 +8,7 @@ Outputs (under ``<paths.output_dir>/<eval.folder>``, ``eval`` by default)::
     report/summary.csv               mean, std and confidence interval over folds x seeds
     report/summary.png               every curve with its band, and the headline (read this first)
     report/label_efficiency_<task>_<protocol>.png
+    report/patch_heatmaps_<task>_<backbone>.png   patch-level defect protocol (tasks with a normal class)
     report/report.md                 the headline with its interval, protocol checks, tables
     manifest.json
 
@@ -42,6 +43,8 @@ from pipeline.evaluation.folds import Fold, evaluation_folds
 from pipeline.evaluation.frozen import frozen_protocols
 from pipeline.evaluation.headline import metric_for
 from pipeline.evaluation.metrics import METRICS
+from pipeline.evaluation.patch_features import extract_patches
+from pipeline.evaluation.patch_folds import patch_fold_rows, patch_folds
 from pipeline.evaluation.protocols import finetune_protocol
 from pipeline.evaluation.report_page import PageInfo, write_report
 
@@ -176,6 +179,9 @@ def run(cfg: DictConfig) -> Manifest:
         for t in tasks
     }
     heldout = None if data.heldout.all() else data.heldout
+    pc = typed.patchcore
+    patch_tasks = [t for t in tasks if data.tasks[t].normal is not None] if pc.enabled else []
+    patch_figs: dict[str, list[str]] = {}
     ft = typed.finetune
     ft_tasks = _tasks(ft.tasks, data) if ft.enabled else []
     optimizer = instantiate(cfg.eval.finetune.optimizer)
@@ -228,6 +234,12 @@ def run(cfg: DictConfig) -> Manifest:
                     probe,
                     heldout,
                 )
+            if patch_tasks and not b.is_pixels:
+                patches = extract_patches(b, data.images, feat_dir, data.manifest_hash, pc, cfg.seed, cfg.progress)
+                for t in patch_tasks:
+                    png = rep_dir / f"patch_heatmaps_{t}_{b.name}.png"
+                    b_rows += patch_fold_rows(b.name, b.role, patches, data.images, data.tasks[t], folds[t], pc, png)
+                    patch_figs.setdefault(t, []).append(png.name)
             if b.finetune and ft_tasks:
                 bar = tqdm(desc=f"finetune {b.name}", disable=not cfg.progress, unit="run")
 
@@ -266,12 +278,25 @@ def run(cfg: DictConfig) -> Manifest:
                 bar.close()
             _log_backbone(b, report.summarize(b_rows, typed.confidence))
         rows += b_rows
-    check_cells(rows, expected_cells(backbones, tasks, ft_tasks, ec, folds))
+    patch_cells = {
+        (b.name, t, "patchcore", 1.0, f.seed, f.fold)
+        for b in backbones
+        if not b.is_pixels
+        for t in patch_tasks
+        for f in patch_folds(folds[t])
+    }
+    check_cells(rows, expected_cells(backbones, tasks, ft_tasks, ec, folds) | patch_cells)
     summary = report.summarize(rows, typed.confidence)
     roles = {b.name: b.role for b in backbones}
     info = PageInfo(len(data.ids), _protocol_sentence(typed, data), _pretraining_sentence(data), notes)
     num_classes = {t: data.tasks[t].num_classes for t in tasks}
     metrics, headline = write_report(rep_dir, rows, summary, roles, tasks, metric_of, num_classes, info)
+    if patch_cells:
+        with (rep_dir / "report.md").open("a") as fh:
+            fh.write("\n" + "\n".join(report.patch_section(summary, patch_figs)) + "\n")
+        metrics.update(
+            {f"{s['task']}.patchcore.{s['backbone']}.auroc": s["auroc_mean"] for s in summary if s["protocol"] == "patchcore"}
+        )
     tracking.log_artifact(rep_dir, artifact_path=f"{ec['folder']}/report")
     m = Manifest(
         stage="eval",

@@ -20,7 +20,13 @@ from pipeline.io.shards import AtomicShardWriter, shard_path
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 TASKS = {
-    "defect": {"column": "defect", "classes": ["ok", "bad"], "primary": True, "description": "bright spot"},
+    "defect": {
+        "column": "defect",
+        "classes": ["ok", "bad"],
+        "primary": True,
+        "description": "bright spot",
+        "normal": "ok",
+    },
     "type": {"column": "type", "classes": ["a", "b"], "primary": False, "description": "stripes"},
 }
 
@@ -116,9 +122,17 @@ def test_eval_stage_with_export_tracking_and_resume(root: Path) -> None:
 
     rows = list(csv.DictReader((rep / "results.csv").open()))
     # 3 backbones x 2 tasks x 2 protocols x 2 fractions x 2 seeds x 5 folds (grouped cross-validation),
-    # + fine-tuning on the fixed split: 2 nets x 1 task x 1 fraction x 1 seed
-    assert len(rows) == 3 * 2 * 2 * 2 * 2 * 5 + 2
-    assert {r["protocol"] for r in rows} == {"knn", "linear_probe", "finetune"}
+    # + fine-tuning on the fixed split: 2 nets x 1 task x 1 fraction x 1 seed,
+    # + the patch protocol: 2 nets x the one task with a normal class x the 5 folds of the first partition.
+    assert len(rows) == 3 * 2 * 2 * 2 * 2 * 5 + 2 + 2 * 5
+    assert {r["protocol"] for r in rows} == {"knn", "linear_probe", "finetune", "patchcore"}
+    patch = [r for r in rows if r["protocol"] == "patchcore"]
+    assert {(r["backbone"], r["task"], r["fraction"], r["fold"]) for r in patch} == {
+        (b, "defect", "1.0", str(f)) for b in ("domain", "random_init") for f in range(5)
+    }
+    # The planted bright square is a local defect: the patch protocol finds it.
+    assert all(float(r["auroc"]) > 0.8 for r in patch if r["auroc"] != "nan")
+    assert (rep / "patch_heatmaps_defect_domain.png").is_file()
     for r in rows:
         assert 0.0 <= float(r["balanced_accuracy"]) <= 1.0
         assert r["auroc"] != ""
@@ -129,6 +143,7 @@ def test_eval_stage_with_export_tracking_and_resume(root: Path) -> None:
     md = (rep / "report.md").read_text()
     assert "## Headline" in md and "domain" in md
     assert md.index("summary.png") < md.index("## Headline") and "stratified group 5-fold" in md
+    assert "defect.patchcore.domain.auroc" in m.metrics
     assert any(k.endswith("label_fraction_to_match") or k.endswith(".p100") for k in m.metrics)
     # MLflow: one nested run per backbone, under the stage run.
     import mlflow

@@ -128,3 +128,13 @@ def test_group_split_puts_a_group_on_each_side_when_it_can() -> None:
         {"a": "test", "b": "test"},
         {"a": "train", "b": "train"},
     )
+
+
+def test_a_task_names_its_normal_class_or_none() -> None:
+    spec = TaskSpec(column="defect", classes=["ok", "bad"], normal="ok")
+    assert (
+        RecipeOutput.from_dict(RecipeOutput(sources={"pool": ["/p"]}, tasks={"d": spec}).to_dict()).tasks["d"] == spec
+    )
+    assert TaskSpec(column="t", classes=["a", "b"]).normal is None
+    with pytest.raises(ValueError, match="normal class 'good' is not one of"):
+        TaskSpec(column="defect", classes=["ok", "bad"], normal="good")

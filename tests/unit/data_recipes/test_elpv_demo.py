@@ -52,6 +52,7 @@ def test_counts_and_sources(demo: tuple[Path, object]) -> None:
     assert len(list((out / "seeds").iterdir())) == n_seeds and len(list((out / "eval").iterdir())) == 60
     assert rec.sources == {s: [str(out / s)] for s in ("pool", "seeds", "eval")}
     assert set(rec.tasks) == {"defect", "type"} and rec.tasks["defect"].primary
+    assert rec.tasks["defect"].normal == "functional" and rec.tasks["type"].normal is None
     assert rec.info["elpv"].endswith("CC BY-NC-SA 4.0")
 
 

@@ -44,6 +44,16 @@ def test_class_subfolders_become_a_labeled_stratified_split(tmp_path: Path) -> N
     test = {k for k, v in labels.items() if v["split"] == "test"}
     assert sum(k.startswith("cracked") for k in test) == 2 and sum(k.startswith("clean") for k in test) == 1
     assert all(v["state"] == k.split("/")[0] for k, v in labels.items())
+    assert out.tasks["state"].normal is None
+
+
+def test_the_normal_class_names_the_primary_tasks_defect_free_folder(tmp_path: Path) -> None:
+    _img(tmp_path / "pool" / "a.png", 1)
+    _class_folders(tmp_path / "labeled")
+    kw = {"pool": [str(tmp_path / "pool")], "labeled": str(tmp_path / "labeled"), "task": "state"}
+    assert prepare(_cfg(**kw, normal="clean"), tmp_path / "r").tasks["state"].normal == "clean"
+    with pytest.raises(ValueError, match="normal class 'ok'"):
+        prepare(_cfg(**kw, normal="ok"), tmp_path / "r2")
 
 
 def test_labels_csv_with_its_own_split_and_tasks(tmp_path: Path) -> None:

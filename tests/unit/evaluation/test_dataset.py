@@ -132,3 +132,16 @@ def test_evalset_built_by_hand_gets_the_defaults_and_checks_lengths() -> None:
 def test_group_ids() -> None:
     assert group_ids(["m2", None, "m10", "m2", None]).tolist() == [1, 2, 0, 1, 3]
     assert group_ids(["2", "10", "2"]).tolist() == [0, 1, 0]
+
+
+def test_a_task_carries_its_normal_class(tmp_path: Path) -> None:
+    write_shards(tmp_path, N, per_shard=5, labels=True, stage="ingest/eval")
+    _retask(
+        tmp_path,
+        {
+            "kind": {"column": "stripe", "classes": ["h", "v"], "primary": True, "normal": "h"},
+            "other": {"column": "stripe", "classes": ["h", "v"]},
+        },
+    )
+    data = load_eval_set(tmp_path)
+    assert data.tasks["kind"].normal == "h" and data.tasks["other"].normal is None

@@ -131,3 +131,27 @@ def test_plot_label_efficiency_writes_a_png_of_the_figure_size(tmp_path: Path) -
     assert path == tmp_path / "a" / "p.png" and path.stat().st_size > 1000
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size == (768, 528)  # 6.4 x 4.4 in at 120 dpi
+
+
+def test_patch_section_tables_each_task_and_links_its_heat_maps() -> None:
+    rows = [
+        {
+            "backbone": b,
+            "role": "baseline",
+            "task": "defect",
+            "protocol": "patchcore",
+            "fraction": 1.0,
+            "seed": 0,
+            "n_labels": 10,
+            "accuracy": 0.5,
+            "balanced_accuracy": 0.6,
+            "macro_f1": 0.55,
+            "auroc": a,
+        }
+        for b, a in (("imagenet", 0.8), ("random", 0.6))
+    ]
+    lines = report.patch_section(report.summarize(rows), {"defect": ["patch_heatmaps_defect_imagenet.png"]})
+    md = "\n".join(lines)
+    assert "| imagenet | 0.800 ± 0.000 | 0.600 ± 0.000 | 0.550 ± 0.000 |" in md
+    assert "| random | 0.600 ± 0.000 |" in md
+    assert "![defect heat maps](patch_heatmaps_defect_imagenet.png)" in md
