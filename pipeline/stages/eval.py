@@ -295,7 +295,11 @@ def run(cfg: DictConfig) -> Manifest:
         with (rep_dir / "report.md").open("a") as fh:
             fh.write("\n" + "\n".join(report.patch_section(summary, patch_figs)) + "\n")
         metrics.update(
-            {f"{s['task']}.patchcore.{s['backbone']}.auroc": s["auroc_mean"] for s in summary if s["protocol"] == "patchcore"}
+            {
+                f"{s['task']}.patchcore.{s['backbone']}.auroc": s["auroc_mean"]
+                for s in summary
+                if s["protocol"] == "patchcore"
+            }
         )
     tracking.log_artifact(rep_dir, artifact_path=f"{ec['folder']}/report")
     m = Manifest(
