@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.app import run_pipeline
 from pipeline.config import register_configs
-from pipeline.io.shards import iter_samples, list_shards
+from pipeline.io.shards import iter_samples, list_shards, read_metadata
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 TINY = [
@@ -70,6 +70,20 @@ def test_outputs_counts_and_scores(curated):
     assert s["dedup.planted_pairs"] == 10 and s["decontam.planted"] == 6
     # The copy descriptor needs no training, so even with a random backbone planted copies are found.
     assert s["dedup.recall"] >= 0.8 and s["decontam.recall"] >= 0.8
+
+
+def test_decontamination_compares_with_held_out_cells_only(curated):
+    """Pool ELPV cells are evaluation images too (heldout false): they are no references, so they stay."""
+    root, m = curated
+    truth = json.loads((root.parent / "recipe" / "ground_truth.json").read_text())
+    evals = read_metadata(root.parent / "ingest" / "eval")
+    held = {r["id"] for r in evals if r["labels"]["heldout"]}
+    assert len(evals) == 80 and len(held) == 24 and m.counts["decontaminate.eval_heldout"] == 24
+    rows = [json.loads(x) for x in (root / "decontaminate" / "contaminated.jsonl").open()]
+    assert rows and all(r["eval_id"] in held for r in rows)
+    # Compared with all 80 cells, each of the 46 pool cells would match its own evaluation copy.
+    pool_cells = sum(1 for t in truth.values() if t["origin"].startswith("elpv/") and "copy_of" not in t)
+    assert pool_cells == 80 - 24 - 10 and len(rows) < 20
 
 
 def test_shards_keep_bytes_and_lineage(curated):
