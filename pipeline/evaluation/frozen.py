@@ -115,14 +115,23 @@ def _fold_rows(
             )
             rows.append({**common, "protocol": "knn", **score_row(y, fold.test, pred, proba, C, heldout)})
         if probe is not None:
-            r = fit_linear_probe(feats[idx], y[idx], feats[fold.test], C, probe, fold.label_seed)
+            present = np.unique(y[idx])
+            if len(present) < 2:
+                # Grouped folds can leave a training fold with one class of a rare-in-groups task:
+                # the only honest classifier then predicts that class (AUROC 0.5 where defined).
+                proba = np.zeros((len(fold.test), C))
+                proba[:, present[0]] = 1.0
+                pred, c, how = np.full(len(fold.test), present[0]), float("nan"), "one_class"
+            else:
+                r = fit_linear_probe(feats[idx], y[idx], feats[fold.test], C, probe, fold.label_seed)
+                pred, proba, c, how = r.pred, r.proba, r.c, r.selection
             rows.append(
                 {
                     **common,
                     "protocol": "linear_probe",
-                    **score_row(y, fold.test, r.pred, r.proba, C, heldout),
-                    "probe_c": r.c,
-                    "probe_selection": r.selection,
+                    **score_row(y, fold.test, pred, proba, C, heldout),
+                    "probe_c": c,
+                    "probe_selection": how,
                 }
             )
     return rows

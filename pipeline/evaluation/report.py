@@ -90,6 +90,8 @@ def plot_label_efficiency(
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     sel = [s for s in summary if s["task"] == task and s["protocol"] == protocol]
+    # A metric undefined everywhere (AUROC when a test fold holds one class) leaves nothing to draw.
+    sel = [s for s in sel if not math.isnan(s[f"{metric}_mean"])]
     for b in sorted({s["backbone"] for s in sel}):
         pts = sorted((s for s in sel if s["backbone"] == b), key=lambda s: s["fraction"])
         x = [100.0 * s["fraction"] for s in pts]
@@ -99,14 +101,16 @@ def plot_label_efficiency(
         style = "-" if pts[0]["role"] == "domain" else "--"
         (line,) = ax.plot(x, y, style + "o", ms=4, lw=2.2 if pts[0]["role"] == "domain" else 1.4, label=b)
         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if sel:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("labelled training examples used (%)")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title or f"{task}: {protocol}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if sel:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

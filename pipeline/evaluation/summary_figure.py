@@ -51,6 +51,7 @@ def plot_summary(
         for j, p in enumerate(protocols):
             ax = axes[i][j]
             sel = [s for s in summary if s["task"] == t and s["protocol"] == p]
+            sel = [s for s in sel if not math.isnan(s[f"{metric}_mean"])]
             if not sel:
                 ax.axis("off")  # a protocol not run on this task (fine-tuning runs on the primary task by default)
                 continue

