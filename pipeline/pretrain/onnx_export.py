@@ -22,6 +22,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,30 +70,22 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path, dynamo: bool, e
     # Both exporters print progress and warn about their own internals; the outcome is logged by the caller.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        if dynamo:
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=OPSET,
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                dynamo=True,
-                external_data=external,
-                verbose=False,
-            )
-        else:
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=OPSET,
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                dynamo=False,
-            )
+        # The two exporters name the batch axis differently; everything else is shared.
+        batch_axis: dict[str, Any] = (
+            {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1)},), "external_data": external, "verbose": False}
+            if dynamo
+            else {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
+        )
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=OPSET,
+            dynamo=dynamo,
+            **batch_axis,
+        )
 
 
 def onnx_features(path: Path, images: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from pipeline.augment.gpu_multicrop import GPUMultiCrop
 from pipeline.augment.pil_multicrop import MultiCrop
 from pipeline.config.augment import AugmentConfig
 from pipeline.pretrain import data as D
+from pipeline.pretrain.methods.base import SSLMethod
 from pipeline.pretrain.module import PretrainModule
 from tests.unit.pretrain_tiny import write_shards
 
@@ -35,8 +36,8 @@ def _smooth(n: int, size: int, channels: int, seed: int = 0) -> list[Image.Image
 def _module(spec: AugmentConfig) -> PretrainModule:
     aug = device_multicrop(spec)
     assert isinstance(aug, GPUMultiCrop)
-    method = torch.nn.Linear(1, 1)  # never called: only the batch hooks run
-    return PretrainModule(method, partial(torch.optim.SGD), lambda *a: None, 2, device_augment=aug)  # type: ignore
+    # SSLMethod's base is never called here (only the batch hooks run); it has no backbones.
+    return PretrainModule(SSLMethod(), partial(torch.optim.SGD), lambda *a: None, 2, device_augment=aug)  # type: ignore
 
 
 def _views(module: PretrainModule, batch: D.ImageBatch) -> list[torch.Tensor]:
