@@ -176,7 +176,12 @@ class PatchCoreConfig:
 
     Attributes:
         enabled: Run the protocol.
-        img_size: Input size of CNNs (a ViT fixed to one size gets its own).
+        img_size: ``None``: the patch maps come from the frozen protocols' own forward pass, at
+            their input size (one pass per backbone); a size: a second pass at that size (a ViT
+            fixed to one size gets its own).
+        grid: Feature maps finer than ``grid`` x ``grid`` cells are average-pooled to it before
+            the neighbourhood aggregation (``None``: never), so a 224 px input gives a bank the
+            size a 128 px one would.
         layers: ``forward_intermediates`` indices of the feature maps; ``None``: the stride-8
             and stride-16 stages of a CNN (PatchCore's layer2 + layer3), two middle blocks of a ViT.
         patch_size: Local neighbourhood (``p`` x ``p`` feature-map cells) averaged into a patch.
@@ -196,7 +201,8 @@ class PatchCoreConfig:
     """
 
     enabled: bool = True
-    img_size: int = 128
+    img_size: int | None = None
+    grid: int | None = 16
     layers: list[int] | None = None
     patch_size: int = 3
     layer_dim: int = 256

@@ -10,7 +10,9 @@ The headline: the share of labels with which the domain backbone reaches the bes
 baseline's linear-probe score at 100 % of the labels, per trained protocol. Its interval
 reads the curves' confidence bands against the target's: the optimistic end is where the
 upper band reaches the target's lower end, the pessimistic end where the lower band
-reaches its upper end.
+reaches its upper end. Beside it, the paired difference at 100 % of the labels (the domain
+backbone minus the target, fold by fold: :mod:`~pipeline.evaluation.paired`), which is
+known far more precisely than either score.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.evaluation.intervals import Interval
 from pipeline.evaluation.label_efficiency import FractionToMatch, fraction_to_match
+from pipeline.evaluation.paired import paired_interval
 
 # What to change when a protocol did not train (the settings are in conf/eval and pipeline/config/eval.py).
 FIXES = {
@@ -114,6 +118,7 @@ class Headline:
     match: FractionToMatch
     optimistic: FractionToMatch
     pessimistic: FractionToMatch
+    gap: Interval | None = None  # backbone (this protocol) - reference (linear probe), paired, 100 % of labels
 
     def sentence(self) -> str:
         m = self.metric.replace("_", " ")
@@ -122,10 +127,18 @@ class Headline:
             f"interval {self.target_low:.3f} to {self.target_high:.3f})"
         )
         if self.match.fraction is None:
-            return f"{self.task} / {self.protocol}: {self.backbone} does not reach {what}, even with all labels"
+            text = f"{self.task} / {self.protocol}: {self.backbone} does not reach {what}, even with all labels"
+        else:
+            text = (
+                f"{self.task} / {self.protocol}: {self.backbone} reaches {what} with {self.match.describe()} "
+                f"of the labels (interval {self.optimistic.describe()} to {self.pessimistic.describe()})"
+            )
+        g = self.gap
+        if g is None or g.n < 2:
+            return text
         return (
-            f"{self.task} / {self.protocol}: {self.backbone} reaches {what} with {self.match.describe()} "
-            f"of the labels (interval {self.optimistic.describe()} to {self.pessimistic.describe()})"
+            f"{text}; with all labels it scores {g.mean:+.3f} against it, paired over {g.n} folds "
+            f"(standard error {g.se:.3f}, interval {g.low:+.3f} to {g.high:+.3f})"
         )
 
 
@@ -143,10 +156,13 @@ def headlines(
     metric: str,
     roles: dict[str, str],
     checks: Sequence[ProtocolCheck],
+    rows: Sequence[dict[str, Any]] = (),
+    confidence: float = 0.95,
 ) -> list[Headline]:
     """One headline per domain backbone (every backbone when there is none) and trained protocol of ``task``.
 
     The target is the best baseline's linear probe at 100 %; none when the linear probe itself did not train.
+    ``rows`` (the per-fold results) add the paired difference to the target.
     """
     trained = [c.protocol for c in checks if c.task == task and c.trained]
     if "linear_probe" not in trained:
@@ -175,10 +191,11 @@ def headlines(
                 fr = sorted(c)
                 return fraction_to_match(fr, [c[f] for f in fr], target)
 
+            gap = paired_interval(rows, task, metric, (b, p), (ref, "linear_probe"), 1.0, confidence)
             out.append(
                 Headline(
                     task, p, b, ref, metric, tm, tl, th,
-                    reach(f"{metric}_mean", tm), reach(f"{metric}_high", tl), reach(f"{metric}_low", th),
+                    reach(f"{metric}_mean", tm), reach(f"{metric}_high", tl), reach(f"{metric}_low", th), gap,
                 )
             )  # fmt: skip
     return out

@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.evaluation import report
 from pipeline.evaluation.headline import check_protocol, headlines
 from pipeline.evaluation.label_efficiency import efficiency_against_baselines
+from pipeline.evaluation.paired import paired_table
 from pipeline.evaluation.summary_figure import plot_summary
 
 PROTOCOL_ORDER = ("knn", "linear_probe", "finetune")
@@ -29,12 +30,14 @@ class PageInfo:
         protocol: One sentence on the frozen protocols' folds, seeds and intervals.
         pretraining: One sentence on whether the evaluation images were in the pretraining pool.
         notes: Backbones skipped, and why.
+        confidence: Level of the intervals.
     """
 
     n_images: int
     protocol: str
     pretraining: str
     notes: Sequence[str] = ()
+    confidence: float = 0.95
 
 
 def write_report(
@@ -62,7 +65,7 @@ def write_report(
     metrics: dict[str, float] = {}
     heads = []
     for t in tasks:
-        for h in headlines(summary, t, metric_of[t], roles, checks):
+        for h in headlines(summary, t, metric_of[t], roles, checks, rows, info.confidence):
             heads.append(h)
             if h.match.fraction is not None:
                 metrics[f"{t}.{h.protocol}.{h.backbone}.label_fraction_to_match"] = h.match.fraction
@@ -125,6 +128,37 @@ def write_report(
         *[f"- {c.line()}" for c in checks],
         "",
     ]
-    md = "\n".join([*head, "## Results", "", *body])
+    md = "\n".join(
+        [*head, *_paired_section(rows, tasks[0], metric_of[tasks[0]], roles, info.confidence), "## Results", "", *body]
+    )
     (rep_dir / "report.md").write_text(md)
     return metrics, headline
+
+
+def _paired_section(
+    rows: Sequence[dict[str, Any]], task: str, metric: str, roles: dict[str, str], confidence: float
+) -> list[str]:
+    """Each domain backbone minus each baseline, fold by fold, at 100 % of the labels (all images, then held-out)."""
+    judged = [b for b, r in roles.items() if r == "domain"]
+    baselines = [b for b, r in roles.items() if r == "baseline"]
+    present = {r["protocol"] for r in rows if r["task"] == task}
+    protocols = [p for p in (*PROTOCOL_ORDER, "patchcore") if p in present]
+    if not judged or not baselines:
+        return []
+    m = metric.replace("_", " ")
+    out = [
+        f"## Paired against the baselines ({task}, {m}, 100 % of the labels)",
+        "",
+        "The domain backbone minus each baseline on the same folds (the spread that comes from which groups "
+        f"a fold tests cancels), mean and {100 * confidence:g} % corrected interval; above 0: the domain "
+        "backbone scores higher.",
+        "",
+    ]
+    table = paired_table(rows, task, metric, judged, baselines, protocols, confidence)
+    if not table:
+        return []
+    out += [*table, ""]
+    held = paired_table(rows, task, metric, judged, baselines, protocols, confidence, key=f"heldout_{metric}")
+    if held:
+        out += ["Held-out images only (never in the pretraining pool):", "", *held, ""]
+    return out

@@ -43,7 +43,7 @@ from pipeline.evaluation.folds import Fold, evaluation_folds
 from pipeline.evaluation.frozen import frozen_protocols
 from pipeline.evaluation.headline import metric_for
 from pipeline.evaluation.metrics import METRICS
-from pipeline.evaluation.patch_features import extract_patches
+from pipeline.evaluation.patch_features import extract_with_patches
 from pipeline.evaluation.patch_folds import patch_fold_rows, patch_folds
 from pipeline.evaluation.protocols import finetune_protocol
 from pipeline.evaluation.report_page import PageInfo, write_report
@@ -211,16 +211,13 @@ def run(cfg: DictConfig) -> Manifest:
             },
         ):
             tracking.set_tags({"backbone": b.name, "role": b.role})
-            feats = extract(
-                b,
-                data.images,
-                feat_dir,
-                data.manifest_hash,
-                cfg.seed,
-                ec["feature_batch_size"],
-                cfg.progress,
-                typed.pooling,
-            )
+            feature_args = (data.images, feat_dir, data.manifest_hash)
+            fb, patches = ec["feature_batch_size"], None
+            if patch_tasks and not b.is_pixels:
+                # One forward pass for the pooled and the patch features (pipeline/evaluation/patch_features.py).
+                feats, patches = extract_with_patches(b, *feature_args, pc, cfg.seed, fb, cfg.progress, typed.pooling)
+            else:
+                feats = extract(b, *feature_args, cfg.seed, fb, cfg.progress, typed.pooling)
             for t in tasks:
                 b_rows += frozen_protocols(
                     b.name,
@@ -234,8 +231,7 @@ def run(cfg: DictConfig) -> Manifest:
                     probe,
                     heldout,
                 )
-            if patch_tasks and not b.is_pixels:
-                patches = extract_patches(b, data.images, feat_dir, data.manifest_hash, pc, cfg.seed, cfg.progress)
+            if patches is not None:
                 for t in patch_tasks:
                     png = rep_dir / f"patch_heatmaps_{t}_{b.name}.png"
                     b_rows += patch_fold_rows(b.name, b.role, patches, data.images, data.tasks[t], folds[t], pc, png)
@@ -288,7 +284,9 @@ def run(cfg: DictConfig) -> Manifest:
     check_cells(rows, expected_cells(backbones, tasks, ft_tasks, ec, folds) | patch_cells)
     summary = report.summarize(rows, typed.confidence)
     roles = {b.name: b.role for b in backbones}
-    info = PageInfo(len(data.ids), _protocol_sentence(typed, data), _pretraining_sentence(data), notes)
+    info = PageInfo(
+        len(data.ids), _protocol_sentence(typed, data), _pretraining_sentence(data), notes, typed.confidence
+    )
     num_classes = {t: data.tasks[t].num_classes for t in tasks}
     metrics, headline = write_report(rep_dir, rows, summary, roles, tasks, metric_of, num_classes, info)
     if patch_cells:

@@ -117,3 +117,20 @@ def test_report_page_puts_the_figure_first_and_never_says_matches_on_a_flagged_p
     assert "Under-trained at these settings" in finetune and "matches" not in finetune
     assert "defect.finetune.domain.label_fraction_to_match" not in metrics
     assert "defect.linear_probe.domain.label_fraction_to_match" in metrics
+
+
+def test_the_headline_carries_the_paired_gap_to_its_target(tmp_path: Path) -> None:
+    summary = report.summarize(ROWS)
+    checks = [check_protocol(summary, "defect", p, "auroc", 2) for p in ("knn", "linear_probe")]
+    (probe,) = [h for h in headlines(summary, "defect", "auroc", ROLES, checks, ROWS) if h.protocol == "linear_probe"]
+    assert probe.reference == "imagenet" and probe.gap is not None and probe.gap.n == 10
+    assert abs(probe.gap.mean - 0.06) < 0.02 and probe.gap.low > 0
+    assert "+0.0" in probe.sentence() and "paired over 10 folds" in probe.sentence()
+    # Without the per-fold rows there is no gap, and the sentence says nothing about one.
+    (bare,) = [h for h in headlines(summary, "defect", "auroc", ROLES, checks) if h.protocol == "linear_probe"]
+    assert bare.gap is None and "paired" not in bare.sentence()
+    info = PageInfo(1000, "Grouped 5-fold cross-validation.", "Pretraining: none of the 1000 images.")
+    write_report(tmp_path, ROWS, summary, ROLES, ["defect"], {"defect": "auroc"}, {"defect": 2}, info)
+    md = (tmp_path / "report.md").read_text()
+    section = md[md.index("## Paired against the baselines") : md.index("## Results")]
+    assert "| domain | imagenet | +0.0" in section and "| domain | pixels | +0.2" in section

@@ -13,12 +13,15 @@ from PIL import Image
 
 from pipeline.config.eval import BackboneEntryConfig, PatchCoreConfig
 from pipeline.evaluation.backbones import resolve_backbones
-from pipeline.evaluation.features import preprocessing
+from pipeline.evaluation.features import extract, network_features, preprocessing
 from pipeline.evaluation.patch_features import (
     aggregate_patches,
     default_layers,
     extract_patches,
+    extract_with_patches,
+    network_joint_features,
     network_patch_features,
+    patch_embedding,
 )
 from tests.unit.pretrain_tiny import tiny_vit
 
@@ -100,3 +103,42 @@ def test_extract_patches_is_cached_per_backbone_and_options(tmp_path: Path) -> N
     other = extract_patches(b, imgs, tmp_path, "data", PatchCoreConfig(img_size=64, layer_dim=8, embed_dim=6))
     assert other.shape[1:3] == (8, 8)
     assert len(list(tmp_path.glob("cnn-patches-*.npy"))) == 2
+
+
+@pytest.mark.parametrize("arch", ["cnn", "vit"])
+def test_one_pass_gives_the_pooled_and_the_patch_features_of_two(arch: str) -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", num_classes=0) if arch == "cnn" else tiny_vit(depth=2)
+    opts = PatchCoreConfig(img_size=None, grid=None, layer_dim=8, embed_dim=6, batch_size=3)
+    prep = preprocessing(model, 32)
+    imgs, layers = _images(5), default_layers(model)
+    pooled, patches = network_joint_features(model, imgs, prep, opts, layers, batch_size=2)
+    np.testing.assert_allclose(pooled, network_features(model, imgs, prep, batch_size=4), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        patches.astype(np.float32),
+        network_patch_features(model, imgs, prep, opts, layers).astype(np.float32),
+        rtol=1e-2,
+        atol=1e-3,
+    )
+
+
+def test_maps_finer_than_the_grid_are_pooled_to_it() -> None:
+    fine, coarse = torch.randn(2, 4, 12, 12), torch.randn(2, 5, 6, 6)
+    out = patch_embedding([coarse, fine], PatchCoreConfig(grid=6, layer_dim=8, embed_dim=6))
+    assert out.shape == (2, 6, 6, 6)
+    # The same as pooling the fine map by hand: the grid step is an average over 2 x 2 cells.
+    want = aggregate_patches([F.avg_pool2d(fine, 2), coarse], 3, 8, 6)
+    torch.testing.assert_close(out, want)
+    assert patch_embedding([fine], PatchCoreConfig(grid=None, layer_dim=8, embed_dim=6)).shape == (2, 12, 12, 6)
+
+
+def test_joint_extraction_shares_the_caches_of_the_separate_ones(tmp_path: Path) -> None:
+    (b,), _ = resolve_backbones([BackboneEntryConfig(name="cnn", arch="test_efficientnet", img_size=32)], seed=0)
+    opts = PatchCoreConfig(layer_dim=8, embed_dim=6)  # img_size=None: the pooled features' pass
+    imgs = _images(4)
+    feats, patches = extract_with_patches(b, imgs, tmp_path, "data", opts)
+    assert len(list(tmp_path.glob("cnn-*.npy"))) == 2
+    # Read back by the one-kind extractors: same files, nothing recomputed.
+    np.testing.assert_array_equal(extract(b, imgs, tmp_path, "data"), feats)
+    np.testing.assert_array_equal(extract_patches(b, imgs, tmp_path, "data", opts), patches)
+    assert len(list(tmp_path.glob("cnn-*.npy"))) == 2
