@@ -93,7 +93,7 @@ def preprocessing(model: torch.nn.Module, img_size: int | None, overrides: dict 
 
 POOLINGS = ("avg", "gem")
 # Bumped when the feature definition changes, so caches written before are not reused.
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 
 
 def pool(model: torch.nn.Module, x: torch.Tensor, pooling: str = "avg", gem_p: float = 3.0) -> torch.Tensor:
@@ -168,10 +168,15 @@ def network_features(
 
 
 def pixel_features(images: Sequence[Image.Image], size: int) -> np.ndarray:
-    """Raw-pixel baseline: each image downsampled to ``size`` x ``size`` RGB, flattened, in [0, 1]."""
+    """Raw-pixel baseline: each image downsampled to ``size`` x ``size``, flattened, in [0, 1].
+
+    Single-channel when every image is (three copies of a gray channel change no cosine and
+    only triple the linear probe's cost), RGB otherwise.
+    """
+    mode = "L" if all(im.mode == "L" for im in images) else "RGB"
     return np.stack(
         [
-            np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BOX), dtype=np.float32).ravel() / 255.0
+            np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BOX), dtype=np.float32).ravel() / 255.0
             for im in images
         ]
     )

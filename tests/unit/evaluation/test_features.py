@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 
 from pipeline.config.eval import BackboneEntryConfig
 from pipeline.evaluation.backbones import resolve_backbones
-from pipeline.evaluation.features import feature_key, pool
+from pipeline.evaluation.features import feature_key, pixel_features, pool
 
 
 @torch.no_grad()
@@ -50,3 +52,14 @@ def test_cache_key_depends_on_pooling_but_not_for_pixels(tmp_path: Path) -> None
     cnn, pixels = resolve_backbones(entries, 0)[0]
     assert feature_key(cnn, "d", 0, "avg") != feature_key(cnn, "d", 0, "gem")
     assert feature_key(pixels, "d", 0, "avg") == feature_key(pixels, "d", 0, "gem")
+
+
+def test_pixel_features_keep_one_channel_for_gray_images() -> None:
+    rng = np.random.default_rng(0)
+    gray = [Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8), mode="L") for _ in range(3)]
+    f = pixel_features(gray, 8)
+    assert f.shape == (3, 64) and f.min() >= 0 and f.max() <= 1
+    # The same images as RGB give three copies of each value (and the mixed set is RGB throughout).
+    rgb = pixel_features([im.convert("RGB") for im in gray], 8)
+    np.testing.assert_allclose(rgb.reshape(3, 64, 3), np.repeat(f[:, :, None], 3, axis=2), atol=1 / 255)
+    assert pixel_features([gray[0], gray[1].convert("RGB")], 8).shape == (2, 192)
