@@ -293,7 +293,7 @@ def run(cfg: DictConfig) -> Manifest:
         out / p.export_dir,
         arch,
         model_kwargs,
-        aug.global_size,
+        export_input_size(backbone, p.model.weights, aug.global_size),
         aug.mean,
         aug.std,
         extra={
@@ -389,3 +389,18 @@ def _schedules(total: int, per_epoch: int, global_batch: int, o: OptimConfig, m:
         freeze_backbone_epochs=o.freeze_backbone_epochs,
         backbone_warmup_epochs=o.backbone_warmup_epochs,
     )
+
+
+def export_input_size(backbone: torch.nn.Module, weights: str | None, crop_size: int) -> int:
+    """The input size the export records (what the eval and curate stages feed it).
+
+    A ViT records the size it was built for (its position embedding has no other). A CNN trained
+    from random init records its global crop size. A warm-started CNN records its starting
+    weights' own size (ImageNet Lite0: 224): its features were learnt there, a few epochs of
+    continued training on smaller crops do not move them, and its eval then compares it with its
+    generic start at the same size. At the crop size (128 px on the demo) the same weights score
+    lower, which would read as adaptation hurting.
+    """
+    if weights is None or getattr(backbone, "patch_embed", None) is not None:
+        return crop_size
+    return int(data_config(backbone)["input_size"][-1])
