@@ -170,16 +170,14 @@ def network_features(
 def pixel_features(images: Sequence[Image.Image], size: int) -> np.ndarray:
     """Raw-pixel baseline: each image downsampled to ``size`` x ``size``, flattened, in [0, 1].
 
-    Single-channel when every image is (three copies of a gray channel change no cosine and
-    only triple the linear probe's cost), RGB otherwise.
+    One channel when every image is gray (three equal channels change no cosine and only
+    triple the linear probe's cost), RGB otherwise.
     """
-    mode = "L" if all(im.mode == "L" for im in images) else "RGB"
-    return np.stack(
-        [
-            np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BOX), dtype=np.float32).ravel() / 255.0
-            for im in images
-        ]
+    rgb = np.stack(
+        [np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BOX), dtype=np.float32) for im in images]
     )
+    gray = bool((rgb[..., :1] == rgb[..., 1:]).all())
+    return (rgb[..., 0] if gray else rgb).reshape(len(images), -1) / 255.0
 
 
 def feature_key(backbone: EvalBackbone, data_hash: str, seed: int, pooling: str = "avg") -> str:

@@ -59,7 +59,9 @@ def test_pixel_features_keep_one_channel_for_gray_images() -> None:
     gray = [Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8), mode="L") for _ in range(3)]
     f = pixel_features(gray, 8)
     assert f.shape == (3, 64) and f.min() >= 0 and f.max() <= 1
-    # The same images as RGB give three copies of each value (and the mixed set is RGB throughout).
-    rgb = pixel_features([im.convert("RGB") for im in gray], 8)
-    np.testing.assert_allclose(rgb.reshape(3, 64, 3), np.repeat(f[:, :, None], 3, axis=2), atol=1 / 255)
-    assert pixel_features([gray[0], gray[1].convert("RGB")], 8).shape == (2, 192)
+    # Gray images stored as RGB are still gray; one coloured image makes the whole set RGB.
+    np.testing.assert_array_equal(pixel_features([im.convert("RGB") for im in gray], 8), f)
+    colour = Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8), mode="RGB")
+    mixed = pixel_features([gray[0], colour], 8)
+    assert mixed.shape == (2, 192)
+    np.testing.assert_allclose(mixed[0].reshape(64, 3), np.repeat(f[0][:, None], 3, axis=1))
