@@ -7,9 +7,10 @@ on 224 px global and 96 px local crops, bf16, ``--epochs`` passes over the curat
 schedule's phases keep elpv_adapt's proportions of the run: heads alone for the first quarter,
 the backbone ramped in over the next, the teacher temperature warmed over the first half), then
 one eval-stage run over the grouped folds with the generic start and every seed's export, and the
-paired report (``adapt_report.py``). Seeds stop early when ``--pretrain-budget-s`` is spent, so the
-eval always runs. Results: ``<out-dir>/gpu_adapt_<device>.{json,md}``, plus the run logs, stage
-manifests and the eval's ``results.csv`` under ``<out-dir>/gpu_adapt_files``.
+paired report (``adapt_report.py``). A seed starts only when it (as long as the one before) and
+the eval (``--eval-reserve-s``) still fit in ``--deadline-s`` (7 minutes), so the eval always runs.
+Results: ``<out-dir>/gpu_adapt_<device>.{json,md}``, plus the run logs, stage manifests and the
+eval's ``results.csv`` under ``<out-dir>/gpu_adapt_files``.
 
     python benchmarks/gpu_adapt.py --out-dir "$OUT"                 # one GPU call, under 8 minutes
     PYTHONPATH=$PWD python benchmarks/gpu_adapt.py --smoke --out-dir /tmp/gpu_adapt_smoke   # CPU, < 2 min
@@ -77,7 +78,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 2)))
     ap.add_argument("--precision", default="bf16-mixed")
-    ap.add_argument("--pretrain-budget-s", type=float, default=300.0, help="start no seed after this")
+    ap.add_argument("--deadline-s", type=float, default=420.0, help="whole run; a seed starts only if it fits")
+    ap.add_argument("--eval-reserve-s", type=float, default=90.0, help="time kept for the eval and the report")
     ap.add_argument("--eval-seeds", nargs="+", type=int, default=[0, 1, 2], help="fold partitions")
     ap.add_argument("--source", default="curate", help="pretrain.data.source (curate or pool)")
     ap.add_argument("--smoke", action="store_true", help="CPU: 2 steps of 64 px crops, 320 eval cells")
@@ -85,7 +87,7 @@ def main() -> None:
     args.eval_extra = []
     extra: list[str] = [f"pretrain.data.source={args.source}"]
     if args.smoke:
-        args.seeds, args.eval_seeds, args.pretrain_budget_s = args.seeds[:1], [0], 1e9
+        args.seeds, args.eval_seeds, args.deadline_s = args.seeds[:1], [0], 1e9
         args.global_size, args.local_size, args.local_crops, args.batch_size = 64, 32, 2, 4
         args.precision, args.source = "32-true", "pool"
         extra = ["pretrain.data.source=pool", "pretrain.trainer.max_steps=2", "pretrain.monitor.knn_max_images=64"]
@@ -99,10 +101,11 @@ def main() -> None:
         timings[stage] = run_py(root, [f"stage={stage}"], root / "logs" / f"{stage}.log")
         print(f"{stage}: {timings[stage]:.0f} s", flush=True)
     records: dict[str, dict] = {}
-    t_pre = time.perf_counter()
     for seed in args.seeds:
-        if records and time.perf_counter() - t_pre > args.pretrain_budget_s:
-            print(f"pretrain budget spent: seeds {list(records)} only", flush=True)
+        # the next seed is assumed to take as long as the last one; the eval must still fit after it
+        last = records[next(reversed(records))]["wall_s"] if records else 0.0
+        if records and time.perf_counter() - t_start + last + args.eval_reserve_s > args.deadline_s:
+            print(f"no time for seed {seed} within --deadline-s: seeds {list(records)} only", flush=True)
             break
         overrides = merge_overrides(["stage=pretrain", f"seed={seed}"], DINO, schedule(args.epochs, args), extra)
         records[f"dino_s{seed}"] = pretrain_arm(root, "dino", seed, overrides)
