@@ -122,7 +122,7 @@ def _fmt(s: dict[str, Any] | None, sign: bool = False) -> str:
 
 
 def markdown(result: dict[str, Any], labels: dict[str, str], generic: str) -> str:
-    lines = [f"# adapt_side_by_side on {result['device']}", "",
+    lines = [f"# {result['benchmark']} on {result['device']}", "",
              "Defect AUROC at 100 % of the labels, mean ± sd over folds (all cells | held-out cells only); "
              f"paired: per-fold difference to `{generic}`, mean ± sd. Patch-level: no held-out split.", ""]  # fmt: skip
     head = "| backbone | kNN | paired | probe | paired | patch-level | paired | kNN held-out | probe held-out |"

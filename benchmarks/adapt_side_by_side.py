@@ -265,7 +265,7 @@ def main() -> None:
                     choices=["prepare", "pretrain", "eval", "report"])  # fmt: skip
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="pretraining seeds of the dino arm")
-    ap.add_argument("--epochs", type=int, default=1, help="Lite0 arms: passes over the curated shards")
+    ap.add_argument("--epochs", type=int, default=2, help="Lite0 arms: passes over the curated shards")
     ap.add_argument("--max-steps", type=int, default=0, help="cap every arm at this many steps (smoke)")
     ap.add_argument("--eval-seeds", nargs="+", type=int, default=[0, 1, 2], help="fold partitions")
     ap.add_argument("--extra", nargs="*", default=[], help="more overrides for every pretrain run")

@@ -96,9 +96,11 @@ def test_gpu_adapt_smoke(tmp_path: Path) -> None:
     proc = subprocess.run([*cmd, "--out-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((tmp_path / "gpu_adapt_cpu_smoke.json").read_text())
-    assert set(res["summary"]) == {"imagenet_lite0", "dino_s0"}
+    assert set(res["summary"]) == {"imagenet_lite0", "dino_s0", "dino_s0_at_export_size"}
+    assert res["params"]["timings_s"]["ingest"] > 0 and "curate" not in res["params"]["timings_s"]  # smoke: pool
     assert res["pretrain"]["dino_s0"]["steps"] == 2
     for p in ("knn", "linear_probe", "patchcore"):
         assert 0.0 <= res["summary"]["dino_s0"][p]["auroc"]["mean"] <= 1.0
         assert res["summary"]["dino_s0"][p]["paired_auroc"]["n"] == 5
     assert (tmp_path / "gpu_adapt_files" / "results.csv").is_file()
+    assert (tmp_path / "gpu_adapt_cpu_smoke.md").read_text().startswith("# gpu_adapt_cpu_smoke on ")
