@@ -67,7 +67,15 @@ def architecture(model_cfg: DictConfig | dict[str, Any]) -> str:
     return pypi_lite_arch(w, c.name) if w in PYPI_LITE else str(c.name)
 
 
-def start_normalisation(weights: str | None, model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+Triple = tuple[float, float, float]
+
+
+def _triple(values: Any) -> Triple:
+    a, b, c = (float(v) for v in values)
+    return a, b, c
+
+
+def start_normalisation(weights: str | None, model: nn.Module) -> tuple[Triple, Triple] | None:
     """The input mean and std the starting weights expect, or ``None`` for random init and files.
 
     Named generic weights use timm's data config of the built model (the PyPI Lites: mean = std = 0.5);
@@ -76,10 +84,10 @@ def start_normalisation(weights: str | None, model: nn.Module) -> tuple[tuple[fl
     export = export_folder(weights)
     if export is not None:
         pc = read_export(export).get("pretrained_cfg", {})
-        return (tuple(pc["mean"]), tuple(pc["std"])) if "mean" in pc and "std" in pc else None
+        return (_triple(pc["mean"]), _triple(pc["std"])) if "mean" in pc and "std" in pc else None
     if weights in PYPI_LITE or weights == "hub":
         dc = data_config(model)
-        return tuple(dc["mean"]), tuple(dc["std"])
+        return _triple(dc["mean"]), _triple(dc["std"])
     return None
 
 
