@@ -7,7 +7,7 @@ shared ones (same curated shards, same evaluation set); then ONE eval-stage run
 (``eval.folder=adapt_side_by_side``, so the demo's own eval is not touched) scores every export
 and the generic starts on the same grouped folds. Arms (``--arms``):
 
-* ``dino``: continued DINO + KoLeo from ImageNet EfficientNet-Lite0 (``experiment=elpv_adapt``);
+* ``dino``: continued DINO + KoLeo from ImageNet EfficientNet-Lite0 (``experiment=elpv_demo``, the demo default);
 * ``distill``: distillation from a frozen ImageNet Lite2 teacher into Lite0 from its ImageNet
   weights (a teacher stronger than the student, as LightlyTrain uses it; a Lite0 teacher would ask
   the student to copy its own starting features);
@@ -52,8 +52,8 @@ GENERIC = "imagenet_lite0"
 LITE_EVAL_SIZE = 224  # every Lite0 backbone is scored at the generic start's own input size
 COMMON = ["tracking=off", "progress=false"]
 
-# The continued-DINO settings are experiment=elpv_adapt's; the length is set by the budget.
-DINO = ["experiment=elpv_adapt"]
+# The continued-DINO settings are the demo default's (experiment=elpv_demo); the length is set by the budget.
+DINO = ["experiment=elpv_demo"]
 # Distillation as in docs/results.md ("Distillation from a frozen generic teacher"): LightlyTrain's
 # learning rate scaled to batch 32, its weight decay and clipping for BatchNorm CNNs; the same
 # 128 px global crops as the DINO arm (two per image), no local crops.

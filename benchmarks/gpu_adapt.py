@@ -2,9 +2,9 @@
 """Continued DINO from ImageNet Lite0 on ELPV at a GPU schedule, paired against the generic start.
 
 The claim of ``adapt_side_by_side.py``'s ``dino`` arm at a budget a CPU cannot afford, in one call:
-ingest and curate once, then per pretraining seed the pretrain stage with ``experiment=elpv_adapt``
+ingest and curate once, then per pretraining seed the pretrain stage with ``experiment=elpv_demo`` (the demo default)
 on 224 px global and 96 px local crops, bf16, ``--epochs`` passes over the curated shards (the
-schedule's phases keep elpv_adapt's proportions of the run: heads alone for the first quarter,
+schedule's phases keep the demo default's proportions of the run: heads alone for the first quarter,
 the backbone ramped in over the next, the teacher temperature warmed over the first half), then
 one eval-stage run over the grouped folds with the generic start and every seed's export, and the
 paired report (``adapt_report.py``). A seed starts only when it (as long as the one before) and
@@ -46,7 +46,7 @@ from gpu_common import device_name, device_slug  # noqa: E402
 
 
 def schedule(epochs: int, args: argparse.Namespace) -> list[str]:
-    """The GPU schedule: elpv_adapt's settings, its phases stretched to ``epochs``, larger crops and batch."""
+    """The GPU schedule: the demo default's settings, its phases stretched to ``epochs``, larger crops and batch."""
     e = float(epochs)
     return [
         f"pretrain.trainer.max_epochs={epochs}",

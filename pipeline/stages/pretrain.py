@@ -32,7 +32,7 @@ from pipeline.config.pretrain import DistillationConfig, MethodConfig, ModelConf
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.models.backbone import read_export
+from pipeline.models.backbone import data_config, read_export
 from pipeline.pretrain.backbone_init import (
     architecture,
     build_backbone,
