@@ -10,6 +10,7 @@ data: the settings are whatever ``python run.py`` composes today, and the output
     python benchmarks/second_domain.py --out /tmp/second_domain            # ~15 min on 2 CPU cores
     python benchmarks/second_domain.py --out /tmp/sd --stages ingest curate  # some stages (each is timed)
     python benchmarks/second_domain.py --out /tmp/sd_small --small           # a smoke run of a few minutes
+    python benchmarks/second_domain.py --out /tmp/second_domain --stages diagnose report  # + Lite0 at the domain size
 
 Results: ``benchmarks/results/second_domain.{json,md}`` (``--small``: under ``--out``). Each stage's wall
 time is kept in ``<out>/timings.json``, so stages run in separate invocations still share one report.
@@ -38,6 +39,7 @@ from pipeline.evaluation.intervals import cv_interval  # noqa: E402
 
 NAME = "animal_mnist"
 STAGES = ("ingest", "curate", "pretrain", "eval")
+DIAG = "eval_diagnose"  # the diagnosis' eval folder, beside the default eval's
 DOMAIN, GENERIC, PIXELS = "domain", "imagenet_lite0", "raw_pixels"
 # A smoke run: a few hundred images, one repeat of 2 folds, 3 pretraining steps.
 SMALL_SPLIT = {"eval_per_class": 30, "n_seeds": 20, "n_pool": 200}
@@ -94,6 +96,28 @@ def composed_settings(over: list[str]) -> dict[str, Any]:
     }
 
 
+def domain_input_size(runs: Path) -> int:
+    """The side the eval stage feeds the domain backbone: its export's ``pretrained_cfg.input_size``."""
+    cfg = json.loads((runs / NAME / "pretrain" / "export" / "config.json").read_text())
+    return int(cfg["pretrained_cfg"]["input_size"][-1])
+
+
+def diagnose_overrides(runs: Path, size: int) -> list[str]:
+    """An eval of the domain backbone beside its generic start at the domain's own input size.
+
+    Not a setting of the benchmark: a diagnosis of it. The default eval feeds ImageNet Lite0 at its
+    native 224 px and the domain backbone at the pretraining crop size; this one adds Lite0 at the
+    domain's size, so a gap splits into what the input size does and what the pretraining does.
+    """
+    pre = runs / NAME / "pretrain"
+    lite0 = "arch:efficientnet_lite0,weights:efficientnet_lite0_pypi"
+    return [
+        f"eval.folder={DIAG}",
+        f"eval.backbones=[{{name:{DOMAIN},role:domain,weights:'{pre}'}},"
+        f"{{name:{GENERIC}_at_{size},{lite0},img_size:{size}}},{{name:{GENERIC},{lite0}}}]",
+    ]
+
+
 def paired(rows: list[dict[str, str]], metric: str, a: str, b: str, confidence: float) -> dict[tuple[str, float], Any]:
     """Per protocol and fraction: ``a - b`` on the same folds, with the eval stage's corrected interval."""
     by: dict[tuple[str, float, str, str], dict[str, float]] = defaultdict(dict)
@@ -120,14 +144,12 @@ def _manifest(runs: Path, stage: str) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
-def collect(runs: Path, settings: dict[str, Any], timings: dict[str, float], split: dict[str, int]) -> dict[str, Any]:
-    """The result record: settings, sizes, wall times, per-backbone figures and the paired differences."""
-    report = runs / NAME / "eval" / "report"
+def figures(report: Path, pairs: list[tuple[str, str]], conf: float) -> dict[str, Any]:
+    """Per-backbone figures of one eval report and the paired differences ``(a, b)`` on its folds."""
     rows, summary = _read_csv(report / "results.csv"), _read_csv(report / "summary.csv")
     # The eval's headline metric falls back from AUROC to balanced accuracy for multi-class tasks.
     metric = "balanced_accuracy" if all(r["auroc_mean"] in ("", "nan") for r in summary) else "auroc"
-    conf = 0.95
-    figures = [
+    figs = [
         {
             "backbone": s["backbone"],
             "protocol": s["protocol"],
@@ -140,12 +162,25 @@ def collect(runs: Path, settings: dict[str, Any], timings: dict[str, float], spl
         }
         for s in summary
     ]
-    diffs = {}
-    for other in (GENERIC, PIXELS):
-        diffs[f"{DOMAIN}-{other}"] = [
+    diffs = {
+        f"{a}-{b}": [
             {"protocol": p, "fraction": f, "mean": i.mean, "low": i.low, "high": i.high, "n": i.n}
-            for (p, f), i in sorted(paired(rows, metric, DOMAIN, other, conf).items())
+            for (p, f), i in sorted(paired(rows, metric, a, b, conf).items())
         ]
+        for a, b in pairs
+    }
+    return {"metric": metric, "figures": figs, "paired": diffs}
+
+
+def collect(runs: Path, settings: dict[str, Any], timings: dict[str, float], split: dict[str, int]) -> dict[str, Any]:
+    """The result record: settings, sizes, wall times, per-backbone figures and the paired differences."""
+    conf = 0.95
+    record = figures(runs / NAME / "eval" / "report", [(DOMAIN, GENERIC), (DOMAIN, PIXELS)], conf)
+    diag = runs / NAME / DIAG / "report"
+    if diag.is_dir():
+        size = domain_input_size(runs)
+        pairs = [(DOMAIN, f"{GENERIC}_at_{size}"), (f"{GENERIC}_at_{size}", GENERIC)]
+        record["diagnosis"] = {"domain_input_size": size, **figures(diag, pairs, conf)}
     ev, pre, cur = _manifest(runs, "eval"), _manifest(runs, "pretrain"), _manifest(runs, "curate")
     return {
         "command": "python benchmarks/second_domain.py",
@@ -160,10 +195,8 @@ def collect(runs: Path, settings: dict[str, Any], timings: dict[str, float], spl
         },
         "eval_backbones": ev.get("extra", {}).get("backbones"),
         "eval_headline": ev.get("extra", {}).get("headline"),
-        "metric": metric,
         "confidence": conf,
-        "figures": figures,
-        "paired": diffs,
+        **record,
         "wall_s": timings,
     }
 
@@ -173,11 +206,34 @@ def _fmt(mean: float, low: float, high: float, sign: bool = False) -> str:
     return f"{mean:{f}} [{low:{f}}, {high:{f}}]" if low == low else f"{mean:{f}}"
 
 
-def markdown(res: dict[str, Any]) -> str:
-    """The result as a page: settings, wall times, the figure table and the paired differences."""
-    fr = sorted({f["fraction"] for f in res["figures"]})
+def _tables(block: dict[str, Any]) -> list[str]:
+    """Markdown tables of one eval report: figures per protocol and backbone, then each paired difference."""
+    fr = sorted({f["fraction"] for f in block["figures"]})
     head = "| protocol | backbone | " + " | ".join(f"{x:.0%} labels" for x in fr) + " |"
     sep = "|---|---|" + "---|" * len(fr)
+    out = [head, sep]
+    cell = {(f["protocol"], f["backbone"], f["fraction"]): f for f in block["figures"]}
+    for proto in sorted({f["protocol"] for f in block["figures"]}):
+        for bb in sorted({f["backbone"] for f in block["figures"] if f["protocol"] == proto}):
+            vals = [cell.get((proto, bb, x)) for x in fr]
+            out.append(f"| {proto} | {bb} | " + " | ".join(_fmt(**_ci(v)) if v else "" for v in vals) + " |")
+    for name, rows in block["paired"].items():
+        out += ["", f"Paired difference {name} (same folds):", "", head.replace("backbone", "pair"), sep]
+        for proto in sorted({r["protocol"] for r in rows}):
+            d = {r["fraction"]: r for r in rows if r["protocol"] == proto}
+            vals = [d.get(x) for x in fr]
+            out.append(
+                f"| {proto} | {name} | " + " | ".join(_fmt(**_ci(v), sign=True) if v else "" for v in vals) + " |"
+            )
+    return out
+
+
+def _ci(v: dict[str, Any]) -> dict[str, float]:
+    return {"mean": v["mean"], "low": v["low"], "high": v["high"]}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The result as a page: settings, wall times, the figure tables and the paired differences."""
     out = [
         "# Second domain: Animal-MNIST through the folder recipe",
         "",
@@ -194,38 +250,29 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"{res['metric']} (mean over folds x seeds, {res['confidence']:.0%} interval):",
         "",
-        head,
-        sep,
+        *_tables(res),
     ]
-    cell = {(f["protocol"], f["backbone"], f["fraction"]): f for f in res["figures"]}
-    for proto in sorted({f["protocol"] for f in res["figures"]}):
-        for bb in sorted({f["backbone"] for f in res["figures"] if f["protocol"] == proto}):
-            vals = [cell.get((proto, bb, x)) for x in fr]
-            out.append(
-                f"| {proto} | {bb} | "
-                + " | ".join(_fmt(v["mean"], v["low"], v["high"]) if v else "" for v in vals)
-                + " |"
-            )
     if not any(f["protocol"] == "patchcore" for f in res["figures"]):
         out += ["", "The patch-level defect protocol does not run: the recipe names no normal class."]
     out += ["", "The eval stage's headline:", "", *(f"- {h}" for h in res["eval_headline"] or ["none"])]
-    for name, rows in res["paired"].items():
-        out += ["", f"Paired difference {name} (same folds):", "", head.replace("backbone", "pair"), sep]
-        for proto in sorted({r["protocol"] for r in rows}):
-            d = {r["fraction"]: r for r in rows if r["protocol"] == proto}
-            vals = [d.get(x) for x in fr]
-            out.append(
-                f"| {proto} | {name} | "
-                + " | ".join(_fmt(v["mean"], v["low"], v["high"], sign=True) if v else "" for v in vals)
-                + " |"
-            )
+    if "diagnosis" in res:
+        d = res["diagnosis"]
+        out += [
+            "",
+            f"## Diagnosis: ImageNet Lite0 at the domain backbone's input size ({d['domain_input_size']} px)",
+            "",
+            "The default eval feeds ImageNet Lite0 at 224 px and the domain backbone at its export's input",
+            "size; the same eval folds with Lite0 at that size as well (`--stages diagnose`):",
+            "",
+            *_tables(d),
+        ]
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="working folder: data/, runs/, timings.json")
-    ap.add_argument("--stages", nargs="+", default=[*STAGES, "report"], choices=[*STAGES, "report"])
+    ap.add_argument("--stages", nargs="+", default=[*STAGES, "report"], choices=[*STAGES, "diagnose", "report"])
     ap.add_argument("--small", action="store_true", help="a smoke run: a few hundred images, 2 folds, 3 steps")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     a = ap.parse_args(argv)
@@ -244,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         timings[stage] = round(time.perf_counter() - t0, 1)
         tfile.write_text(json.dumps(timings, indent=1) + "\n")
         sys.stdout.write(f"{stage}: {timings[stage]:.0f} s\n")
+    if "diagnose" in a.stages:  # not part of the default run: a look at why, after it
+        _run_py([*over, "stage=eval", *diagnose_overrides(runs, domain_input_size(runs))], log=a.out / "diagnose.log")
     if "report" in a.stages:
         split = json.loads((data / "split.json").read_text())
         res = collect(runs, composed_settings(over), timings, split)
