@@ -29,6 +29,7 @@ TINY_ALL = [
     "curate/retrieval=knn",
     "curate.retrieval.k=4",
     # The tiny ViT and its crops, as in the pretrain tests, for one epoch.
+    "experiment=elpv_scratch",
     *(o for o in TINY_OVERRIDES if o.startswith("pretrain.") and o.split("=")[0] not in DIFFERENT),
     "pretrain.trainer.max_epochs=1",
     "pretrain.monitor.knn_every_n_epochs=-1",

@@ -94,6 +94,7 @@ def tiny_vit(depth: int = 2, **kwargs: Any) -> torch.nn.Module:
 
 
 TINY_OVERRIDES = [
+    "experiment=elpv_scratch",  # a ViT from random init, shrunk below; CNN_OVERRIDES swap in a CNN
     "tracking=off",
     "progress=false",
     "stage=pretrain",

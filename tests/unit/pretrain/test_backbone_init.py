@@ -91,8 +91,8 @@ def test_cnn_model_options_fit_dino_and_not_dinov2(model: str) -> None:
         stage.validate(_compose_plain("~experiment", f"pretrain/model={model}"))
 
 
-def test_the_adapt_experiment_continues_from_imagenet_lite0() -> None:
-    cfg = _compose_plain("experiment=elpv_adapt")
+def test_the_demo_continues_from_imagenet_lite0() -> None:
+    cfg = _compose_plain()
     stage.validate(cfg)
     p = cfg.pretrain
     assert (p.model.name, p.model.weights, p.method.ibot_weight) == (
