@@ -29,7 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -75,7 +75,8 @@ def _run_py(args: list[str], log: Path | None = None) -> str:
 
 def composed_settings(over: list[str]) -> dict[str, Any]:
     """What the pretrain stage is given: model, weights, method and run length of the composed config."""
-    p = yaml.safe_load(_run_py([*over, "stage=pretrain", "--cfg", "job", "--package", "pretrain"]))
+    text = _run_py([*over, "stage=pretrain", "--cfg", "job", "--package", "pretrain"])
+    p: Any = OmegaConf.to_container(OmegaConf.create(text))
     m, a = p["method"], p["augment"]
     return {
         "model": p["model"]["name"],
@@ -201,9 +202,10 @@ def collect(runs: Path, settings: dict[str, Any], timings: dict[str, float], spl
     }
 
 
-def _fmt(mean: float, low: float, high: float, sign: bool = False) -> str:
+def _fmt(v: dict[str, Any], sign: bool = False) -> str:
     f = "+.3f" if sign else ".3f"
-    return f"{mean:{f}} [{low:{f}}, {high:{f}}]" if low == low else f"{mean:{f}}"
+    mean, low, high = v["mean"], v["low"], v["high"]
+    return f"{mean:{f}} [{low:{f}}, {high:{f}}]" if low == low else f"{mean:{f}}"  # low is NaN with one fold
 
 
 def _tables(block: dict[str, Any]) -> list[str]:
@@ -216,20 +218,14 @@ def _tables(block: dict[str, Any]) -> list[str]:
     for proto in sorted({f["protocol"] for f in block["figures"]}):
         for bb in sorted({f["backbone"] for f in block["figures"] if f["protocol"] == proto}):
             vals = [cell.get((proto, bb, x)) for x in fr]
-            out.append(f"| {proto} | {bb} | " + " | ".join(_fmt(**_ci(v)) if v else "" for v in vals) + " |")
+            out.append(f"| {proto} | {bb} | " + " | ".join(_fmt(v) if v else "" for v in vals) + " |")
     for name, rows in block["paired"].items():
         out += ["", f"Paired difference {name} (same folds):", "", head.replace("backbone", "pair"), sep]
         for proto in sorted({r["protocol"] for r in rows}):
             d = {r["fraction"]: r for r in rows if r["protocol"] == proto}
             vals = [d.get(x) for x in fr]
-            out.append(
-                f"| {proto} | {name} | " + " | ".join(_fmt(**_ci(v), sign=True) if v else "" for v in vals) + " |"
-            )
+            out.append(f"| {proto} | {name} | " + " | ".join(_fmt(v, sign=True) if v else "" for v in vals) + " |")
     return out
-
-
-def _ci(v: dict[str, Any]) -> dict[str, float]:
-    return {"mean": v["mean"], "low": v["low"], "high": v["high"]}
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -285,7 +281,10 @@ def main(argv: list[str] | None = None) -> None:
         timings["prepare"] = round(time.perf_counter() - t0, 1)
     over = overrides(data, runs, a.small)
     runs.mkdir(parents=True, exist_ok=True)
+    sfile = a.out / "pretrain_settings.json"
     for stage in [s for s in STAGES if s in a.stages]:
+        if stage == "pretrain":  # what this pretraining run is given, kept for the report
+            sfile.write_text(json.dumps(composed_settings(over), indent=1) + "\n")
         t0 = time.perf_counter()
         _run_py([*over, f"stage={stage}"], log=a.out / f"{stage}.log")
         timings[stage] = round(time.perf_counter() - t0, 1)
@@ -295,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         _run_py([*over, "stage=eval", *diagnose_overrides(runs, domain_input_size(runs))], log=a.out / "diagnose.log")
     if "report" in a.stages:
         split = json.loads((data / "split.json").read_text())
-        res = collect(runs, composed_settings(over), timings, split)
+        settings = json.loads(sfile.read_text()) if sfile.is_file() else composed_settings(over)
+        res = collect(runs, settings, timings, split)
         res["command"] += " --small" if a.small else ""
         dest = a.out if a.small else a.results
         dest.mkdir(parents=True, exist_ok=True)
