@@ -1,0 +1,1 @@
+"""Animal-MNIST silhouettes as a second domain for the folder recipe."""
