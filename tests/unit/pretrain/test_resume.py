@@ -19,7 +19,10 @@ class Killed(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize(("compiled", "backbone"), [(False, "vit"), (True, "vit"), (False, "cnn"), (False, "cnn_warm")])
+@pytest.mark.parametrize(
+    ("compiled", "backbone"),
+    [(False, "vit"), (True, "vit"), (False, "cnn"), pytest.param(False, "cnn_warm", marks=pytest.mark.slow)],
+)
 def test_killed_run_resumes_with_identical_losses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool, backbone: str
 ) -> None:
