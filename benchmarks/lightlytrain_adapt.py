@@ -141,8 +141,14 @@ def cmd_ours(a: argparse.Namespace) -> None:
     n = json.loads((a.out / "lt" / "subset.json").read_text())["n"]
     over = [*OURS, f"paths.root={a.out}", f"pretrain.data.subset={n}", f"pretrain.optim.lr={a.lr}"]
     info = _run([sys.executable, str(ROOT / "run.py"), *over], a.out / "ours.log", {"PYTHONPATH": str(ROOT)})
-    m = json.loads((a.out / "elpv_demo" / "pretrain" / "manifest.json").read_text())
+    from pipeline.pretrain.logger import read_metrics
+
+    folder = a.out / "elpv_demo" / "pretrain"
+    m = json.loads((folder / "manifest.json").read_text())
     info.update(steps=m["counts"]["steps"], **{k: m["metrics"][k] for k in ("images_per_s", "loader_wait_frac")})
+    steps, factor = read_metrics(folder, "perf/step_s"), read_metrics(folder, "sched/backbone_lr_factor")
+    info["step_times_s"] = [round(steps[i], 3) for i in sorted(steps)]
+    info["backbone_trains"] = [factor.get(i, 1.0) > 0 for i in sorted(steps)]  # after the frozen warm-up
     (a.out / "ours_timing.json").write_text(json.dumps({**info, "overrides": over}, indent=2) + "\n")
     print(json.dumps(info))
 
@@ -185,12 +191,19 @@ def _paired(rows: list[dict[str, str]], protocol: str, fraction: float, name: st
     return (float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else float("nan"), len(d))
 
 
+def _median(xs: list[float]) -> float:
+    import statistics
+
+    return float(statistics.median(xs))
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     lt = json.loads((a.out / "lt" / "run" / "timing.json").read_text())
     ours = json.loads((a.out / "ours_timing.json").read_text())
     rep = a.out / "elpv_demo" / "lt_adapt" / "report"
-    summary = list(csv.DictReader((rep / "summary.csv").open()))
-    rows = list(csv.DictReader((rep / "results.csv").open()))
+    evaluated = (rep / "summary.csv").is_file()  # the timings are reported before the eval has run
+    summary = list(csv.DictReader((rep / "summary.csv").open())) if evaluated else []
+    rows = list(csv.DictReader((rep / "results.csv").open())) if evaluated else []
     protocols = [("knn", 1.0), ("knn", 0.1), ("linear_probe", 1.0), ("linear_probe", 0.1), ("patchcore", 1.0)]
     names = ["imagenet_lite0", "ours", "lightly_train"]
     table: dict[str, dict[str, Any]] = {n: {} for n in names}
@@ -210,25 +223,26 @@ def cmd_report(a: argparse.Namespace) -> None:
         "ours": ours,
         "differences": DIFFERENCES,
         "eval": table,
-        "eval_wall_s": json.loads((a.out / "eval_timing.json").read_text())["wall_s"],
+        "eval_wall_s": json.loads((a.out / "eval_timing.json").read_text())["wall_s"] if evaluated else None,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
     cols = [f"{p}@{f:g}" for p, f in protocols]
+    trained = [t for t, on in zip(ours["step_times_s"][1:], ours["backbone_trains"][1:]) if on]
     lines = [
         "# LightlyTrain vs ours: continued DINO from ImageNet EfficientNet-Lite0 on ELPV (CPU)",
         "",
         f"Machine: {out['machine']['platform']}, {out['machine']['cpus']} cores. One epoch over "
         f"{out['subset']} pool cells, batch {BATCH}, 2x128 + 4x64 px crops.",
         "",
-        "| run | steps | images/s | loader wait | wall s | load avg after |",
-        "|---|---|---|---|---|---|",
+        "| run | steps | images/s | median step s | median step s, backbone training | loader wait | load avg after |",
+        "|---|---|---|---|---|---|---|",
         f"| lightly-train {lt['version']} (dino) | {lt['steps']} | {lt['images_per_s']:.2f} | "
-        f"{100 * lt['loader_wait_frac']:.2f} % | {lt['wall_s']:.0f} | "
-        f"{'/'.join(f'{x:.1f}' for x in lt['load_avg_end'])} |",
+        f"{_median(lt['step_times_s'][1:]):.2f} | {_median(lt['step_times_s'][1:]):.2f} | "
+        f"{100 * lt['loader_wait_frac']:.2f} % | {'/'.join(f'{x:.1f}' for x in lt['load_avg_end'])} |",
         f"| ours (experiment=elpv_adapt) | {ours['steps']} | {ours['images_per_s']:.2f} | "
-        f"{100 * ours['loader_wait_frac']:.2f} % | {ours['wall_s']:.0f} | "
-        f"{'/'.join(f'{x:.1f}' for x in ours['load_avg_end'])} |",
+        f"{_median(ours['step_times_s'][1:]):.2f} | {_median(trained):.2f} | "
+        f"{100 * ours['loader_wait_frac']:.2f} % | {'/'.join(f'{x:.1f}' for x in ours['load_avg_end'])} |",
         "",
         "Defect AUROC, all 2,624 cells, grouped 5-fold CV x 3 seeds (mean ± corrected SE; paired: "
         "per-fold difference to the ImageNet start, mean ± sd):",
@@ -236,7 +250,9 @@ def cmd_report(a: argparse.Namespace) -> None:
         "| backbone | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
-    for n in names:
+    if not evaluated:
+        lines.append(f"| (not evaluated yet: `python benchmarks/lightlytrain_adapt.py eval --out {a.out}`) |")
+    for n in names if evaluated else []:
         cells = []
         for c in cols:
             v = table[n].get(c)
