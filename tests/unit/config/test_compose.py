@@ -174,7 +174,7 @@ def test_folder_recipe_fields_are_typed() -> None:
             r"pretrain\.method\.ibot_weight=1\.0.*pretrain/method=dino",
         ),
         (
-            ["pretrain/model=resnet50", "pretrain/method=dino", "pretrain.model.patch_size=16"],
+            ["pretrain/model=efficientnet_lite0", "pretrain/method=dino", "pretrain.model.patch_size=16"],
             r"pretrain\.model\.patch_size",
         ),
         (
