@@ -107,6 +107,16 @@ def describe_folder(folder: Path) -> tuple[list[Path], list[dict[str, Any]]]:
     return shards, metas
 
 
+def subset_ids(metas: list[dict[str, Any]], n: int, seed: int) -> frozenset[str]:
+    """``pretrain.data.subset``: ``n`` sample ids drawn at random (seeded) from a folder's metadata.
+
+    A function of its own so that benchmarks can hand another tool exactly the images the stage trains on.
+    """
+    ids = sorted(str(m.get("id", m.get("key"))) for m in metas)
+    pick = np.random.default_rng([seed, 5]).permutation(len(ids))[:n]
+    return frozenset(ids[i] for i in pick)
+
+
 def _rank_items(spec: StreamSpec, epoch: int, rank: int, world: int) -> Iterator[dict[str, Any]]:
     """This rank's endless raw-sample stream for ``epoch`` (undecoded bytes)."""
     mode = spec.split_mode(world)

@@ -42,7 +42,7 @@ from pipeline.pretrain.backbone_init import (
 )
 from pipeline.pretrain.collapse import CollapseMonitor
 from pipeline.pretrain.compile import compile_method
-from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder
+from pipeline.pretrain.data import LoaderProgress, ShardLoader, StreamSpec, describe_folder, subset_ids
 from pipeline.pretrain.export import export_backbone
 from pipeline.pretrain.knn_monitor import KNNMonitor, load_eval_set
 from pipeline.pretrain.logger import StageLogger
@@ -166,9 +166,7 @@ def run(cfg: DictConfig) -> Manifest:
     shards, metas = describe_folder(src)
     keep = None
     if p.data.subset:
-        ids = sorted(str(m.get("id", m.get("key"))) for m in metas)
-        pick = np.random.default_rng([cfg.seed, 5]).permutation(len(ids))[: p.data.subset]
-        keep = frozenset(ids[i] for i in pick)
+        keep = subset_ids(metas, p.data.subset, cfg.seed)
         metas = [m for m in metas if str(m.get("id", m.get("key"))) in keep]
     gray = float(np.mean([m.get("mode") == "L" for m in metas])) if metas else 0.0
     configured = OmegaConf.to_object(p.augment)

@@ -164,3 +164,33 @@ def test_folder_recipe_fields_are_typed() -> None:
     assert list(cfg.data_recipe.pool) == ["/a", "/b"] and cfg.data_recipe.test_fraction == 0.25
     with pytest.raises(ConfigCompositionException, match="labeld"):
         _compose(["data_recipe=folder", "data_recipe.labeld=/x"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (
+            ["pretrain/model=efficientnet_lite0", "pretrain/method=dinov2"],
+            r"pretrain\.method\.ibot_weight=1\.0.*pretrain/method=dino",
+        ),
+        (
+            ["pretrain/model=efficientnet_lite0", "pretrain/method=dino", "pretrain.model.patch_size=16"],
+            r"pretrain\.model\.patch_size",
+        ),
+        (
+            ["pretrain/model=efficientnet_lite0", "pretrain/method=distillation", "pretrain.trainer.compile=true"],
+            r"pretrain\.trainer\.compile",
+        ),
+        (["pretrain/model=vit_tiny", "pretrain.model.weights=efficientnet_lite0_pypi"], r"pretrain\.model\.weights"),
+    ],
+    ids=["dinov2-ibot-on-cnn", "patch-size-on-cnn", "compiled-cnn", "lite-weights-on-vit"],
+)
+def test_a_method_backbone_mismatch_fails_before_any_stage_runs(tmp_path: Path, overrides: list[str], key: str) -> None:
+    """``python run.py stage=all`` with a pairing that cannot train stops on the composed config, naming
+    the key, before ingest (or anything else) writes a file."""
+    from pipeline.app import run_pipeline
+
+    cfg = _compose([f"paths.root={tmp_path}", "stage=all", "tracking=off", *overrides])
+    with pytest.raises(ValueError, match=key):
+        run_pipeline(cfg)
+    assert not any(tmp_path.iterdir())

@@ -81,3 +81,12 @@ def test_too_few_images_for_a_batch_names_the_key(shards) -> None:
     spec = D.StreamSpec(tuple(map(str, paths)), 5, batch_size=4)
     with pytest.raises(ValueError, match=r"pretrain\.data\.batch_size"):
         spec.batches_per_epoch(2)
+
+
+def test_subset_ids_is_a_seeded_draw_of_n_ids() -> None:
+    metas = [{"id": f"{i:04d}"} for i in range(50)] + [{"key": "k-only"}]
+    a = D.subset_ids(metas, 10, seed=0)
+    assert len(a) == 10 and a <= {m.get("id", m.get("key")) for m in metas}
+    assert a == D.subset_ids(list(reversed(metas)), 10, seed=0)  # order of the records does not matter
+    assert a != D.subset_ids(metas, 10, seed=1)
+    assert D.subset_ids(metas, 100, seed=0) == {m.get("id", m.get("key")) for m in metas}

@@ -52,6 +52,18 @@ def test_tiny_cnn(tmp_path: Path) -> None:
     assert _parity(cnn, tmp_path, 32) < 1e-4
 
 
+def test_imagenet_efficientnet_lite0(tmp_path: Path) -> None:
+    """The continued-pretraining backbone: timm's TF-exact Lite0 ("same" padding computed from the input
+    size) with the offline ImageNet weights and their BatchNorm statistics, exported at the demo's 128 px."""
+    from pipeline.config.models import BackboneConfig
+    from pipeline.models.backbone import create_backbone
+
+    lite0 = create_backbone(BackboneConfig("efficientnet_lite0", "efficientnet_lite0_pypi"))
+    done = export_onnx(lite0, tmp_path, 128)
+    assert done.file == ONNX_FILE and done.error is None
+    assert _parity(lite0, tmp_path, 128) < 1e-4
+
+
 class _BatchDependent(nn.Module):
     """A branch on the batch size: torch.export refuses to specialise the dynamic batch axis, and
     TorchScript tracing bakes in the traced batch's side, which the check batch (odd) does not take."""
