@@ -203,10 +203,15 @@ def cached(cache_dir: Path, name: str, key: str, compute: Callable[[], np.ndarra
     if path.is_file():
         return np.load(path), True
     feats = np.ascontiguousarray(compute(), dtype=np.float32)
-    buf = io.BytesIO()
-    np.save(buf, feats)
-    atomic_write_bytes(path, buf.getvalue())
+    write_npy(path, feats)
     return feats, False
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as ``.npy`` atomically: a killed run leaves no half-written cache file."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def extract(

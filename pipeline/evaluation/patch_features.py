@@ -19,7 +19,6 @@ first, which keeps the memory bank and its search at the size a 128 px input giv
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.config.eval import PatchCoreConfig
-from pipeline.core.manifest import atomic_write_bytes, config_hash
+from pipeline.core.manifest import config_hash
 from pipeline.evaluation.backbones import EvalBackbone
 from pipeline.evaluation.features import (
     as_layout,
@@ -42,6 +41,7 @@ from pipeline.evaluation.features import (
     pool_output,
     preprocessing,
     to_tensor_batch,
+    write_npy,
 )
 
 log = logging.getLogger(__name__)
@@ -170,9 +170,7 @@ def extract_patches(
     layers = opts.layers if opts.layers is not None else default_layers(model)
     log.info("patch features %s: %s at %dpx, layers %s", backbone.name, backbone.arch, prep["size"], layers)
     feats = network_patch_features(model, images, prep, opts, layers, progress, desc=f"patches {backbone.name}")
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(feats))
-    atomic_write_bytes(path, buf.getvalue())
+    write_npy(path, feats)
     log.info("patch features %s: extracted %s", backbone.name, feats.shape)
     return feats
 
@@ -214,8 +212,6 @@ def extract_with_patches(
     )
     # Written through the same cache helper as extract(), so either path reads the other's files.
     feats, _ = cached(cache_dir, backbone.name, feature_key(backbone, data_hash, seed, pooling), lambda: feats)
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(patches))
-    atomic_write_bytes(patch_path, buf.getvalue())
+    write_npy(patch_path, patches)
     log.info("features %s: extracted %s and patches %s", backbone.name, feats.shape, patches.shape)
     return feats, patches
