@@ -56,7 +56,9 @@ def paired_interval(
     if len(both) < 2:
         return None
     diffs = [float(sa[k][col]) - float(sb[k][col]) for k in both]
-    cv = all("n_pool" in sa[k] and sa[k]["n_pool"] for k in both)
+    # As the score intervals (report.summarize): the correction applies to cross-validation folds only,
+    # i.e. more rows than repeats; a fixed split scored under several seeds gets none.
+    cv = len(both) > len({k[0] for k in both}) and all("n_pool" in sa[k] and sa[k]["n_pool"] for k in both)
     ratio = float(np.mean([sa[k]["n_test"] for k in both]) / np.mean([sa[k]["n_pool"] for k in both])) if cv else 0.0
     return cv_interval(diffs, [k[0] for k in both], ratio, confidence)
 

@@ -60,3 +60,14 @@ def test_the_table_has_a_row_per_domain_and_baseline() -> None:
     assert lines[0].startswith("| backbone | minus | knn | linear probe |")
     assert lines[2].startswith("| domain | lite0 | +0.020 [") and lines[2].endswith("| n/a |")
     assert lines[3].startswith("| domain | pixels | +0.120 [")
+
+
+def test_a_fixed_split_gets_no_cross_validation_correction() -> None:
+    rng = np.random.default_rng(2)
+    gap = 0.01 + 0.003 * rng.standard_normal(5)
+    rows = _rows("a", "linear_probe", 0.8 + gap) + _rows("b", "linear_probe", np.full(5, 0.8))
+    for r in rows:  # one row per seed, fold 0: the recipe's fixed split under five label-draw seeds
+        r["seed"], r["fold"] = r["fold"], 0
+    iv = paired_interval(rows, "defect", "auroc", ("a", "linear_probe"), ("b", "linear_probe"))
+    assert iv is not None
+    assert math.isclose(iv.se, float(np.std(gap, ddof=1) / math.sqrt(5)), rel_tol=1e-9)
