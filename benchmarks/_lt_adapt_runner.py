@@ -114,26 +114,16 @@ def main() -> None:
         seed=0,
     )
     wall = time.perf_counter() - t0
-    s = timer.steps
-    timed = s[1:]  # the first step of the epoch includes worker start-up (as in ours)
-    step_s = sum(x["step_s"] for x in timed)
-    wait_s = sum(x["wait_s"] for x in timed)
-    images = sum(x["images"] for x in timed)
     res = {
         "tool": "lightly-train",
         "version": lightly_train.__version__ if hasattr(lightly_train, "__version__") else "unknown",
         "torch": torch.__version__,
-        "steps": len(s),
-        "images_seen": sum(x["images"] for x in s),
-        "images_per_s": images / (step_s + wait_s),
-        "loader_wait_frac": wait_s / (step_s + wait_s),
-        "train_loop_s": step_s + wait_s + (s[0]["step_s"] + s[0]["wait_s"] if s else 0.0),
+        **timer.summary(),  # steps, images/s and loader wait as in _lt_runner.py
         "wall_s": wall,
         "load_avg_end": os.getloadavg(),
         "method_args": method_args,
         "transform_args": transform_args,
         "lr_per_256": a.lr,
-        "step_times_s": [round(x["step_s"], 3) for x in s],
     }
     Path(a.out, "timing.json").write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({k: v for k, v in res.items() if not k.endswith("times_s")}))

@@ -46,6 +46,22 @@ class StepTimer(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.epoch_s = time.perf_counter() - self.epoch_t0
 
+    def summary(self) -> dict:
+        """Throughput over the timed steps: the first step of the epoch (worker start-up) is left out, as in ours."""
+        s = self.steps
+        timed = s[1:]
+        step_s = sum(x["step_s"] for x in timed)
+        wait_s = sum(x["wait_s"] for x in timed)
+        return {
+            "steps": len(s),
+            "images_seen": sum(x["images"] for x in s),
+            "images_per_s": sum(x["images"] for x in timed) / (step_s + wait_s),
+            "loader_wait_frac": wait_s / (step_s + wait_s),
+            "train_loop_s": sum(x["step_s"] + x["wait_s"] for x in s),
+            "step_times_s": [round(x["step_s"], 3) for x in s],
+            "wait_times_s": [round(x["wait_s"], 3) for x in s],
+        }
+
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -82,24 +98,14 @@ def main() -> None:
         seed=0,
     )
     wall = time.perf_counter() - t0
-    s = timer.steps
-    timed = s[1:]  # the first step of the epoch includes worker start-up (as in ours)
-    step_s = sum(x["step_s"] for x in timed)
-    wait_s = sum(x["wait_s"] for x in timed)
-    images = sum(x["images"] for x in timed)
     res = {
         "tool": "lightly-train",
         "version": lightly_train.__version__ if hasattr(lightly_train, "__version__") else "0.18.0",
         "torch": torch.__version__,
-        "steps": len(s),
-        "images_seen": sum(x["images"] for x in s),
-        "images_per_s": images / (step_s + wait_s),
-        "loader_wait_frac": wait_s / (step_s + wait_s),
+        **timer.summary(),
         "epoch_s": getattr(timer, "epoch_s", float("nan")),
         "wall_s": wall,
         "load_avg_end": os.getloadavg(),
-        "step_times_s": [round(x["step_s"], 3) for x in s],
-        "wait_times_s": [round(x["wait_s"], 3) for x in s],
     }
     Path(a.out, "timing.json").write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({k: v for k, v in res.items() if not k.endswith("times_s")}))

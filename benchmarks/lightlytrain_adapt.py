@@ -230,7 +230,7 @@ def cmd_report(a: argparse.Namespace) -> None:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "subset": json.loads((a.out / "lt" / "subset.json").read_text())["n"],
         "batch": BATCH,
-        "lightly_train": {k: v for k, v in lt.items() if k != "step_times_s"},
+        "lightly_train": {k: v for k, v in lt.items() if not k.endswith("times_s")},
         "ours": ours,
         "differences": DIFFERENCES,
         "eval": table,
