@@ -9,7 +9,7 @@ the curate stage's real ``dedup`` and ``decontaminate`` steps with the default
 ground truth: the stage's scores, then recall per kind of planted copy and per
 image size, and the planted evaluation copies left in the curated set.
 
-    python benchmarks/copy_detect.py                      # both domains, writes benchmarks/results/copy_detect.{json,md}
+    python benchmarks/copy_detect.py                   # both: benchmarks/results/copy_detect.{json,md}
     python benchmarks/copy_detect.py --domain package     # the package-image domain only
 
 The ELPV folder is made by the recipe (``data_recipes/elpv_demo/prepare.py``, default settings).
@@ -68,8 +68,16 @@ def run_domain(folder: Path, work: Path, opts: CurateConfig | None = None, seed:
     for source in ("pool", "eval"):
         _embed(work, source, opts)
     t_desc = time.perf_counter() - t0
-    ctx = Context(opts, seed, False, folder.name, work / "curate", work / "ingest",
-                  {s: work / "curate" / "embed" / s for s in ("pool", "eval")}, {"pool": "p", "eval": "e"})
+    ctx = Context(
+        opts,
+        seed,
+        False,
+        folder.name,
+        work / "curate",
+        work / "ingest",
+        {s: work / "curate" / "embed" / s for s in ("pool", "eval")},
+        {"pool": "p", "eval": "e"},
+    )
     results: dict[str, Manifest] = {}
     times = {}
     for step in (dedup.STEP, decontaminate.STEP):
@@ -79,10 +87,16 @@ def run_domain(folder: Path, work: Path, opts: CurateConfig | None = None, seed:
         results[step.name].write(folder_s)
         times[step.name] = time.perf_counter() - t0
     scores = score(ctx, results)
-    return {"scores": scores, **per_kind(ctx, gt), "seconds": {"descriptors": t_desc, **times},
-            "calibration": {s: json.loads((ctx.root / d / "copy_calibration.json").read_text())
-                            for s, d in (("dedup", "dedup"), ("decontam", "decontaminate"))
-                            if (ctx.root / d / "copy_calibration.json").is_file()}}
+    return {
+        "scores": scores,
+        **per_kind(ctx, gt),
+        "seconds": {"descriptors": t_desc, **times},
+        "calibration": {
+            s: json.loads((ctx.root / d / "copy_calibration.json").read_text())
+            for s, d in (("dedup", "dedup"), ("decontam", "decontaminate"))
+            if (ctx.root / d / "copy_calibration.json").is_file()
+        },
+    }
 
 
 def _size(side: int) -> str:
@@ -121,11 +135,15 @@ def per_kind(ctx: Context, gt: dict[str, Any]) -> dict[str, Any]:
         for src, d in hits.items()
     }
     sizes = {
-        src: {s: {"n": len(v), "recall": float(np.mean(v))} for s, v in sorted(d.items())}
-        for src, d in by_size.items()
+        src: {s: {"n": len(v), "recall": float(np.mean(v))} for s, v in sorted(d.items())} for src, d in by_size.items()
     }
-    return {"per_kind": table, "per_size": sizes, "eval_copies_left": left, "removed_dedup": len(removed_dup),
-            "removed_decontam": len(removed_cont)}
+    return {
+        "per_kind": table,
+        "per_size": sizes,
+        "eval_copies_left": left,
+        "removed_dedup": len(removed_dup),
+        "removed_decontam": len(removed_cont),
+    }
 
 
 def build_folder(name: str, tmp: Path) -> Path:
@@ -143,35 +161,60 @@ def build_folder(name: str, tmp: Path) -> Path:
 
 
 def markdown(res: dict[str, Any], cmd: str) -> str:
-    lines = ["# Copy detection per kind of copy (default settings, label-free calibration)", "",
-             f"`{cmd}` on {os.cpu_count()} CPUs. Recall: pool copies grouped with their original (dedup); "
-             "evaluation copies removed (decontamination). The four ELPV recipe kinds "
-             "(`jpeg_q70`, `resize_0.8`, `crop_6pct`, `brighten_1.2`) are fixed transforms; the others are drawn from "
-             "the copy suite (`CopySuiteConfig`), which the calibration also uses.", ""]
+    lines = [
+        "# Copy detection per kind of copy (default settings, label-free calibration)",
+        "",
+        f"`{cmd}` on {os.cpu_count()} CPUs. Recall: pool copies grouped with their original (dedup); "
+        "evaluation copies removed (decontamination). The four ELPV recipe kinds "
+        "(`jpeg_q70`, `resize_0.8`, `crop_6pct`, `brighten_1.2`) are fixed transforms; the others are drawn from "
+        "the copy suite (`CopySuiteConfig`), which the calibration also uses.",
+        "",
+    ]
     for dom, r in res.items():
         s = r["scores"]
-        lines += [f"## {dom}", "",
-                  f"dedup recall {s.get('dedup.recall', float('nan')):.3f}, precision {s.get('dedup.precision', float('nan')):.3f}, "
-                  f"precision on planted copies {s.get('dedup.precision_planted', float('nan')):.3f} "
-                  f"(removals {s.get('dedup.removed', 0):.0f}, neighbouring ELPV cells {s.get('dedup.neighbour_cell_removals', 0):.0f}); "
-                  f"decontamination recall {s.get('decontam.recall', float('nan')):.3f}, precision {s.get('decontam.precision', float('nan')):.3f} "
-                  f"(removals {s.get('decontam.removed', 0):.0f}, neighbouring cells {s.get('decontam.neighbour_cell_removals', 0):.0f}); "
-                  f"evaluation copies left in the curated set: {len(r['eval_copies_left'])}.", ""]
+
+        def g(k: str, digits: int = 3, s: dict[str, float] = s) -> str:
+            return f"{s.get(k, float('nan')):.{digits}f}"
+
+        lines += [
+            f"## {dom}",
+            "",
+            f"dedup recall {g('dedup.recall')}, precision {g('dedup.precision')}, "
+            f"precision on planted copies {g('dedup.precision_planted')} "
+            f"(removals {g('dedup.removed', 0)}, neighbouring ELPV cells {g('dedup.neighbour_cell_removals', 0)}); "
+            f"decontamination recall {g('decontam.recall')}, precision {g('decontam.precision')}, "
+            f"precision on planted copies {g('decontam.precision_planted')} "
+            f"(removals {g('decontam.removed', 0)}, neighbouring cells {g('decontam.neighbour_cell_removals', 0)}); "
+            f"evaluation copies left in the curated set: {len(r['eval_copies_left'])}.",
+            "",
+        ]
         cal = r.get("calibration", {})
         for step, c in cal.items():
-            lines.append(f"{step} calibration: candidate {c['candidate_threshold']}, threshold {c['threshold']}, "
-                         f"estimated false-match rate {c['estimated_false_match_rate']}, on {c['images']:.0f} images.")
-        lines += ["", "| kind | pool copies n | dedup recall | eval copies n | decontam recall |", "|---|---|---|---|---|"]
+            lines.append(
+                f"{step} calibration: candidate {c['candidate_threshold']}, threshold {c['threshold']}, "
+                f"estimated false-match rate {c['estimated_false_match_rate']}, on {c['images']:.0f} images."
+            )
+        lines += [
+            "",
+            "| kind | pool copies n | dedup recall | eval copies n | decontam recall |",
+            "|---|---|---|---|---|",
+        ]
         kinds = sorted(set(r["per_kind"]["pool"]) | set(r["per_kind"]["eval"]))
         for k in kinds:
             p, e = r["per_kind"]["pool"].get(k), r["per_kind"]["eval"].get(k)
             lines.append(f"| {k} | {p['n'] if p else 0} | {p['recall']:.3f} |" if p else f"| {k} | 0 | - |")
             lines[-1] += f" {e['n']} | {e['recall']:.3f} |" if e else " 0 | - |"
-        lines += ["", "| image side | pool copies n | dedup recall | eval copies n | decontam recall |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| image side | pool copies n | dedup recall | eval copies n | decontam recall |",
+            "|---|---|---|---|---|",
+        ]
         for k in sorted(set(r["per_size"]["pool"]) | set(r["per_size"]["eval"])):
             p, e = r["per_size"]["pool"].get(k), r["per_size"]["eval"].get(k)
-            lines.append((f"| {k} | {p['n']} | {p['recall']:.3f} |" if p else f"| {k} | 0 | - |")
-                         + (f" {e['n']} | {e['recall']:.3f} |" if e else " 0 | - |"))
+            lines.append(
+                (f"| {k} | {p['n']} | {p['recall']:.3f} |" if p else f"| {k} | 0 | - |")
+                + (f" {e['n']} | {e['recall']:.3f} |" if e else " 0 | - |")
+            )
         sec = r["seconds"]
         lines += ["", "Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in sec.items()), ""]
     return "\n".join(lines) + "\n"
@@ -189,7 +232,9 @@ def main() -> None:
         for n in names:
             folder = build_folder(n, tmp / "src")
             res[n] = run_domain(folder, tmp / "work" / n)
-            print(json.dumps({n: {k: v for k, v in res[n].items() if k != "eval_copies_left"}}, default=float), flush=True)
+            print(
+                json.dumps({n: {k: v for k, v in res[n].items() if k != "eval_copies_left"}}, default=float), flush=True
+            )
     finally:
         if a.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -59,7 +59,9 @@ def _rgb(a: np.ndarray) -> Image.Image:
     return Image.fromarray(a)
 
 
-def _tiles(name: str, img: Image.Image, tile: int, sides: tuple[int, ...], min_std: float) -> list[tuple[str, Image.Image]]:
+def _tiles(
+    name: str, img: Image.Image, tile: int, sides: tuple[int, ...], min_std: float
+) -> list[tuple[str, Image.Image]]:
     w, h = img.size
     out = []
     for i in range(h // tile):
@@ -89,7 +91,10 @@ def originals(c: DomainConfig) -> list[tuple[str, Image.Image, bool]]:
     for n, p in photos:
         outside += _tiles(n, p, min(p.size) // 2, (160, 320), 4.0)
     faces = skd.lfw_subset()[: c.faces]
-    outside += [(f"lfw_{i}", _rgb((f * 255).astype(np.uint8)).resize((32, 32), Image.Resampling.BICUBIC)) for i, f in enumerate(faces)]
+    outside += [
+        (f"lfw_{i}", _rgb((f * 255).astype(np.uint8)).resize((32, 32), Image.Resampling.BICUBIC))
+        for i, f in enumerate(faces)
+    ]
     digits = load_digits().images[: c.digits]
     outside += [
         (f"digit_{i}", _rgb((255 - d * 16).clip(0, 255).astype(np.uint8)).resize((32, 32), Image.Resampling.NEAREST))
@@ -141,9 +146,14 @@ def build(out: Path, c: DomainConfig | None = None, suite: CopySuiteConfig | Non
         o, im, ind = orig[k]
         items.append((_png(im), "png", {"origin": o, "in_domain": ind, "side": max(im.size)}))
     eval_key = {k: f"eval_{r:05d}.png" for r, k in enumerate(eval_idx)}
-    for src, pick, per in (("pool", list(range(len(pool_idx))), c.copies_per_kind), ("eval", eval_idx, c.eval_copies_per_kind)):
+    for src, pick, per in (
+        ("pool", list(range(len(pool_idx))), c.copies_per_kind),
+        ("eval", eval_idx, c.eval_copies_per_kind),
+    ):
         # Sorted by side and strided, so every kind gets small and large images.
-        by_side = sorted(pick, key=lambda p: (max(items[p][2]["side"], 0) if src == "pool" else max(orig[p][1].size), p))
+        by_side = sorted(
+            pick, key=lambda p: (max(items[p][2]["side"], 0) if src == "pool" else max(orig[p][1].size), p)
+        )
         for ki, kind in enumerate(kinds):
             for r in range(per):
                 p = by_side[(r * len(by_side) // per + ki * 7 + 3) % len(by_side)]
@@ -151,7 +161,13 @@ def build(out: Path, c: DomainConfig | None = None, suite: CopySuiteConfig | Non
                 data, ext = recipe_copy(im, kind) if kind in RECIPE_KINDS else copy_bytes(im, kind, rng, suite)
                 o, ind = (items[p][2]["origin"], items[p][2]["in_domain"]) if src == "pool" else orig[p][::2]
                 ref = p if src == "pool" else eval_key[p]
-                items.append((data, ext, {"origin": o, "in_domain": ind, "side": max(im.size), "copy_of": (src, ref), "transform": kind}))
+                items.append(
+                    (
+                        data,
+                        ext,
+                        {"origin": o, "in_domain": ind, "side": max(im.size), "copy_of": (src, ref), "transform": kind},
+                    )
+                )
     out = Path(out)
     for sub in ("pool", "eval"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -181,7 +197,10 @@ def main() -> None:
     a = ap.parse_args()
     gt = build(a.out, DomainConfig(seed=a.seed, scale=a.scale))
     n_copy = sum("copy_of" in v for v in gt.values())
-    print(f"{len(gt)} pool images ({n_copy} planted copies), eval: {len(list((a.out / 'eval').iterdir()))}", file=sys.stderr)
+    print(
+        f"{len(gt)} pool images ({n_copy} planted copies), eval: {len(list((a.out / 'eval').iterdir()))}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ class CalibrationConfig:
     """
 
     enabled: bool = True
-    images: int = 200
+    images: int = 150
     dedup_recall: float = 0.97
     decontam_recall: float = 0.995
     margin: float = 0.01

@@ -58,8 +58,7 @@ class CopyCalibration:
     def synthetic_recall(self) -> dict[str, float]:
         """Share of each kind's synthetic copies passing both thresholds."""
         return {
-            k: float(np.mean((self.knn[k] >= self.candidate) & (self.refined[k] >= self.threshold)))
-            for k in self.knn
+            k: float(np.mean((self.knn[k] >= self.candidate) & (self.refined[k] >= self.threshold))) for k in self.knn
         }
 
     def false_match_rate(self) -> float:

@@ -69,7 +69,9 @@ def thumb(gray: Image.Image, box: Box, grid: int, blur: float, highpass: float) 
         return _standardise(t.ravel())
     k = _gauss(grid, grid / 8)
     hp = t - k @ t @ k.T
-    return np.concatenate([np.sqrt(1 - highpass) * _standardise(t.ravel()), np.sqrt(highpass) * _standardise(hp.ravel())])
+    return np.concatenate(
+        [np.sqrt(1 - highpass) * _standardise(t.ravel()), np.sqrt(highpass) * _standardise(hp.ravel())]
+    )
 
 
 @lru_cache(maxsize=64)
@@ -84,7 +86,10 @@ def _gauss(n: int, sigma: float) -> np.ndarray:
 def copy_descriptor(
     img: Image.Image, grid: int = 16, crop: float = 0.2, flip: bool = True, blur: float = 0.5, highpass: float = 0.5
 ) -> np.ndarray:
-    """Descriptor rows of ``img`` concatenated: ``(rows_per_item(crop, flip) * d,)``, ``d = 2 grid^2`` (``grid^2`` without high-pass)."""
+    """Descriptor rows of ``img``, concatenated: ``(rows_per_item(crop, flip) * d,)``.
+
+    ``d`` is ``2 grid^2`` (thumbnail and high-pass), ``grid^2`` when ``highpass`` is 0.
+    """
     gray = img.convert("L")
     full: Box = (0.0, 0.0, 1.0, 1.0)
     out = [thumb(gray, full, grid, blur, highpass)]

@@ -47,9 +47,9 @@ def make_copy(img: Image.Image, kind: str, rng: np.random.Generator, opts: CopyS
         return img.resize((max(8, round(w * s)), max(8, round(h * s))), Image.Resampling.BILINEAR)
     if kind in ("brightness", "contrast"):
         amount = opts.brightness if kind == "brightness" else opts.contrast
-        f = float(rng.uniform(1 - amount, 1 + amount))
+        factor = float(rng.uniform(1 - amount, 1 + amount))
         enh = ImageEnhance.Brightness(img) if kind == "brightness" else ImageEnhance.Contrast(img)
-        return enh.enhance(f)
+        return enh.enhance(factor)
     if kind == "blur":
         return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(opts.blur[0], opts.blur[1]))))
     return ImageOps.mirror(img)  # flip

@@ -81,9 +81,7 @@ def shard_embedded(out_dir: Path, shard: Path) -> bool:
 class _ShardImages(IterableDataset):
     """Samples of one shard; worker ``i`` of ``n`` takes samples ``i, i+n, ...``."""
 
-    def __init__(
-        self, shard: Path, transform: Callable[[Image.Image], torch.Tensor], opts: EmbedConfig
-    ) -> None:
+    def __init__(self, shard: Path, transform: Callable[[Image.Image], torch.Tensor], opts: EmbedConfig) -> None:
         self.shard, self.transform, self.opts = shard, transform, opts
 
     def __iter__(self) -> Iterator[tuple[int, str, torch.Tensor, torch.Tensor]]:

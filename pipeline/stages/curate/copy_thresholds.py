@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,12 @@ def calibrate_step(
     rng = np.random.default_rng(ctx.seed)
     take = np.sort(rng.choice(len(ids), size=min(c.images, len(ids)), replace=False))
     same = target[0] == ctx.ingest / "pool"
-    q_rows = np.concatenate([np.asarray(rows[t * per : (t + 1) * per] if all_rows else rows[t * per : t * per + 1], np.float32) for t in take.tolist()])
+    q_rows = np.concatenate(
+        [
+            np.asarray(rows[t * per : (t + 1) * per] if all_rows else rows[t * per : t * per + 1], np.float32)
+            for t in take.tolist()
+        ]
+    )
     q_per = per if all_rows else 1
     sims, nn = search(np.ascontiguousarray(q_rows), min(4 * target[2] + 4, 256))
     neighbour: list[int] = []
@@ -85,12 +90,10 @@ def calibrate_step(
         **cal.summary(),
     }
     atomic_write_bytes(folder / "copy_calibration.json", json.dumps(info, indent=1).encode())
-    np.savez(
-        folder / "calibration.npz",
-        noncopy=cal.noncopy,
-        **{f"knn_{k}": v for k, v in cal.knn.items()},
-        **{f"refined_{k}": v for k, v in cal.refined.items()},
-    )
+    arrays: dict[str, Any] = {"noncopy": cal.noncopy}
+    arrays.update({f"knn_{k}": v for k, v in cal.knn.items()})
+    arrays.update({f"refined_{k}": v for k, v in cal.refined.items()})
+    np.savez(folder / "calibration.npz", **arrays)
     log.info(
         "copy thresholds (%s): candidate %.4f, copy %.4f; synthetic recall %s; estimated false-match rate %.4f",
         folder.name,
@@ -110,7 +113,9 @@ def synthetic_scores(
     Cached in ``<curate>/calibration/<hash>.npz``, the hash covering the descriptor and calibration
     settings, the seed and the sample, so the two steps share one run of the synthetic copies.
     """
-    h = config_hash(asdict(ctx.opts.embed), asdict(ctx.opts.calibration), ctx.seed, list(sample), ctx.emb_hash.get("pool"))
+    h = config_hash(
+        asdict(ctx.opts.embed), asdict(ctx.opts.calibration), ctx.seed, list(sample), ctx.emb_hash.get("pool")
+    )
     path = ctx.root / "calibration" / f"{h}.npz"
     if path.is_file():
         with np.load(path) as z:
@@ -118,7 +123,8 @@ def synthetic_scores(
     scores = cb.copy_scores([images[k] for k in sample], ctx.opts.embed, ctx.opts.calibration.suite, mean, ctx.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **scores)
+    arrays: dict[str, Any] = dict(scores)
+    np.savez(tmp, **arrays)
     os.replace(tmp, path)
     return scores
 
@@ -145,7 +151,13 @@ def refine(
     write_jsonl(
         folder / "refined.jsonl",
         [
-            {"a": a, "b": b, "similarity": round(float(s), 5), "refined": round(float(r), 5), "copy": bool(r >= threshold)}
+            {
+                "a": a,
+                "b": b,
+                "similarity": round(float(s), 5),
+                "refined": round(float(r), 5),
+                "copy": bool(r >= threshold),
+            }
             for (a, b), s, r in zip(pairs, sims, out)
         ],
     )

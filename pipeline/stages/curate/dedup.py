@@ -52,7 +52,15 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
         thr, cal_info = cal.candidate, cal.summary()
     i, j, s, nn1 = dd.edges_batched(index.search, queries, d.k + per, thr, per, opts.batch_rows, ctx.progress)
     if calibrated:
-        r = refine(ctx, folder, [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist())], (pool, pool), s.tolist(), cal.threshold, mean)
+        r = refine(
+            ctx,
+            folder,
+            [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist())],
+            (pool, pool),
+            s.tolist(),
+            cal.threshold,
+            mean,
+        )
         keep = r >= cal.threshold
         i, j, s, thr = i[keep], j[keep], r[keep], cal.threshold
     ok, extra, vcounts, vmetrics = verify_pairs(

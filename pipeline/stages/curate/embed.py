@@ -38,7 +38,10 @@ def load_backbone(b: BackboneConfig) -> tuple[nn.Module, Callable[[Image.Image],
 
 def embed_hash(e: EmbedConfig, in_dir: Path) -> str:
     """What the embeddings of ``in_dir`` depend on: the backbone, the descriptor and the ingested shards."""
-    return config_hash([asdict(e.backbone), e.copy_grid, e.copy_crop, e.copy_flip, e.copy_blur, e.copy_highpass], lineage_entry(in_dir)["config_hash"])
+    return config_hash(
+        [asdict(e.backbone), e.copy_grid, e.copy_crop, e.copy_flip, e.copy_blur, e.copy_highpass],
+        lineage_entry(in_dir)["config_hash"],
+    )
 
 
 def embed_source(

@@ -125,7 +125,9 @@ def _scores(r: Row) -> str:
 def _lines(step_folder: Path, fixed: float) -> dict[str, float]:
     """Threshold lines for a kNN-similarity histogram: the calibrated candidate threshold, else the fixed one."""
     p = step_folder / "copy_calibration.json"
-    return {"candidate": float(json.loads(p.read_text())["candidate_threshold"])} if p.is_file() else {"threshold": fixed}
+    return (
+        {"candidate": float(json.loads(p.read_text())["candidate_threshold"])} if p.is_file() else {"threshold": fixed}
+    )
 
 
 def _under(refined: list[Row], n: int) -> list[Row]:
@@ -218,7 +220,7 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
             "Label-free thresholds: a sample of pool images copied once per kind of the copy suite; the copy "
             "threshold keeps the target share of every kind (refined score), the candidate threshold more of the "
             "kNN scores. Non-copies: each sampled image against its nearest other image in the searched index "
-            "(a real duplicate in the pool counts as a false match, so the estimated false-match rate is an upper bound)."
+            "(a real duplicate in the pool counts as a false match: the estimated false-match rate is an upper bound)."
         )
         sections.append(("Threshold calibration", text, cal_figs))
     counts: dict[str, Any] = dict(cal_numbers)

@@ -24,8 +24,7 @@ from scipy.ndimage import gaussian_filter
 from pipeline.config.curate import CurateConfig, EmbedConfig
 from pipeline.config.ingest import IngestConfig
 from pipeline.core.manifest import Manifest, atomic_write_json
-from pipeline.curate.embed import descriptor_of
-from pipeline.curate.embed import load_embeddings
+from pipeline.curate.embed import descriptor_of, load_embeddings
 from pipeline.io.ingest import ingest
 from pipeline.io.shards import iter_samples, list_shards, read_metadata
 from pipeline.stages.curate.context import Context, save_npy

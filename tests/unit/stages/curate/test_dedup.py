@@ -58,9 +58,12 @@ def test_the_hash_follows_dedup_and_index_settings_not_the_report(world: World) 
 
 
 def test_calibration_sets_the_threshold_and_the_synthetic_scores_are_shared(world: World) -> None:
-    m, removals = _run(world)
+    m, _ = _run(world)
     cal = json.loads((world.curate / "dedup" / "copy_calibration.json").read_text())
-    assert abs(m.extra["threshold"] - cal["threshold"]) < 1e-4 and m.metrics["dedup.copy_threshold"] == m.extra["threshold"]
+    assert (
+        abs(m.extra["threshold"] - cal["threshold"]) < 1e-4
+        and m.metrics["dedup.copy_threshold"] == m.extra["threshold"]
+    )
     assert all(cal[f"synthetic_recall.{k}"] >= 0.97 - 1e-9 for k in cal["kinds"])
     assert len(list((world.curate / "calibration").glob("*.npz"))) == 1  # decontamination reuses it
 

@@ -1,0 +1,38 @@
+"""Copy detection on both test domains through the real dedup and decontaminate steps, scored like ELPV.
+
+The package-image domain (``benchmarks/copy_domain.py``: microscopy and retina
+tiles from 32 px up, photo distractors, planted copies of every kind) runs small
+and fast here; both full domains at default settings are the slow tests (their
+figures: ``benchmarks/copy_detect.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.copy_detect import build_folder, run_domain
+from benchmarks.copy_domain import DomainConfig, build
+from pipeline.config.curate import CurateConfig
+
+
+def test_no_copy_of_an_evaluation_image_is_left_in_the_small_package_domain(tmp_path: Path) -> None:
+    build(tmp_path / "src", DomainConfig(scale=0.15, copies_per_kind=1, eval_copies_per_kind=2, faces=20, digits=10))
+    opts = CurateConfig()
+    opts.calibration.images = 40  # a smaller sample than the default, for speed
+    r = run_domain(tmp_path / "src", tmp_path / "work", opts)
+    s = r["scores"]
+    assert r["eval_copies_left"] == [] and s["decontam.recall"] == 1.0 and s["decontam.planted"] == 22
+    assert s["dedup.recall"] >= 0.9 and s["dedup.planted_pairs"] >= 10
+    assert r["calibration"]["decontam"]["threshold"] < r["calibration"]["dedup"]["threshold"]  # errs on removal
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("domain", ["package", "elpv"])
+def test_both_domains_at_default_settings(tmp_path: Path, domain: str) -> None:
+    r = run_domain(build_folder(domain, tmp_path / "src"), tmp_path / "work")
+    s = r["scores"]
+    assert r["eval_copies_left"] == [] and s["decontam.recall"] >= 0.98
+    assert all(v["recall"] >= 0.95 for v in r["per_kind"]["eval"].values())
+    assert s["dedup.recall"] >= 0.95
