@@ -36,4 +36,4 @@ def test_synthetic_copies_of_textures_score_far_above_their_neighbours():
     noncopy = noncopy_scores(imgs, imgs[1:] + imgs[:1], o, mean)
     c = calibrate(scores, CopySuiteConfig().kinds, noncopy, 0.95, 0.01)
     assert c.threshold > 0.85 and noncopy.max() < c.threshold
-    assert all(scores[f"refined_{k}"].min() >= scores[f"knn_{k}"].min() - 1e-6 for k in CopySuiteConfig().kinds)
+    assert all(scores[f"refined_{k}"].min() > 0.85 for k in CopySuiteConfig().kinds)
