@@ -33,7 +33,7 @@ from PIL import Image
 
 from pipeline.config.curate import CurateConfig
 from pipeline.config.ingest import IngestConfig
-from pipeline.core.manifest import Manifest, atomic_write_json
+from pipeline.core.manifest import Manifest, atomic_write_json, read_manifest
 from pipeline.curate.embed import descriptor_of
 from pipeline.io.ingest import ingest
 from pipeline.io.shards import iter_samples, list_shards, read_metadata
@@ -97,6 +97,23 @@ def run_domain(folder: Path, work: Path, opts: CurateConfig | None = None, seed:
             if (ctx.root / d / "copy_calibration.json").is_file()
         },
     }
+
+
+def score_run(output_dir: Path) -> dict[str, Any]:
+    """The same figures for a finished ``python run.py stage=curate`` run (its ``<paths.output_dir>``)."""
+    curate, ingest = output_dir / "curate", output_dir / "ingest"
+    gt_path = read_manifest(ingest / "pool").extra.get("ground_truth") or str(
+        output_dir / "recipe" / "ground_truth.json"
+    )
+    gt = json.loads(Path(gt_path).read_text())
+    ctx = Context(CurateConfig(), 0, False, output_dir.name, curate, ingest, {}, {})
+    cal = {
+        s: json.loads((curate / d / "copy_calibration.json").read_text())
+        for s, d in (("dedup", "dedup"), ("decontam", "decontaminate"))
+        if (curate / d / "copy_calibration.json").is_file()
+    }
+    scores = json.loads((curate / "scores.json").read_text())
+    return {"scores": scores, **per_kind(ctx, gt), "seconds": {}, "calibration": cal}
 
 
 def _size(side: int) -> str:
@@ -224,7 +241,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domain", choices=["package", "elpv", "both"], default="both")
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    ap.add_argument("--from-run", type=Path, help="score a finished curate run's output_dir instead (ELPV: run.py)")
     a = ap.parse_args()
+    if a.from_run is not None:
+        res = {a.from_run.name: score_run(a.from_run)}
+        (RESULTS / "copy_detect_run.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
+        cmd = f"python run.py stage=curate tracking=off; python benchmarks/copy_detect.py --from-run {a.from_run}"
+        (RESULTS / "copy_detect_run.md").write_text(markdown(res, cmd))
+        return
     names = ["package", "elpv"] if a.domain == "both" else [a.domain]
     tmp = Path(tempfile.mkdtemp(prefix="copy_detect_")) if a.keep is None else a.keep
     res = {}
