@@ -28,6 +28,23 @@ def test_no_copy_of_an_evaluation_image_is_left_in_the_small_package_domain(tmp_
     assert r["calibration"]["decontam"]["threshold"] < r["calibration"]["dedup"]["threshold"]  # errs on removal
 
 
+@pytest.mark.slow  # about 45 s: ELPV cells are 300 px and alike, so candidates are many
+def test_no_copy_of_an_evaluation_image_is_left_in_a_small_elpv_demo(tmp_path: Path) -> None:
+    from data_recipes.elpv_demo.prepare import prepare
+    from data_recipes.elpv_demo.schema import ElpvDemoRecipe
+
+    small = ElpvDemoRecipe(
+        elpv_limit=160, n_seeds=10, n_faces=10, n_digits=10, n_photo_tiles=10, n_pool_copies=8, n_eval_copies=8
+    )
+    prepare(small, tmp_path / "src")
+    opts = CurateConfig()
+    opts.calibration.images = 40
+    r = run_domain(tmp_path / "src", tmp_path / "work", opts)
+    s = r["scores"]
+    assert r["eval_copies_left"] == [] and s["decontam.recall"] == 1.0 and s["decontam.planted"] == 8
+    assert s["dedup.recall"] >= 0.85
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("domain", ["package", "elpv"])
 def test_both_domains_at_default_settings(tmp_path: Path, domain: str) -> None:
