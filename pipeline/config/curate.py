@@ -170,6 +170,9 @@ class CalibrationConfig:
         decontam_recall: The same for decontamination, higher: a missed copy of an evaluation
             image costs every evaluation, a false removal one training image.
         margin: Subtracted from each calibrated threshold (the sample's quantile is itself noisy).
+        candidates: Candidate pairs re-scored per image: those of its kNN candidates with the best
+            kNN scores (a pair is kept when it is among either image's best). Bounds the
+            refinement's cost in a domain whose images are all alike.
         suite: The synthetic copy transforms.
     """
 
@@ -178,6 +181,7 @@ class CalibrationConfig:
     dedup_recall: float = 0.97
     decontam_recall: float = 0.995
     margin: float = 0.01
+    candidates: int = 4
     suite: CopySuiteConfig = field(default_factory=CopySuiteConfig)
 
 

@@ -95,6 +95,19 @@ def knn_score(a: np.ndarray, b: np.ndarray, all_rows: bool) -> float:
     return float(max((a[0] @ b.T).max(), (b[0] @ a.T).max()))
 
 
+def best_per_item(a: np.ndarray, b: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the pairs ``(a, b)`` among the ``k`` best-scoring pairs of ``a`` or of ``b`` (ties: input order)."""
+    keep = np.zeros(a.size, bool)
+    seen: dict[tuple[int, int], int] = {}
+    for e in np.argsort(-np.asarray(score), kind="stable").tolist():
+        for side, node in ((0, int(a[e])), (1, int(b[e]))):
+            n = seen.get((side, node), 0)
+            if n < k:
+                keep[e] = True
+            seen[(side, node)] = n + 1
+    return keep
+
+
 def choose(
     knn: dict[str, np.ndarray], refined: dict[str, np.ndarray], noncopy: np.ndarray, recall: float, margin: float
 ) -> CopyCalibration:

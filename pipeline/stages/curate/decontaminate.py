@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.manifest import Manifest
+from pipeline.curate import calibrate as cb
 from pipeline.curate.decontam import Contamination, best_match, best_per_pool, candidate_pairs, find_contaminated
 from pipeline.curate.knn_index import build_index
 from pipeline.stages.curate.context import Context, Step, copy_mean, features, save_npy, write_jsonl
@@ -67,6 +68,13 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
         best.append(best_match(sims, nn, per))
     pool = ctx.ingest / "pool"
     if calibrated:
+        top = cb.best_per_item(
+            np.array([c.pool for c in found], np.int64),
+            np.array([c.eval for c in found], np.int64),
+            np.array([c.similarity for c in found], np.float32),
+            ctx.opts.calibration.candidates,
+        )
+        found = [c for c, t in zip(found, top) if t]
         r = refine(
             ctx,
             folder,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.manifest import Manifest
+from pipeline.curate import calibrate as cb
 from pipeline.curate import dedup as dd
 from pipeline.curate.knn_index import build_index, choose_factory
 from pipeline.stages.curate.context import Context, Step, copy_mean, features, save_npy, write_jsonl
@@ -52,6 +53,8 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
         thr, cal_info = cal.candidate, cal.summary()
     i, j, s, nn1 = dd.edges_batched(index.search, queries, d.k + per, thr, per, opts.batch_rows, ctx.progress)
     if calibrated:
+        top = cb.best_per_item(i, j, s, ctx.opts.calibration.candidates)
+        i, j, s = i[top], j[top], s[top]
         r = refine(
             ctx,
             folder,

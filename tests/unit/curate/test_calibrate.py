@@ -37,3 +37,14 @@ def test_synthetic_copies_of_textures_score_far_above_their_neighbours():
     c = calibrate(scores, CopySuiteConfig().kinds, noncopy, 0.95, 0.01)
     assert c.threshold > 0.85 and noncopy.max() < c.threshold
     assert all(scores[f"refined_{k}"].min() > 0.85 for k in CopySuiteConfig().kinds)
+
+
+def test_best_per_item_keeps_each_items_best_pairs():
+    from pipeline.curate.calibrate import best_per_item
+
+    a = np.array([0, 0, 0, 1, 2])
+    b = np.array([5, 6, 7, 7, 7])
+    s = np.array([0.9, 0.8, 0.7, 0.95, 0.6])
+    # k=1: 0-5 (0's best), 1-7 (1's and 7's best), 2-7 (2's best); 0-6 is 6's best too; 0-7 is nobody's best.
+    assert best_per_item(a, b, s, 1).tolist() == [True, True, False, True, True]
+    assert best_per_item(a, b, s, 3).all()
