@@ -170,6 +170,10 @@ class CalibrationConfig:
         decontam_recall: The same for decontamination, higher: a missed copy of an evaluation
             image costs every evaluation, a false removal one training image.
         margin: Subtracted from each calibrated threshold (the sample's quantile is itself noisy).
+        dedup_max_false: Ceiling on the estimated false-match rate of dedup: where the recall
+            target's threshold would let more of the non-copy neighbours through, the threshold
+            rises to keep this share out, and the synthetic recall per kind shows what is lost.
+        decontam_max_false: The same for decontamination (looser: removal is the safe side).
         candidates: Candidate pairs re-scored per image: those of its kNN candidates with the best
             kNN scores (a pair is kept when it is among either image's best). Bounds the
             refinement's cost in a domain whose images are all alike.
@@ -181,6 +185,8 @@ class CalibrationConfig:
     dedup_recall: float = 0.97
     decontam_recall: float = 0.995
     margin: float = 0.01
+    dedup_max_false: float = 0.05
+    decontam_max_false: float = 0.2
     candidates: int = 4
     suite: CopySuiteConfig = field(default_factory=CopySuiteConfig)
 

@@ -9,12 +9,13 @@ against each other than textured ones). So each run calibrates on its own pool:
    contrast, blur, mirror);
 2. each copy is scored against its original twice: as the kNN graph scores
    it (best descriptor row pair) and refined (:func:`copy_match.pair_similarity`);
-3. each sampled image is scored, refined, against its nearest *other* image in
-   the searched index: the non-copy side (an upper bound: a real duplicate in
-   the pool counts as a false match here);
+3. each sampled image is scored, refined, against its second-nearest other
+   image in the searched index: the non-copy side (the nearest is skipped, as
+   it may be a real copy; the second is as hard a distinct image as the pool has);
 4. the threshold keeps ``recall`` of the refined scores of every kind (the kind
-   hardest to detect sets it), minus ``margin``; the candidate threshold for
-   the kNN graph keeps ``(1 + recall) / 2`` of the kNN scores, so that few
+   hardest to detect sets it), minus ``margin``, and rises where needed until at
+   most ``max_false`` of the non-copy scores reach it; the candidate threshold
+   for the kNN graph keeps ``(1 + recall) / 2`` of the kNN scores, so that few
    copies are lost before refinement.
 
 The estimated false-match rate is the share of non-copy scores at or above the
@@ -109,12 +110,24 @@ def best_per_item(a: np.ndarray, b: np.ndarray, score: np.ndarray, k: int) -> np
 
 
 def choose(
-    knn: dict[str, np.ndarray], refined: dict[str, np.ndarray], noncopy: np.ndarray, recall: float, margin: float
+    knn: dict[str, np.ndarray],
+    refined: dict[str, np.ndarray],
+    noncopy: np.ndarray,
+    recall: float,
+    margin: float,
+    max_false: float = 1.0,
 ) -> CopyCalibration:
-    """Thresholds keeping ``recall`` of every kind (kNN: ``(1 + recall) / 2``), minus ``margin``."""
+    """Thresholds keeping ``recall`` of every kind (kNN: ``(1 + recall) / 2``), minus ``margin``.
+
+    The copy threshold then rises, where needed, until at most ``max_false`` of the ``noncopy``
+    scores reach it (a domain whose copies of some kind score like its distinct images cannot have
+    both; the synthetic recall per kind reports what the ceiling costs).
+    """
     if not knn or any(v.size == 0 for v in knn.values()):
         raise ValueError("calibration needs synthetic copies of every kind")
     thr = min(float(np.quantile(v, 1 - recall, method="lower")) for v in refined.values()) - margin
+    if noncopy.size and max_false < 1.0:
+        thr = max(thr, float(np.quantile(noncopy, 1 - max_false, method="higher")) + 1e-6)
     cand = min(float(np.quantile(v, (1 - recall) / 2, method="lower")) for v in knn.values()) - margin
     return CopyCalibration(min(cand, thr), thr, recall, knn, refined, noncopy)
 
@@ -150,10 +163,11 @@ def calibrate(
     recall: float,
     margin: float,
     all_rows: bool = False,
+    max_false: float = 1.0,
 ) -> CopyCalibration:
     """Thresholds from :func:`copy_scores` and :func:`noncopy_scores` (decontamination: ``all_rows``)."""
     knn = {k: scores[f"knn_all_{k}" if all_rows else f"knn_{k}"] for k in kinds}
-    return choose(knn, {k: scores[f"refined_{k}"] for k in kinds}, noncopy, recall, margin)
+    return choose(knn, {k: scores[f"refined_{k}"] for k in kinds}, noncopy, recall, margin, max_false)
 
 
 def noncopy_scores(

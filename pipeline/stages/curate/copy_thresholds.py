@@ -72,7 +72,12 @@ def calibrate_step(
     for i, t in enumerate(take.tolist()):
         s, n = sims[i * q_per : (i + 1) * q_per].ravel(), nn[i * q_per : (i + 1) * q_per].ravel() // target[2]
         ok = (n >= 0) & ~((n == t) & same)
-        neighbour.append(int(n[ok][np.argmax(s[ok])]) if ok.any() else -1)
+        # The second-nearest distinct image: the nearest may be a real copy.
+        best: dict[int, float] = {}
+        for item, sim in zip(n[ok].tolist(), s[ok].tolist()):
+            best[item] = max(best.get(item, -np.inf), sim)
+        ranked = sorted(best, key=lambda x: -best[x])
+        neighbour.append(ranked[1] if len(ranked) > 1 else -1)
     keep = [(t, n) for t, n in zip(take.tolist(), neighbour) if n >= 0]
     pool_imgs = load_gray(ctx.ingest / "pool", [ids[t] for t in take.tolist()])
     tgt_imgs = load_gray(target[0], [target[1][n] for _, n in keep])
@@ -80,11 +85,13 @@ def calibrate_step(
     noncopy = cb.noncopy_scores(
         [pool_imgs[ids[t]] for t, _ in keep], [tgt_imgs[target[1][n]] for _, n in keep], ctx.opts.embed, mean
     )
-    cal = cb.calibrate(scores, list(c.suite.kinds), noncopy, recall, c.margin, all_rows)
+    max_false = c.decontam_max_false if all_rows else c.dedup_max_false
+    cal = cb.calibrate(scores, list(c.suite.kinds), noncopy, recall, c.margin, all_rows, max_false)
     info: dict[str, Any] = {
         "rule": (
             f"refined threshold keeps {recall:g} of synthetic copies of every kind, kNN candidate threshold "
-            f"{(1 + recall) / 2:g}, both minus margin {c.margin:g}"
+            f"{(1 + recall) / 2:g}, both minus margin {c.margin:g}; raised where needed so that at most "
+            f"{max_false:g} of the sample's second-nearest neighbours reach it"
         ),
         "kinds": list(c.suite.kinds),
         **cal.summary(),

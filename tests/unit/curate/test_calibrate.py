@@ -48,3 +48,14 @@ def test_best_per_item_keeps_each_items_best_pairs():
     # k=1: 0-5 (0's best), 1-7 (1's and 7's best), 2-7 (2's best); 0-6 is 6's best too; 0-7 is nobody's best.
     assert best_per_item(a, b, s, 1).tolist() == [True, True, False, True, True]
     assert best_per_item(a, b, s, 3).all()
+
+
+def test_the_false_match_ceiling_raises_the_threshold_and_recall_shows_the_cost():
+    rng = np.random.default_rng(1)
+    knn = {"crop": rng.uniform(0.3, 1.0, 200).astype(np.float32)}
+    refined = {"crop": rng.uniform(0.5, 1.0, 200).astype(np.float32)}
+    noncopy = rng.uniform(0.6, 0.95, 100).astype(np.float32)
+    free = choose(knn, refined, noncopy, recall=0.95, margin=0.0)
+    capped = choose(knn, refined, noncopy, recall=0.95, margin=0.0, max_false=0.05)
+    assert free.threshold < 0.6 < capped.threshold and capped.false_match_rate() <= 0.05
+    assert capped.synthetic_recall()["crop"] < 0.8 < 0.9 <= free.synthetic_recall()["crop"]
