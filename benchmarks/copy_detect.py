@@ -163,7 +163,7 @@ def per_kind(ctx: Context, gt: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_folder(name: str, tmp: Path) -> Path:
+def build_folder(name: str, tmp: Path, elpv_limit: int | None = None) -> Path:
     out = tmp / name
     if name == "package":
         from benchmarks.copy_domain import build
@@ -173,7 +173,8 @@ def build_folder(name: str, tmp: Path) -> Path:
         from data_recipes.elpv_demo.prepare import prepare
         from data_recipes.elpv_demo.schema import ElpvDemoRecipe
 
-        prepare(ElpvDemoRecipe(), out)
+        small = dict(n_seeds=10, n_faces=20, n_digits=20, n_photo_tiles=20, n_pool_copies=16, n_eval_copies=12)
+        prepare(ElpvDemoRecipe(elpv_limit=elpv_limit, **small) if elpv_limit else ElpvDemoRecipe(), out)
     return out
 
 
@@ -241,6 +242,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domain", choices=["package", "elpv", "both"], default="both")
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    ap.add_argument("--elpv-limit", type=int, help="a reduced ELPV demo: this many cells, fewer distractors and copies")
+    ap.add_argument("--calibration-images", type=int, help="override curate.calibration.images")
     ap.add_argument("--from-run", type=Path, help="score a finished curate run's output_dir instead (ELPV: run.py)")
     a = ap.parse_args()
     if a.from_run is not None:
@@ -254,8 +257,11 @@ def main() -> None:
     res = {}
     try:
         for n in names:
-            folder = build_folder(n, tmp / "src")
-            res[n] = run_domain(folder, tmp / "work" / n)
+            folder = build_folder(n, tmp / "src", a.elpv_limit)
+            opts = CurateConfig()
+            if a.calibration_images:
+                opts.calibration.images = a.calibration_images
+            res[n] = run_domain(folder, tmp / "work" / n, opts)
             print(
                 json.dumps({n: {k: v for k, v in res[n].items() if k != "eval_copies_left"}}, default=float), flush=True
             )
@@ -264,8 +270,11 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "copy_detect" if a.domain == "both" else f"copy_detect_{a.domain}"
+    name += f"_limit{a.elpv_limit}" if a.elpv_limit else ""
     (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=1, default=float) + "\n")
     cmd = "python benchmarks/copy_detect.py" + ("" if a.domain == "both" else f" --domain {a.domain}")
+    cmd += f" --elpv-limit {a.elpv_limit}" if a.elpv_limit else ""
+    cmd += f" --calibration-images {a.calibration_images}" if a.calibration_images else ""
     (RESULTS / f"{name}.md").write_text(markdown(res, cmd))
 
 
