@@ -91,7 +91,8 @@ class VerifyConfig:
         enabled: Off: pairs at or above the step's ``threshold`` are copies. On: pairs at or
             above ``candidate_threshold`` are candidates, confirmed by the aligned local
             comparison. Off by default: on ELPV it does not beat the descriptor (docs/curation.md).
-        candidate_threshold: Descriptor cosine at or above which a pair is verified.
+        candidate_threshold: Descriptor cosine at or above which a pair is verified, when the copy
+            thresholds are not calibrated (with calibration, its candidate threshold is used).
         threshold: Structure score at or above which a candidate can be a copy;
             null: calibrated without labels on synthetic copies (``keep``).
         outlier_threshold: Local outlier score at or below which a candidate can be a copy;

@@ -38,7 +38,7 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
     v = d.verify
     for stale in ("calibration.npz", "refined.jsonl", "copy_calibration.json"):
         (folder / stale).unlink(missing_ok=True)
-    calibrated = ctx.opts.calibration.enabled and d.features == "copy" and not v.enabled
+    calibrated = ctx.opts.calibration.enabled and d.features == "copy"
     thr = v.candidate_threshold if v.enabled else d.threshold
     cal_info: dict[str, float] = {}
     if calibrated:
@@ -75,6 +75,7 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
             ctx.opts.calibration.candidates,
         )
         found = [c for c, t in zip(found, top) if t]
+    if calibrated and not v.enabled:
         r = refine(
             ctx,
             folder,

@@ -42,7 +42,8 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
     pool = ctx.ingest / "pool"
     for stale in ("calibration.npz", "refined.jsonl", "copy_calibration.json"):
         (folder / stale).unlink(missing_ok=True)
-    calibrated = ctx.opts.calibration.enabled and d.features == "copy" and not v.enabled and len(ids) > 1
+    calibrated = ctx.opts.calibration.enabled and d.features == "copy" and len(ids) > 1
+    # Calibrated: kNN pairs at the candidate threshold, re-scored by refinement, or by verification when on.
     thr = v.candidate_threshold if v.enabled else d.threshold
     cal_info: dict[str, float] = {}
     if calibrated:
@@ -55,6 +56,7 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
     if calibrated:
         top = cb.best_per_item(i, j, s, ctx.opts.calibration.candidates)
         i, j, s = i[top], j[top], s[top]
+    if calibrated and not v.enabled:
         r = refine(
             ctx,
             folder,
