@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,11 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
         key = name_of[idx]
         (out_dir / "pool" / key).write_bytes(data)
         entry = {k: v for k, v in gt.items() if k not in ("copy_of", "ext")}
+        cell = re.fullmatch(r"elpv/cell(\d+)\.png", str(gt.get("origin", "")))
+        if cell:
+            # Consecutive cell numbers are neighbours in one module: often near-identical images of
+            # distinct cells, scored as their own category (pipeline/curate/scoring.py).
+            entry["elpv_cell"] = int(cell.group(1))
         if "copy_of" in gt:
             where, ref = gt["copy_of"]
             entry["copy_of"] = {"source": where, "key": name_of[ref] if where == "pool" else ref}

@@ -32,8 +32,12 @@ class EmbedConfig:
         batch_size: Images per forward pass.
         workers: DataLoader worker processes (decoding runs there).
         device: ``auto`` (CUDA when there, bf16 autocast), ``cuda`` or ``cpu`` (fp32).
-        copy_grid: Side of the copy descriptor's standardised thumbnail.
-        copy_scales: Centred crops the copy descriptor is computed for (border-crop tolerance).
+        copy_grid: Side of the copy descriptor's standardised thumbnail
+            (:mod:`pipeline.curate.copy_descriptor`).
+        copy_crop: Largest border crop per side the descriptor's boxes cover (0: whole image only).
+        copy_flip: Add the mirror image's row (mirrored copies).
+        copy_blur: Gaussian blur of the thumbnail, in thumbnail pixels (misalignment tolerance).
+        copy_highpass: Weight of the thumbnail's high-pass part (the rest: the thumbnail itself).
     """
 
     backbone: BackboneConfig = field(
@@ -43,8 +47,11 @@ class EmbedConfig:
     batch_size: int = 64
     workers: int = 2
     device: str = "auto"
-    copy_grid: int = 32
-    copy_scales: list[float] = field(default_factory=lambda: [1.0, 0.94, 0.88])
+    copy_grid: int = 16
+    copy_crop: float = 0.2
+    copy_flip: bool = True
+    copy_blur: float = 0.5
+    copy_highpass: float = 0.5
 
 
 @dataclass
@@ -84,7 +91,8 @@ class VerifyConfig:
         enabled: Off: pairs at or above the step's ``threshold`` are copies. On: pairs at or
             above ``candidate_threshold`` are candidates, confirmed by the aligned local
             comparison. Off by default: on ELPV it does not beat the descriptor (docs/curation.md).
-        candidate_threshold: Descriptor cosine at or above which a pair is verified.
+        candidate_threshold: Descriptor cosine at or above which a pair is verified, when the copy
+            thresholds are not calibrated (with calibration, its candidate threshold is used).
         threshold: Structure score at or above which a candidate can be a copy;
             null: calibrated without labels on synthetic copies (``keep``).
         outlier_threshold: Local outlier score at or below which a candidate can be a copy;
@@ -120,12 +128,78 @@ class VerifyConfig:
 
 
 @dataclass
+class CopySuiteConfig:
+    """The copy transforms copy detection must survive (:mod:`pipeline.curate.copy_suite`).
+
+    Label-free calibration makes synthetic copies with them, and the test domain plants them.
+
+    Attributes:
+        kinds: The kinds of copy, each applied alone: ``jpeg``, ``crop``, ``resize``,
+            ``brightness``, ``contrast``, ``blur``, ``flip``.
+        jpeg_quality: JPEG re-encoding quality range ``[low, high]``.
+        crop_max: Largest share cut off each side (each side drawn separately in ``[0, crop_max]``).
+        scale: Rescaling factor range ``[low, high]`` (0.5: half the side; 2.0: twice).
+        brightness: Largest relative brightness change (0.2: x0.8 to x1.2).
+        contrast: Largest relative contrast change.
+        blur: Gaussian blur radius range, in pixels of the image.
+    """
+
+    kinds: list[str] = field(
+        default_factory=lambda: ["jpeg", "crop", "resize", "brightness", "contrast", "blur", "flip"]
+    )
+    jpeg_quality: list[int] = field(default_factory=lambda: [50, 95])
+    crop_max: float = 0.2
+    scale: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    brightness: float = 0.2
+    contrast: float = 0.2
+    blur: list[float] = field(default_factory=lambda: [0.5, 1.5])
+
+
+@dataclass
+class CalibrationConfig:
+    """Label-free thresholds for dedup and decontamination (:mod:`pipeline.curate.calibrate`).
+
+    A seeded sample of pool images is copied once per kind of ``suite``; a threshold keeps
+    ``recall`` of the synthetic copies of every kind (the kind hardest to detect sets it),
+    and the nearest non-copy neighbours of the same copies estimate the false matches.
+
+    Attributes:
+        enabled: Calibrate (the steps' ``threshold`` is then only used when calibration has
+            no images); off: the fixed ``threshold`` of each step.
+        images: Pool images copied (a seeded sample).
+        dedup_recall: Share of synthetic copies of each kind the dedup threshold keeps.
+        decontam_recall: The same for decontamination, higher: a missed copy of an evaluation
+            image costs every evaluation, a false removal one training image.
+        margin: Subtracted from each calibrated threshold (the sample's quantile is itself noisy).
+        dedup_max_false: Ceiling on the estimated false-match rate of dedup: where the recall
+            target's threshold would let more of the non-copy neighbours through, the threshold
+            rises to keep this share out, and the synthetic recall per kind shows what is lost.
+        decontam_max_false: The same for decontamination (looser: removal is the safe side).
+        candidates: Candidate pairs re-scored per image: those of its kNN candidates with the best
+            kNN scores (a pair is kept when it is among either image's best). Bounds the
+            refinement's cost in a domain whose images are all alike.
+        suite: The synthetic copy transforms.
+    """
+
+    enabled: bool = True
+    images: int = 150
+    dedup_recall: float = 0.97
+    decontam_recall: float = 0.995
+    margin: float = 0.01
+    dedup_max_false: float = 0.05
+    decontam_max_false: float = 0.2
+    candidates: int = 4
+    suite: CopySuiteConfig = field(default_factory=CopySuiteConfig)
+
+
+@dataclass
 class DedupConfig:
     """Near-duplicate removal in the pool.
 
     Attributes:
         features: ``copy`` (the pool-centred copy descriptor) or ``emb`` (the backbone).
-        threshold: Cosine at or above which a pair is a copy, without verification.
+        threshold: Cosine at or above which a pair is a copy, when the thresholds are not
+            calibrated (``curate.calibration.enabled=false``, or ``features: emb``).
         k: Neighbours searched per image.
         verify: Confirmation of candidate pairs.
     """
@@ -200,6 +274,7 @@ class CurateConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     shard_size: int = 1000

@@ -1,43 +1,102 @@
-"""A copy-detection descriptor that needs no training: standardised multi-crop thumbnails.
+"""A copy-detection descriptor that needs no training: standardised thumbnails of many boxes.
 
 Generic backbones (ImageNet or self-supervised) map all images of a narrow
 domain close together: two different solar cells can be as similar to an
 ImageNet model as a cell and its JPEG copy. DINOv2 deduplicates with a
 dedicated copy-detection model (SSCD) for that reason. Where none is at hand,
-this descriptor works well for the copies real collections accumulate
-(re-encoding, rescaling, brightness changes, small border crops):
+this descriptor holds for the copies real collections accumulate (JPEG
+re-encoding, rescaling, brightness and contrast changes, mild blur, border
+crops, mirroring), at any image size from 32 px up:
 
-* grayscale, box-filtered down to ``grid x grid`` (rescaling and JPEG noise
-  average out), minus its own mean and L2-normalised (brightness and contrast
-  changes cancel), so the cosine similarity of two descriptors is the Pearson
-  correlation of two thumbnails;
-* computed for several centred crops (``scales``, for example 1.0, 0.94 and
-  0.88 of the side), so an image and a border-cropped copy of it still align;
+* grayscale, box-filtered down to ``grid x grid`` from twice that size and
+  slightly blurred (rescaling and JPEG noise average out, and a thumbnail
+  misaligned by a fraction of a pixel still correlates); two parts, each minus
+  its mean and L2-normalised (brightness and contrast changes cancel): the
+  thumbnail itself and its high-pass (the thumbnail minus a Gaussian blur of
+  ``grid / 8``), weighted ``1 - highpass`` and ``highpass``. The cosine of two
+  descriptors is the weighted mean of the two parts' Pearson correlations;
+  the high-pass part keeps smooth tiles that share one gradient (a retina's
+  border, a cell's shading) apart;
+* rows, one per image region (:func:`boxes`): the whole image, its mirror image
+  (``flip``), and 16 boxes whose sides are cut by ``crop / 4`` or ``3 crop / 4``
+  each, so a copy cropped by up to ``crop`` per side, each side separately,
+  matches one box of its original to within ``crop / 4`` per side;
 * at search time (:func:`center_on_pool`) the pool's mean thumbnail is
   subtracted, so the layout every image of the domain shares (cell borders,
   busbars) stops dominating the correlation.
+
+Search: the whole-image row of every item queries all rows of the others
+(``rows_per_item``); the best row pair is the pair's similarity.
 """
 
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+from scipy.ndimage import gaussian_filter1d
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom as shares of the side
 
 
-def copy_descriptor(img: Image.Image, grid: int = 32, scales: tuple[float, ...] = (1.0, 0.94, 0.88)) -> np.ndarray:
-    """Descriptors of ``img``'s centred crops, concatenated: shape ``(len(scales) * grid * grid,)``."""
-    gray = img.convert("L")
+def boxes(crop: float) -> list[Box]:
+    """The cropped regions a descriptor covers besides the whole image: none when ``crop`` is 0."""
+    if crop <= 0:
+        return []
+    lo, hi = (crop / 4, 3 * crop / 4), (1 - crop / 4, 1 - 3 * crop / 4)
+    return [(x0, y0, x1, y1) for x0 in lo for x1 in hi for y0 in lo for y1 in hi]
+
+
+def rows_per_item(crop: float, flip: bool) -> int:
+    """Descriptor rows per image: whole image, mirror image (``flip``), the :func:`boxes`."""
+    return 1 + int(flip) + len(boxes(crop))
+
+
+def thumb(gray: Image.Image, box: Box, grid: int, blur: float, highpass: float) -> np.ndarray:
+    """The descriptor part of one ``box`` of a grayscale image: ``(2 grid^2,)`` (or ``(grid^2,)`` without high-pass)."""
     w, h = gray.size
-    out = []
-    for s in scales:
-        dx, dy = w * (1 - s) / 2, h * (1 - s) / 2
-        box = (round(dx), round(dy), max(round(dx) + 1, round(w - dx)), max(round(dy) + 1, round(h - dy)))
-        g = np.asarray(gray.crop(box).resize((grid, grid), Image.Resampling.BOX), dtype=np.float32).ravel()
-        out.append(_standardise(g))
-    return np.concatenate(out)
+    sup = 2
+    region = (box[0] * w, box[1] * h, max(box[0] * w + 1, box[2] * w), max(box[1] * h + 1, box[3] * h))
+    t = np.asarray(gray.resize((grid * sup, grid * sup), Image.Resampling.BOX, box=region), np.float32)
+    if blur > 0:
+        k = _gauss(grid * sup, blur * sup)
+        t = k @ t @ k.T
+    t = t.reshape(grid, sup, grid, sup).mean(axis=(1, 3))
+    if highpass <= 0:
+        return _standardise(t.ravel())
+    k = _gauss(grid, grid / 8)
+    hp = t - k @ t @ k.T
+    return np.concatenate(
+        [np.sqrt(1 - highpass) * _standardise(t.ravel()), np.sqrt(highpass) * _standardise(hp.ravel())]
+    )
+
+
+@lru_cache(maxsize=64)
+def _gauss(n: int, sigma: float) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(x, sigma, mode="nearest")`` along one axis of length ``n`` as a matrix.
+
+    Thumbnails are tiny, so two small matrix products are ten times faster than the filter call.
+    """
+    return gaussian_filter1d(np.eye(n, dtype=np.float64), sigma, axis=0, mode="nearest").astype(np.float32)
+
+
+def copy_descriptor(
+    img: Image.Image, grid: int = 16, crop: float = 0.2, flip: bool = True, blur: float = 0.5, highpass: float = 0.5
+) -> np.ndarray:
+    """Descriptor rows of ``img``, concatenated: ``(rows_per_item(crop, flip) * d,)``.
+
+    ``d`` is ``2 grid^2`` (thumbnail and high-pass), ``grid^2`` when ``highpass`` is 0.
+    """
+    gray = img.convert("L")
+    full: Box = (0.0, 0.0, 1.0, 1.0)
+    out = [thumb(gray, full, grid, blur, highpass)]
+    if flip:
+        out.append(thumb(ImageOps.mirror(gray), full, grid, blur, highpass))
+    out += [thumb(gray, b, grid, blur, highpass) for b in boxes(crop)]
+    return np.concatenate(out).astype(np.float32)
 
 
 def _standardise(g: np.ndarray) -> np.ndarray:

@@ -81,10 +81,8 @@ def shard_embedded(out_dir: Path, shard: Path) -> bool:
 class _ShardImages(IterableDataset):
     """Samples of one shard; worker ``i`` of ``n`` takes samples ``i, i+n, ...``."""
 
-    def __init__(
-        self, shard: Path, transform: Callable[[Image.Image], torch.Tensor], grid: int, scales: tuple[float, ...]
-    ) -> None:
-        self.shard, self.transform, self.grid, self.scales = shard, transform, grid, scales
+    def __init__(self, shard: Path, transform: Callable[[Image.Image], torch.Tensor], opts: EmbedConfig) -> None:
+        self.shard, self.transform, self.opts = shard, transform, opts
 
     def __iter__(self) -> Iterator[tuple[int, str, torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
@@ -95,7 +93,12 @@ class _ShardImages(IterableDataset):
             img = Image.open(io.BytesIO(s["image"]))
             img.load()
             rgb = img.convert("RGB")
-            yield i, s["__key__"], self.transform(rgb), torch.from_numpy(copy_descriptor(img, self.grid, self.scales))
+            yield i, s["__key__"], self.transform(rgb), torch.from_numpy(descriptor_of(img, self.opts))
+
+
+def descriptor_of(img: Image.Image, opts: EmbedConfig) -> np.ndarray:
+    """:func:`copy_descriptor` with the settings of ``opts``."""
+    return copy_descriptor(img, opts.copy_grid, opts.copy_crop, opts.copy_flip, opts.copy_blur, opts.copy_highpass)
 
 
 def _device(name: str) -> torch.device:
@@ -116,7 +119,7 @@ def embed_shard(
     """Embed one shard into ``out_dir`` with ``model`` (built from ``opts.backbone``); returns the sample count."""
     dev = _device(opts.device)
     loader = DataLoader(
-        _ShardImages(shard, transform, opts.copy_grid, tuple(opts.copy_scales)),
+        _ShardImages(shard, transform, opts),
         batch_size=opts.batch_size,
         num_workers=opts.workers,
         pin_memory=dev.type == "cuda",
@@ -141,7 +144,7 @@ def embed_shard(
     cop = (
         np.stack([r[3] for r in rows]).astype(np.float16)
         if rows
-        else np.zeros((0, len(opts.copy_scales) * opts.copy_grid**2), np.float16)
+        else np.zeros((0, descriptor_of(Image.new("L", (8, 8)), opts).size), np.float16)
     )
     paths = out_paths(out_dir, shard_index(shard))
     for key, arr in (("emb", emb), ("copy", cop)):

@@ -10,9 +10,16 @@ Definitions (pool keys are the samples' ``meta.source``):
 * **near-duplicate precision**: removals that are correct over all removals. A
   removal is correct when the removed image and the image it was removed in
   favour of belong to the same planted group (the copy removed for its
-  original, the original removed for its larger copy, or two copies of one
-  original). Removing an image that has no planted copy is wrong, even when it
-  really is a near-duplicate the recipe did not plant (see ``unplanted``).
+  original, the original removed for its larger copy, two copies of one
+  original, or two pool copies of one evaluation image). Removing an image
+  that has no planted copy is wrong, even when it really is a near-duplicate
+  the recipe did not plant (see ``unplanted``).
+* **neighbouring cells**: ELPV cells with consecutive numbers are neighbours in
+  one module, often near-identical as images though distinct cells (the
+  recipe's ground truth gives each ELPV image its ``elpv_cell`` number). They
+  are their own category: ``dedup.precision_planted`` is the precision over
+  removals that are not such pairs, ``dedup.neighbour_cell_removals`` counts
+  those (and their rate among all removals); the same for decontamination.
 * **decontamination recall**: planted copies of evaluation images that were
   removed as contaminated, over all planted copies present in the pool.
 * ``unplanted_adjacent_elpv_cells``: "wrong" removals whose two images are ELPV
@@ -37,6 +44,8 @@ def _group_of(gt: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
         if c and c.get("source") == "pool":
             out[key] = c["key"]
             out[c["key"]] = c["key"]
+        elif c and c.get("source") == "eval":
+            out[key] = "eval:" + c["key"]
     return out
 
 
@@ -66,7 +75,8 @@ def score_dedup(
     removals = list(removals)
     correct = [r for r in removals if r[0] in group and group.get(r[0]) == group.get(r[1])]
     wrong = [r for r in removals if r not in set(correct)]
-    adjacent = sum(1 for a, b in wrong if _adjacent_cells(gt[a].get("origin", ""), gt[b].get("origin", "")))
+    adjacent = sum(1 for a, b in wrong if neighbour_cells(gt[a], gt[b]))
+    judged = len(removals) - adjacent
     return {
         "dedup.planted_pairs": float(len(pairs)),
         "dedup.pairs_found": float(found),
@@ -76,13 +86,29 @@ def score_dedup(
         "dedup.precision": len(correct) / len(removals) if removals else float("nan"),
         "dedup.unplanted": float(len(wrong)),
         "dedup.unplanted_adjacent_elpv_cells": float(adjacent),
+        "dedup.neighbour_cell_removals": float(adjacent),
+        "dedup.neighbour_cell_rate": adjacent / len(removals) if removals else float("nan"),
+        "dedup.precision_planted": len(correct) / judged if judged else float("nan"),
     }
 
 
-def _adjacent_cells(a: str, b: str) -> bool:
+def _cell(v: Mapping[str, Any]) -> int | None:
+    """An entry's ELPV cell number: ``elpv_cell``, else parsed from ``origin`` (older ground truth)."""
+    if v.get("elpv_cell") is not None:
+        return int(v["elpv_cell"])
+    m = re.search(r"elpv/cell(\d+)", str(v.get("origin", "")))
+    return int(m.group(1)) if m else None
+
+
+def neighbour_cells(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Both ELPV cells with consecutive numbers (neighbours in a module, often near-identical images)."""
-    ma, mb = re.search(r"elpv/cell(\d+)", a), re.search(r"elpv/cell(\d+)", b)
-    return bool(ma and mb and abs(int(ma.group(1)) - int(mb.group(1))) == 1)
+    ca, cb = _cell(a), _cell(b)
+    return ca is not None and cb is not None and abs(ca - cb) == 1
+
+
+def _adjacent_cells(a: str, b: str) -> bool:
+    """:func:`neighbour_cells` of two ``origin`` strings."""
+    return neighbour_cells({"origin": a}, {"origin": b})
 
 
 def score_decontam(
@@ -99,6 +125,7 @@ def score_decontam(
     hit = planted & {p for p, _ in removed}
     unplanted = [(p, e) for p, e in removed if p not in planted]
     adjacent = sum(1 for p, e in unplanted if _adjacent_cells(gt[p].get("origin", ""), f"elpv/{e}"))
+    judged = len(removed) - adjacent
     return {
         "decontam.planted": float(len(planted)),
         "decontam.removed": float(len(removed)),
@@ -106,6 +133,8 @@ def score_decontam(
         "decontam.precision": len(hit) / len(removed) if removed else float("nan"),
         "decontam.unplanted": float(len(unplanted)),
         "decontam.unplanted_adjacent_elpv_cells": float(adjacent),
+        "decontam.neighbour_cell_removals": float(adjacent),
+        "decontam.precision_planted": len(hit) / judged if judged else float("nan"),
     }
 
 

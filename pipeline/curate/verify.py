@@ -1,6 +1,6 @@
 """Verification of candidate copy pairs: aligned, higher-resolution, local comparison.
 
-The copy descriptor (:mod:`pipeline.curate.copy_descriptor`) compares 32 x 32
+The copy descriptor (:mod:`pipeline.curate.copy_descriptor`) compares 16 x 16
 thumbnails globally, so two different but featureless cells of one module can
 score as high as a JPEG copy. Candidate pairs from its kNN graph are confirmed
 here by a finer test (:func:`pair_score`):

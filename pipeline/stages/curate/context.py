@@ -95,10 +95,15 @@ def features(ctx: Context, source: str, kind: str, folder: Path) -> tuple[np.nda
         return x, 1, ids
     if kind != "copy":
         raise ValueError(f"curate features {kind!r}: use copy or emb")
-    crops = len(ctx.opts.embed.copy_scales)
-    pool_x, _ = load_embeddings(ctx.emb["pool"], "copy")
-    mean = cd.pool_mean(pool_x, crops, seed=ctx.seed)
+    crops = cd.rows_per_item(ctx.opts.embed.copy_crop, ctx.opts.embed.copy_flip)
+    mean = copy_mean(ctx)
     return cd.center_to_file(x, mean, crops, folder / f".{source}_copy_centered.npy"), crops, ids
+
+
+def copy_mean(ctx: Context) -> np.ndarray:
+    """The pool's mean whole-image copy descriptor row (what :func:`features` subtracts)."""
+    pool_x, _ = load_embeddings(ctx.emb["pool"], "copy")
+    return cd.pool_mean(pool_x, cd.rows_per_item(ctx.opts.embed.copy_crop, ctx.opts.embed.copy_flip), seed=ctx.seed)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.manifest import Manifest
+from pipeline.curate import calibrate as cb
 from pipeline.curate.decontam import Contamination, best_match, best_per_pool, candidate_pairs, find_contaminated
 from pipeline.curate.knn_index import build_index
 from pipeline.io.shards import read_metadata
-from pipeline.stages.curate.context import Context, Step, features, save_npy, write_jsonl
+from pipeline.stages.curate.context import Context, Step, copy_mean, features, save_npy, write_jsonl
+from pipeline.stages.curate.copy_thresholds import calibrate_step, refine
 from pipeline.stages.curate.verify import verify_pairs
 
 
 def _hash(ctx: Context, results: dict[str, Manifest]) -> str:
     c = ctx.opts
-    return ctx.upstream_hash(results, c.decontam, c.index, c.embed.copy_scales)
+    return ctx.upstream_hash(results, c.decontam, c.index, c.embed, c.calibration)
 
 
 def heldout_ids(ingest_eval: Path) -> set[str]:
@@ -63,7 +65,26 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
     opts = ctx.opts.index
     index = build_index(eval_rows, opts, seed=ctx.seed)
     v = d.verify
+    for stale in ("calibration.npz", "refined.jsonl", "copy_calibration.json"):
+        (folder / stale).unlink(missing_ok=True)
+    calibrated = ctx.opts.calibration.enabled and d.features == "copy"
     thr = v.candidate_threshold if v.enabled else d.threshold
+    cal_info: dict[str, float] = {}
+    if calibrated:
+        mean = copy_mean(ctx)
+        cal = calibrate_step(
+            ctx,
+            folder,
+            pool_rows,
+            per,
+            pool_ids,
+            index.search,
+            (ctx.ingest / "eval", eval_ids, per),
+            ctx.opts.calibration.decontam_recall,
+            True,
+            mean,
+        )
+        thr, cal_info = cal.candidate, cal.summary()
     found: list[Contamination] = []
     best: list[np.ndarray] = []
     step = max(1, opts.batch_rows // per) * per  # whole items per batch
@@ -71,10 +92,30 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
         q = np.ascontiguousarray(pool_rows[b : b + step], dtype=np.float32)
         sims, nn = index.search(q, min(d.k, index.ntotal))
         # Verification judges every candidate pair, not just each pool item's best match.
-        pairs = candidate_pairs if v.enabled else find_contaminated
+        pairs = candidate_pairs if v.enabled or calibrated else find_contaminated
         found += [Contamination(c.pool + b // per, c.eval, c.similarity) for c in pairs(sims, nn, thr, per, per)]
         best.append(best_match(sims, nn, per))
     pool = ctx.ingest / "pool"
+    if calibrated:
+        top = cb.best_per_item(
+            np.array([c.pool for c in found], np.int64),
+            np.array([c.eval for c in found], np.int64),
+            np.array([c.similarity for c in found], np.float32),
+            ctx.opts.calibration.candidates,
+        )
+        found = [c for c, t in zip(found, top) if t]
+    if calibrated and not v.enabled:
+        r = refine(
+            ctx,
+            folder,
+            [(pool_ids[c.pool], eval_ids[c.eval]) for c in found],
+            (pool, ctx.ingest / "eval"),
+            [c.similarity for c in found],
+            cal.threshold,
+            mean,
+        )
+        found = best_per_pool([Contamination(c.pool, c.eval, float(x)) for c, x in zip(found, r) if x >= cal.threshold])
+        thr = cal.threshold
     ok, extra, vcounts, vmetrics = verify_pairs(
         v,
         folder,
@@ -101,7 +142,7 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
         artifacts={"contaminated": "contaminated.jsonl", "best": "best_similarity.npy"},
         counts={"contaminated": len(found), "eval": len(all_eval_ids), "eval_heldout": len(eval_ids), **vcounts},
         metrics=vmetrics,
-        extra={"features": d.features, "threshold": thr, **extra},
+        extra={"features": d.features, "threshold": thr, "calibration": cal_info, **extra},
     )
 
 

@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.manifest import Manifest
+from pipeline.curate import calibrate as cb
 from pipeline.curate import dedup as dd
 from pipeline.curate.knn_index import build_index, choose_factory
-from pipeline.stages.curate.context import Context, Step, features, save_npy, write_jsonl
+from pipeline.stages.curate.context import Context, Step, copy_mean, features, save_npy, write_jsonl
+from pipeline.stages.curate.copy_thresholds import calibrate_step, refine
 from pipeline.stages.curate.verify import verify_pairs
 
 
 def _hash(ctx: Context, results: dict[str, Manifest]) -> str:
     c = ctx.opts
-    return ctx.upstream_hash(results, c.dedup, c.index, c.embed.copy_scales)
+    return ctx.upstream_hash(results, c.dedup, c.index, c.embed, c.calibration)
 
 
 def _byte_duplicates(pool: Path) -> int:
@@ -37,9 +39,35 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
     opts = ctx.opts.index
     index = build_index(rows, opts, ctx.progress, ctx.seed)
     v = d.verify
-    thr = v.candidate_threshold if v.enabled else d.threshold
-    i, j, s, nn1 = dd.edges_batched(index.search, queries, d.k + per, thr, per, opts.batch_rows, ctx.progress)
     pool = ctx.ingest / "pool"
+    for stale in ("calibration.npz", "refined.jsonl", "copy_calibration.json"):
+        (folder / stale).unlink(missing_ok=True)
+    calibrated = ctx.opts.calibration.enabled and d.features == "copy" and len(ids) > 1
+    # Calibrated: kNN pairs at the candidate threshold, re-scored by refinement, or by verification when on.
+    thr = v.candidate_threshold if v.enabled else d.threshold
+    cal_info: dict[str, float] = {}
+    if calibrated:
+        mean = copy_mean(ctx)
+        cal = calibrate_step(
+            ctx, folder, rows, per, ids, index.search, (pool, ids, per), ctx.opts.calibration.dedup_recall, False, mean
+        )
+        thr, cal_info = cal.candidate, cal.summary()
+    i, j, s, nn1 = dd.edges_batched(index.search, queries, d.k + per, thr, per, opts.batch_rows, ctx.progress)
+    if calibrated:
+        top = cb.best_per_item(i, j, s, ctx.opts.calibration.candidates)
+        i, j, s = i[top], j[top], s[top]
+    if calibrated and not v.enabled:
+        r = refine(
+            ctx,
+            folder,
+            [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist())],
+            (pool, pool),
+            s.tolist(),
+            cal.threshold,
+            mean,
+        )
+        keep = r >= cal.threshold
+        i, j, s, thr = i[keep], j[keep], r[keep], cal.threshold
     ok, extra, vcounts, vmetrics = verify_pairs(
         v,
         folder,
@@ -83,11 +111,13 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
         "index": choose_factory(rows.shape[0], rows.shape[1], opts),
         "features": d.features,
         "threshold": thr,
+        "calibration": cal_info,
         "keeper_policy": "most pixels, then smallest id",
         **extra,
     }
     artifacts = {"removals": "removals.jsonl", "labels": "labels.npy", "nn1": "nn1_similarity.npy"}
-    return Manifest("curate/dedup", h, artifacts=artifacts, counts=counts, metrics=vmetrics, extra=extra)
+    metrics = {**vmetrics, **({"dedup.copy_threshold": thr} if calibrated else {})}
+    return Manifest("curate/dedup", h, artifacts=artifacts, counts=counts, metrics=metrics, extra=extra)
 
 
 STEP = Step("dedup", "dedup", _hash, run)

@@ -43,12 +43,17 @@ def _grids(ctx: Context, rc: ReportConfig, folder: Path) -> list[Section]:
     # Candidate pairs the verification rejected, the most similar by descriptor first (the ones it overrode).
     rej_d = _rejected(read_jsonl(root / "dedup" / "candidates.jsonl"), rc.contaminated_shown)
     rej_c = _rejected(read_jsonl(root / "decontaminate" / "candidates.jsonl"), rc.contaminated_shown)
+    # Both sides of the line: the candidate pairs that scored highest without reaching the threshold.
+    under_d = _under(read_jsonl(root / "dedup" / "refined.jsonl"), rc.contaminated_shown)
+    under_c = _under(read_jsonl(root / "decontaminate" / "refined.jsonl"), rc.contaminated_shown)
     want = {k for k, _ in shown_groups} | {r["id"] for _, g in shown_groups for r in g} | {r["id"] for r in shown_cont}
     want |= {n for s in seed_nn for n, _ in s["neighbours"]}
     want |= {x for r in rej_d for x in (r["a"], r["b"])} | {r["id"] for r in rej_c}
+    want |= {x for r in under_d for x in (r["a"], r["b"])} | {r["a"] for r in under_c}
     imgs = fetch_images(list_shards(ctx.ingest / "pool"), want)
     seed_imgs = fetch_images(list_shards(ctx.ingest / "seeds"), [s["seed"] for s in seed_nn])
-    eval_imgs = fetch_images(list_shards(ctx.ingest / "eval"), [r["eval_id"] for r in shown_cont + rej_c])
+    eval_ids = [r["eval_id"] for r in shown_cont + rej_c] + [r["b"] for r in under_c]
+    eval_imgs = fetch_images(list_shards(ctx.ingest / "eval"), eval_ids) if (ctx.ingest / "eval").is_dir() else {}
 
     sections: list[Section] = []
     if seed_nn:
@@ -79,6 +84,24 @@ def _grids(ctx: Context, rc: ReportConfig, folder: Path) -> list[Section]:
         rp.image_grid(rows, folder / "decontaminated.png", rc.thumb)
         text = "Removed pool image beside the evaluation image it copies (least similar first)."
         sections.append(("Decontaminated", text, ["decontaminated.png"]))
+    if under_c:
+        thr = _threshold(root / "decontaminate")
+        rows = [
+            [(imgs.get(r["a"]), "POOL " + r["a"][:8]), (eval_imgs.get(r["b"]), f"EVAL {r['refined']:.4f}")]
+            for r in under_c
+        ]
+        rp.image_grid(rows, folder / "decontam_under_threshold.png", rc.thumb)
+        text = (
+            f"Pool images kept although close to an evaluation image: the highest refined scores under the "
+            f"threshold {thr:.4f}, highest first. Removed pairs are in 'Decontaminated' above."
+        )
+        sections.append(("Kept, just under the decontamination threshold", text, ["decontam_under_threshold.png"]))
+    if under_d:
+        thr = _threshold(root / "dedup")
+        rows = [[(imgs.get(r["a"]), "POOL " + r["a"][:8]), (imgs.get(r["b"]), f"{r['refined']:.4f}")] for r in under_d]
+        rp.image_grid(rows, folder / "dedup_under_threshold.png", rc.thumb)
+        text = f"Pool pairs kept apart: the highest refined scores under the dedup threshold {thr:.4f}, highest first."
+        sections.append(("Kept, just under the dedup threshold", text, ["dedup_under_threshold.png"]))
     if rej_d or rej_c:
         rows = [[(imgs.get(r["a"]), "POOL " + r["a"][:8]), (imgs.get(r["b"]), _scores(r))] for r in rej_d]
         rows += [
@@ -99,6 +122,48 @@ def _scores(r: Row) -> str:
     return f"{r['similarity']:.3f} {r['verify']:.2f} {r['outlier']:.0f}"
 
 
+def _lines(step_folder: Path, fixed: float) -> dict[str, float]:
+    """Threshold lines for a kNN-similarity histogram: the calibrated candidate threshold, else the fixed one."""
+    p = step_folder / "copy_calibration.json"
+    return (
+        {"candidate": float(json.loads(p.read_text())["candidate_threshold"])} if p.is_file() else {"threshold": fixed}
+    )
+
+
+def _under(refined: list[Row], n: int) -> list[Row]:
+    return sorted((r for r in refined if not r["copy"]), key=lambda r: -r["refined"])[:n]
+
+
+def _threshold(step_folder: Path) -> float:
+    p = step_folder / "copy_calibration.json"
+    return float(json.loads(p.read_text())["threshold"]) if p.is_file() else float("nan")
+
+
+def _calibration(ctx: Context, folder: Path) -> tuple[list[str], dict[str, float]]:
+    """The calibration plots (synthetic copies vs nearest non-copies, thresholds) and their numbers."""
+    figs: list[str] = []
+    numbers: dict[str, float] = {}
+    for name, sub in (("dedup", "dedup"), ("decontam", "decontaminate")):
+        js, npz = ctx.root / sub / "copy_calibration.json", ctx.root / sub / "calibration.npz"
+        if not (js.is_file() and npz.is_file()):
+            continue
+        info = json.loads(js.read_text())
+        numbers.update({f"calibration.{name}.{k}": v for k, v in info.items() if isinstance(v, (int, float))})
+        with np.load(npz) as z:
+            copies = np.concatenate([z[k] for k in z.files if k.startswith("refined_")])
+            knn = np.concatenate([z[k] for k in z.files if k.startswith("knn_")])
+            series = {
+                "synthetic copies, refined": copies,
+                "synthetic copies, kNN": knn,
+                "nearest non-copy, refined": z["noncopy"],
+            }
+        thr = {"copy": info["threshold"], "candidate": info["candidate_threshold"]}
+        title = f"{name}: synthetic copies vs nearest non-copies (target recall {info['target_recall']:g})"
+        rp.histogram(series, folder / f"calibration_{name}.png", title, thr, bins=60, lo=min(0.0, float(knn.min())))
+        figs.append(f"calibration_{name}.png")
+    return figs, numbers
+
+
 def _rejected(candidates: list[Row], n: int) -> list[Row]:
     return sorted((r for r in candidates if not r["copy"]), key=lambda r: -r["similarity"])[:n]
 
@@ -109,7 +174,7 @@ def _histograms(ctx: Context, folder: Path) -> list[str]:
     hists: list[str] = []
     nn1 = root / "dedup" / "nn1_similarity.npy"
     if nn1.is_file():
-        data, thr = {"pool 1-NN": np.load(nn1)}, {"threshold": c.dedup.threshold}
+        data, thr = {"pool 1-NN": np.load(nn1)}, _lines(root / "dedup", c.dedup.threshold)
         rp.histogram(
             data, folder / "hist_dedup.png", f"Nearest-neighbour similarity in the pool ({c.dedup.features})", thr
         )
@@ -117,7 +182,7 @@ def _histograms(ctx: Context, folder: Path) -> list[str]:
         hists += ["hist_dedup.png", "hist_dedup_zoom.png"]
     best = root / "decontaminate" / "best_similarity.npy"
     if best.is_file():
-        data, thr = {"pool -> nearest eval": np.load(best)}, {"threshold": c.decontam.threshold}
+        data, thr = {"pool -> nearest eval": np.load(best)}, _lines(root / "decontaminate", c.decontam.threshold)
         title = f"Similarity of pool images to their nearest evaluation image ({c.decontam.features})"
         rp.histogram(data, folder / "hist_decontam.png", title, thr)
         rp.histogram(data, folder / "hist_decontam_zoom.png", "Zoom: the copy mode near 1", thr, bins=50, lo=0.95)
@@ -149,7 +214,16 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
         old.unlink()
     sections = _grids(ctx, ctx.opts.report, folder)
     sections.append(("Similarity histograms", "Dashed lines: the thresholds in use.", _histograms(ctx, folder)))
-    counts: dict[str, Any] = {}
+    cal_figs, cal_numbers = _calibration(ctx, folder)
+    if cal_figs:
+        text = (
+            "Label-free thresholds: a sample of pool images copied once per kind of the copy suite; the copy "
+            "threshold keeps the target share of every kind (refined score), the candidate threshold more of the "
+            "kNN scores. Non-copies: each sampled image against its nearest other image in the searched index "
+            "(a real duplicate in the pool counts as a false match: the estimated false-match rate is an upper bound)."
+        )
+        sections.append(("Threshold calibration", text, cal_figs))
+    counts: dict[str, Any] = dict(cal_numbers)
     for name, m in results.items():
         counts.update({f"{name}.{k}": v for k, v in m.counts.items()})
     if ctx.opts.score:

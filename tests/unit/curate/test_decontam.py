@@ -1,8 +1,6 @@
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
 
-from pipeline.curate.copy_descriptor import center_on_pool, copy_descriptor, pool_mean
 from pipeline.curate.decontam import best_match, find_contaminated
 
 
@@ -14,38 +12,6 @@ def test_find_contaminated_best_match_per_item_with_crops():
     assert [(c.pool, c.eval) for c in found] == [(0, 2)]
     assert abs(found[0].similarity - 0.99) < 1e-6
     assert np.allclose(best_match(sims, ids, 2), [0.99, 0.3])
-
-
-def _texture(seed, size=120):
-    rng = np.random.default_rng(seed)
-    base = rng.normal(size=(size // 8, size // 8))
-    img = np.kron(base, np.ones((8, 8))) * 40 + 128
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-
-
-def test_copy_descriptor_separates_copies_from_others():
-    imgs = [_texture(s) for s in range(20)]
-    scales = (1.0, 0.94, 0.88)
-    x = np.stack([copy_descriptor(im, 16, scales) for im in imgs])
-    a = imgs[0]
-    w, h = a.size
-    copies = [
-        a.resize((int(w * 0.8), int(h * 0.8))),
-        ImageEnhance.Brightness(a).enhance(1.2),
-        a.crop((4, 4, w - 4, h - 4)),
-    ]
-    q = np.stack([copy_descriptor(c, 16, scales) for c in copies])
-    mu = pool_mean(x, 3)
-    rows = center_on_pool(x, mu, 3).astype(np.float32)
-    qrows = center_on_pool(q, mu, 3).astype(np.float32)[::3]
-    s = (qrows @ rows.T).reshape(len(copies), 20, 3).max(axis=2)
-    assert (s[:, 0] > 0.9).all()
-    assert (s[:, 1:].max(axis=1) < 0.6).all()
-
-
-def test_flat_image_descriptor_is_finite():
-    d = copy_descriptor(Image.new("L", (50, 50), 7), 8, (1.0,))
-    assert np.isfinite(d).all() and abs(np.linalg.norm(d) - 1) < 1e-5
 
 
 def test_candidate_pairs_keep_every_pair_and_best_per_pool():

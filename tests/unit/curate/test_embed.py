@@ -54,7 +54,7 @@ def test_sharded_embedding_by_rank_resume_and_consolidate(tmp_path):
     shards = _shards(tmp_path / "in")
     model = timm.create_model("test_efficientnet", num_classes=0).eval()
     tf = timm.data.create_transform(**{**timm.data.resolve_data_config({}, model=model), "crop_pct": 1.0})
-    opts = EmbedConfig(batch_size=4, workers=0, copy_grid=8, copy_scales=[1.0, 0.9])
+    opts = EmbedConfig(batch_size=4, workers=0, copy_grid=8, copy_crop=0.1)
     out = tmp_path / "emb"
     # rank 1 of 2 takes shard 1 only; rank 0 takes shards 0 and 2
     assert embed_shards(model, tf, shards, out, opts, rank=1, world_size=2)["shards_done"] == 1
@@ -65,6 +65,6 @@ def test_sharded_embedding_by_rank_resume_and_consolidate(tmp_path):
     info = consolidate(out, shards)
     emb, ids = load_embeddings(out, "emb")
     cop, _ = load_embeddings(out, "copy")
-    assert info["n"] == 15 and emb.dtype == np.float16 and cop.shape == (15, 2 * 64)
+    assert info["n"] == 15 and emb.dtype == np.float16 and cop.shape == (15, 18 * 2 * 64)
     assert ids == [k for p in (0, 1, 2) for k in json.loads(out_paths(out, p)["ids"].read_text())]
     assert np.allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1, atol=1e-2)

@@ -56,3 +56,29 @@ def test_decontam_and_retrieval_scores():
     r = score_retrieval(GT, PRESENT, ["o1", "x", "o2", "y"])
     assert r["retrieve.in_domain_precision"] == 0.75
     assert abs(r["retrieve.pool_in_domain_rate"] - 6 / 8) < 1e-9
+
+
+def test_neighbouring_cells_are_their_own_category():
+    gt = {
+        **GT,
+        "x": {**GT["x"], "elpv_cell": 2},
+        "y": {"origin": "elpv/cell0003.png", "in_domain": True, "elpv_cell": 3},
+    }
+    groups = {"o1": 1, "c1": 1, "c1b": 1, "o2": 2, "c2": 5, "x": 3, "y": 3, "e1": 4}
+    s = score_dedup(gt, PRESENT, [("c1", "o1"), ("o1", "c1b"), ("y", "x")], groups)
+    assert s["dedup.neighbour_cell_removals"] == 1 and abs(s["dedup.neighbour_cell_rate"] - 1 / 3) < 1e-9
+    assert s["dedup.precision_planted"] == 1.0 and abs(s["dedup.precision"] - 2 / 3) < 1e-9
+    s = score_dedup(gt, PRESENT, [("c1", "o1"), ("o2", "x")], groups)  # a face and a cell: plainly wrong
+    assert s["dedup.neighbour_cell_removals"] == 0 and s["dedup.precision_planted"] == 0.5
+    d = score_decontam(gt, PRESENT, [("e1", "cell0009.png"), ("x", "cell0003.png")])
+    assert d["decontam.neighbour_cell_removals"] == 1 and d["decontam.precision_planted"] == 1.0
+
+
+def test_two_pool_copies_of_one_eval_image_are_one_planted_group():
+    gt = {
+        "a": {"origin": "t", "copy_of": {"source": "eval", "key": "e.png"}, "transform": "jpeg"},
+        "b": {"origin": "t", "copy_of": {"source": "eval", "key": "e.png"}, "transform": "flip"},
+        "c": {"origin": "u", "copy_of": {"source": "eval", "key": "f.png"}, "transform": "flip"},
+    }
+    s = score_dedup(gt, ["a", "b", "c"], [("b", "a"), ("c", "a")], {"a": 0, "b": 0, "c": 0})
+    assert s["dedup.removed_correct"] == 1 and s["dedup.precision"] == 0.5

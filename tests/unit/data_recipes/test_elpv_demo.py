@@ -83,6 +83,10 @@ def test_ground_truth_matches_the_files(demo: tuple[Path, object]) -> None:
             else:
                 assert data != (folder / src["key"]).read_bytes()
         assert key.endswith(".jpg") == (t.get("transform") == "jpeg_q70")
+        # Every ELPV image carries its cell number (neighbouring cells are their own scoring category).
+        assert ("elpv_cell" in t) == t["origin"].startswith("elpv/cell")
+        if "elpv_cell" in t:
+            assert t["origin"] == f"elpv/cell{t['elpv_cell']:04d}.png"
 
 
 def test_eval_is_every_cell_and_heldout_marks_the_cells_pretraining_never_sees(demo: tuple[Path, object]) -> None:

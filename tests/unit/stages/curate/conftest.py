@@ -21,11 +21,10 @@ import pytest
 from PIL import Image, ImageEnhance
 from scipy.ndimage import gaussian_filter
 
-from pipeline.config.curate import CurateConfig
+from pipeline.config.curate import CurateConfig, EmbedConfig
 from pipeline.config.ingest import IngestConfig
 from pipeline.core.manifest import Manifest, atomic_write_json
-from pipeline.curate.copy_descriptor import copy_descriptor
-from pipeline.curate.embed import load_embeddings
+from pipeline.curate.embed import descriptor_of, load_embeddings
 from pipeline.io.ingest import ingest
 from pipeline.io.shards import iter_samples, list_shards, read_metadata
 from pipeline.stages.curate.context import Context, save_npy
@@ -75,13 +74,13 @@ def _ingest(images: dict[str, Image.Image], folder: Path, out: Path, extra: dict
     Manifest(f"ingest/{out.name}", f"hash-{out.name}", extra=extra or {}).write(out)
 
 
-def _embed(world_root: Path, source: str, emb_of: Callable[[str], np.ndarray], scales: list[float], grid: int) -> None:
+def _embed(world_root: Path, source: str, emb_of: Callable[[str], np.ndarray], opts: EmbedConfig) -> None:
     """``embed/<source>/{emb,copy}.npy`` and ``ids.json`` as the embed step leaves them."""
     out = world_root / "curate" / "embed" / source
     out.mkdir(parents=True)
     samples = list(iter_samples(list_shards(world_root / "ingest" / source)))
     img = [Image.open(io.BytesIO(s["image"])) for s in samples]
-    cop = np.stack([copy_descriptor(i, grid, tuple(scales)) for i in img]).astype(np.float16)
+    cop = np.stack([descriptor_of(i, opts) for i in img]).astype(np.float16)
     emb = np.stack([emb_of(s["meta"]["source"]) for s in samples]).astype(np.float16)
     save_npy(out / "emb.npy", emb)
     save_npy(out / "copy.npy", cop)
@@ -126,9 +125,10 @@ def world(tmp_path: Path) -> World:
         return v / np.linalg.norm(v)
 
     c = CurateConfig()
-    c.embed.copy_grid, c.embed.copy_scales = 16, [1.0, 0.9]
+    c.embed.copy_grid = 8
+    c.calibration.images = 8
     for source in ("pool", "eval", "seeds"):
-        _embed(root, source, emb_of, c.embed.copy_scales, c.embed.copy_grid)
+        _embed(root, source, emb_of, c.embed)
 
     def make_ctx(opts: CurateConfig | None = None, sources: tuple[str, ...] = ("pool", "eval", "seeds")) -> Context:
         return Context(
@@ -143,5 +143,5 @@ def world(tmp_path: Path) -> World:
         )
 
     w = World(root, ("p00_copy.png", "p00.png"), ("e00_copy.png", "e00.png"), near, make_ctx)
-    assert load_embeddings(root / "curate" / "embed" / "pool", "copy")[0].shape == (N_POOL + 2, 2 * 16 * 16)
+    assert load_embeddings(root / "curate" / "embed" / "pool", "copy")[0].shape == (N_POOL + 2, 18 * 2 * 8 * 8)
     return w

@@ -29,6 +29,7 @@ def test_the_pool_copy_of_an_eval_image_is_contaminated(world: World) -> None:
 def test_a_threshold_above_one_finds_nothing(world: World) -> None:
     ctx = world.make_ctx()
     ctx.opts.decontam.threshold = 1.01
+    ctx.opts.calibration.enabled = False  # the fixed threshold is used only without calibration
     m = decontaminate.run(ctx, {}, world.curate / "decontaminate", "h")
     assert m.counts["contaminated"] == 0 and m.extra["threshold"] == 1.01
 
@@ -69,3 +70,16 @@ def test_with_no_held_out_eval_image_nothing_is_compared(world: World) -> None:
     m = decontaminate.run(world.make_ctx(), {}, folder, "h")
     assert m.counts == {"contaminated": 0, "eval": N_EVAL, "eval_heldout": 0}
     assert (folder / "contaminated.jsonl").read_text() == "" and not (folder / "best_similarity.npy").exists()
+
+
+def test_calibrated_thresholds_are_written_and_used(world: World) -> None:
+    ctx = world.make_ctx()
+    folder = world.curate / "decontaminate"
+    m = decontaminate.run(ctx, {}, folder, "h")
+    cal = json.loads((folder / "copy_calibration.json").read_text())
+    assert abs(m.extra["threshold"] - cal["threshold"]) < 1e-4 and cal["candidate_threshold"] <= cal["threshold"]
+    assert cal["target_recall"] == ctx.opts.calibration.decontam_recall and cal["images"] == 8
+    refined = [json.loads(x) for x in (folder / "refined.jsonl").open()]
+    # Every candidate at or above the threshold is a removal, and the planted copy is one of them.
+    pool_id = world.ids("pool")[world.eval_copy[0]]
+    assert {r["a"] for r in refined if r["copy"]} == {pool_id}

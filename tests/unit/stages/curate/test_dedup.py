@@ -36,8 +36,12 @@ def test_the_planted_copy_and_only_it_is_removed(world: World) -> None:
     assert not list((world.curate / "dedup").glob(".*.npy"))  # the centred descriptors are temporary
 
 
-def test_the_configured_threshold_is_the_one_used(world: World) -> None:
-    m, removals = _run(world, threshold=1.01)
+def test_the_configured_threshold_is_the_one_used_without_calibration(world: World) -> None:
+    ctx = world.make_ctx()
+    ctx.opts.calibration.enabled = False
+    ctx.opts.dedup.threshold = 1.01
+    m = dedup.run(ctx, {}, world.curate / "dedup", "h")
+    removals = [json.loads(x) for x in (world.curate / "dedup" / "removals.jsonl").open()]
     assert removals == [] and m.counts["edges"] == 0 and m.extra["threshold"] == 1.01
 
 
@@ -48,6 +52,20 @@ def test_the_hash_follows_dedup_and_index_settings_not_the_report(world: World) 
     assert dedup.STEP.hash(ctx, {}) == h
     ctx.opts.index.nprobe = 3
     assert dedup.STEP.hash(ctx, {}) != h
+    h = dedup.STEP.hash(ctx, {})
+    ctx.opts.calibration.dedup_recall = 0.9
+    assert dedup.STEP.hash(ctx, {}) != h
+
+
+def test_calibration_sets_the_threshold_and_the_synthetic_scores_are_shared(world: World) -> None:
+    m, _ = _run(world)
+    cal = json.loads((world.curate / "dedup" / "copy_calibration.json").read_text())
+    assert (
+        abs(m.extra["threshold"] - cal["threshold"]) < 1e-4
+        and m.metrics["dedup.copy_threshold"] == m.extra["threshold"]
+    )
+    assert all(cal[f"synthetic_recall.{k}"] >= 0.97 - 1e-9 for k in cal["kinds"])
+    assert len(list((world.curate / "calibration").glob("*.npz"))) == 1  # decontamination reuses it
 
 
 def test_verification_writes_candidates_and_a_later_run_without_it_removes_them(world: World) -> None:

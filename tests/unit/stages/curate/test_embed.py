@@ -11,7 +11,7 @@ from tests.unit.stages.curate.conftest import N_EVAL, World
 
 
 def _opts() -> EmbedConfig:
-    e = EmbedConfig(batch_size=4, workers=0, device="cpu", copy_grid=8, copy_scales=[1.0, 0.9])
+    e = EmbedConfig(batch_size=4, workers=0, device="cpu", copy_grid=8, copy_crop=0.1)
     e.backbone.name, e.backbone.weights = "test_efficientnet", None
     return e
 
@@ -22,7 +22,7 @@ def test_a_source_is_embedded_consolidated_and_then_skipped(world: World) -> Non
     assert m is not None and m.counts == {"images": N_EVAL, "shards": 1} and m.config_hash == embed_hash(e, src)
     emb, ids = load_embeddings(out, "emb")
     cop, _ = load_embeddings(out, "copy")
-    assert sorted(ids) == sorted(world.ids("eval").values()) and cop.shape == (N_EVAL, 2 * 8 * 8)
+    assert sorted(ids) == sorted(world.ids("eval").values()) and cop.shape == (N_EVAL, 18 * 2 * 8 * 8)
     assert np.allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1.0, atol=1e-2)
     assert m.extra["backbone"] == {"name": "test_efficientnet", "weights": None, "img_size": None, "kwargs": {}}
     (out / "emb.npy").write_bytes(b"not touched")  # a second run must not redo the work
@@ -35,7 +35,7 @@ def test_another_descriptor_setting_clears_the_per_shard_files(world: World) -> 
     embed_source(e, "eval", src, out, run_embed=True, progress=False)
     e.copy_grid = 4
     m = embed_source(e, "eval", src, out, run_embed=True, progress=False)
-    assert m is not None and load_embeddings(out, "copy")[0].shape == (N_EVAL, 2 * 4 * 4)
+    assert m is not None and load_embeddings(out, "copy")[0].shape == (N_EVAL, 18 * 2 * 4 * 4)
     assert (out / "config_hash").read_text() == embed_hash(e, src) != embed_hash(_opts(), src)
 
 

@@ -15,10 +15,10 @@ def test_the_steps_run_in_the_configured_order() -> None:
 
 
 def test_the_composed_section_becomes_the_typed_settings(compose_cfg) -> None:
-    cfg = compose_cfg(["curate/retrieval=cluster", "curate.dedup.threshold=0.95", "curate.embed.copy_scales=[1.0]"])
+    cfg = compose_cfg(["curate/retrieval=cluster", "curate.dedup.threshold=0.95", "curate.embed.copy_crop=0.0"])
     c = stage.options(cfg)
     assert isinstance(c, CurateConfig) and isinstance(c.retrieval, RetrievalConfig)
-    assert c.retrieval.strategy == "cluster" and c.dedup.threshold == 0.95 and c.embed.copy_scales == [1.0]
+    assert c.retrieval.strategy == "cluster" and c.dedup.threshold == 0.95 and c.embed.copy_crop == 0.0
 
 
 def test_an_unknown_step_or_a_missing_ingest_fails_naming_it(compose_cfg) -> None:

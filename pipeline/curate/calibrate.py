@@ -1,0 +1,177 @@
+"""Label-free copy thresholds, per domain: synthetic copies of the pool against its nearest non-copies.
+
+A fixed cosine threshold does not transfer between domains (a 5 % crop of a
+64 px tile scores lower than one of a 300 px cell; smooth tiles score higher
+against each other than textured ones). So each run calibrates on its own pool:
+
+1. a seeded sample of pool images is copied once per kind of the copy suite
+   (:mod:`pipeline.curate.copy_suite`: JPEG, crop, rescale, brightness,
+   contrast, blur, mirror);
+2. each copy is scored against its original twice: as the kNN graph scores
+   it (best descriptor row pair) and refined (:func:`copy_match.pair_similarity`);
+3. each sampled image is scored, refined, against its second-nearest other
+   image in the searched index: the non-copy side (the nearest is skipped, as
+   it may be a real copy; the second is as hard a distinct image as the pool has);
+4. the threshold keeps ``recall`` of the refined scores of every kind (the kind
+   hardest to detect sets it), minus ``margin``, and rises where needed until at
+   most ``max_false`` of the non-copy scores reach it; the candidate threshold
+   for the kNN graph keeps ``(1 + recall) / 2`` of the kNN scores, so that few
+   copies are lost before refinement.
+
+The estimated false-match rate is the share of non-copy scores at or above the
+threshold; the synthetic recall, per kind, is the share of copies that pass
+both thresholds. No labels are used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from pipeline.config.curate import CopySuiteConfig, EmbedConfig
+from pipeline.curate.copy_match import item_rows, pair_similarity
+from pipeline.curate.copy_suite import check_kinds, make_copy
+
+
+@dataclass(frozen=True)
+class CopyCalibration:
+    """Thresholds and the scores they came from.
+
+    Attributes:
+        candidate: kNN-graph threshold (pairs at or above it are refined).
+        threshold: Refined similarity at or above which a pair is a copy.
+        recall: The target share of synthetic copies of each kind.
+        knn: Kind -> kNN scores of the synthetic copies against their originals.
+        refined: Kind -> refined scores of the same copies.
+        noncopy: Refined scores of the sampled images against their nearest other image.
+    """
+
+    candidate: float
+    threshold: float
+    recall: float
+    knn: dict[str, np.ndarray] = field(default_factory=dict)
+    refined: dict[str, np.ndarray] = field(default_factory=dict)
+    noncopy: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def synthetic_recall(self) -> dict[str, float]:
+        """Share of each kind's synthetic copies passing both thresholds."""
+        return {
+            k: float(np.mean((self.knn[k] >= self.candidate) & (self.refined[k] >= self.threshold))) for k in self.knn
+        }
+
+    def false_match_rate(self) -> float:
+        """Share of sampled images whose nearest non-copy reaches the threshold (NaN without any)."""
+        return float(np.mean(self.noncopy >= self.threshold)) if self.noncopy.size else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        """Flat numbers for manifests and the report."""
+        out = {
+            "candidate_threshold": round(self.candidate, 5),
+            "threshold": round(self.threshold, 5),
+            "target_recall": self.recall,
+            "images": float(len(self.noncopy)),
+            "estimated_false_match_rate": round(self.false_match_rate(), 5),
+        }
+        out.update({f"synthetic_recall.{k}": round(v, 4) for k, v in self.synthetic_recall().items()})
+        return out
+
+
+def centred(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Descriptor rows minus the pool mean, unit length, as the kNN graph compares them."""
+    rows = rows - mean
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def knn_score(a: np.ndarray, b: np.ndarray, all_rows: bool) -> float:
+    """The kNN graph's score of two items' centred rows.
+
+    ``all_rows=False`` (dedup): each whole-image row against the other's rows, the better of the
+    two directions. ``all_rows=True`` (decontamination): every row pair.
+    """
+    if all_rows:
+        return float((a @ b.T).max())
+    return float(max((a[0] @ b.T).max(), (b[0] @ a.T).max()))
+
+
+def best_per_item(a: np.ndarray, b: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the pairs ``(a, b)`` among the ``k`` best-scoring pairs of ``a`` or of ``b`` (ties: input order)."""
+    keep = np.zeros(a.size, bool)
+    seen: dict[tuple[int, int], int] = {}
+    for e in np.argsort(-np.asarray(score), kind="stable").tolist():
+        for side, node in ((0, int(a[e])), (1, int(b[e]))):
+            n = seen.get((side, node), 0)
+            if n < k:
+                keep[e] = True
+            seen[(side, node)] = n + 1
+    return keep
+
+
+def choose(
+    knn: dict[str, np.ndarray],
+    refined: dict[str, np.ndarray],
+    noncopy: np.ndarray,
+    recall: float,
+    margin: float,
+    max_false: float = 1.0,
+) -> CopyCalibration:
+    """Thresholds keeping ``recall`` of every kind (kNN: ``(1 + recall) / 2``), minus ``margin``.
+
+    The copy threshold then rises, where needed, until at most ``max_false`` of the ``noncopy``
+    scores reach it (a domain whose copies of some kind score like its distinct images cannot have
+    both; the synthetic recall per kind reports what the ceiling costs).
+    """
+    if not knn or any(v.size == 0 for v in knn.values()):
+        raise ValueError("calibration needs synthetic copies of every kind")
+    thr = min(float(np.quantile(v, 1 - recall, method="lower")) for v in refined.values()) - margin
+    if noncopy.size and max_false < 1.0:
+        thr = max(thr, float(np.quantile(noncopy, 1 - max_false, method="higher")) + 1e-6)
+    cand = min(float(np.quantile(v, (1 - recall) / 2, method="lower")) for v in knn.values()) - margin
+    return CopyCalibration(min(cand, thr), thr, recall, knn, refined, noncopy)
+
+
+def copy_scores(
+    images: Sequence[Image.Image], opts: EmbedConfig, suite: CopySuiteConfig, mean: np.ndarray, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Scores of one synthetic copy of each kind of every image against it.
+
+    Returns ``knn_<kind>`` (dedup's kNN score), ``knn_all_<kind>`` (decontamination's: every row pair)
+    and ``refined_<kind>``, one value per image each.
+    """
+    check_kinds(list(suite.kinds))
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {f"{p}_{k}": [] for k in suite.kinds for p in ("knn", "knn_all", "refined")}
+    for img in images:
+        ro = item_rows(img, opts)
+        co = centred(ro, mean)
+        for kind in suite.kinds:
+            cp = make_copy(img, kind, rng, suite)
+            rc = item_rows(cp, opts)
+            cc = centred(rc, mean)
+            out[f"knn_{kind}"].append(knn_score(cc, co, False))
+            out[f"knn_all_{kind}"].append(knn_score(cc, co, True))
+            out[f"refined_{kind}"].append(pair_similarity(cp, img, opts, mean, (rc, ro)))
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def calibrate(
+    scores: dict[str, np.ndarray],
+    kinds: Sequence[str],
+    noncopy: np.ndarray,
+    recall: float,
+    margin: float,
+    all_rows: bool = False,
+    max_false: float = 1.0,
+) -> CopyCalibration:
+    """Thresholds from :func:`copy_scores` and :func:`noncopy_scores` (decontamination: ``all_rows``)."""
+    knn = {k: scores[f"knn_all_{k}" if all_rows else f"knn_{k}"] for k in kinds}
+    return choose(knn, {k: scores[f"refined_{k}"] for k in kinds}, noncopy, recall, margin, max_false)
+
+
+def noncopy_scores(
+    images: Sequence[Image.Image], neighbours: Sequence[Image.Image], opts: EmbedConfig, mean: np.ndarray
+) -> np.ndarray:
+    """Refined scores of ``images`` (a pool sample) against ``neighbours`` (each one's nearest other image)."""
+    return np.array([pair_similarity(a, b, opts, mean) for a, b in zip(images, neighbours)], np.float32)
