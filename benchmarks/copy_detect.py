@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from data_recipes.contract import read_labels
 from pipeline.config.curate import CurateConfig
 from pipeline.config.ingest import IngestConfig
 from pipeline.core.manifest import Manifest, atomic_write_json, read_manifest
@@ -59,9 +60,12 @@ def run_domain(folder: Path, work: Path, opts: CurateConfig | None = None, seed:
     """Ingest ``folder``, run dedup and decontaminate with ``opts`` (defaults), score; returns the figures."""
     opts = opts or CurateConfig()
     gt = json.loads((folder / "ground_truth.json").read_text())
+    # The recipe's labels mark which evaluation images are held out (only those are references).
+    labels = read_labels(folder / "labels.csv") if (folder / "labels.csv").is_file() else {}
     for source in ("pool", "eval"):
         out = work / "ingest" / source
-        ingest([folder / source], out, IngestConfig(shard_size=500, workers=0), progress=False)
+        lab = labels if source == "eval" else None
+        ingest([folder / source], out, IngestConfig(shard_size=500, workers=0), labels=lab, progress=False)
         extra = {"ground_truth": str(folder / "ground_truth.json")} if source == "pool" else {}
         Manifest(f"ingest/{source}", f"hash-{source}", extra=extra).write(out)
     t0 = time.perf_counter()
@@ -199,7 +203,9 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
             "",
             f"dedup recall {g('dedup.recall')}, precision {g('dedup.precision')}, "
             f"precision on planted copies {g('dedup.precision_planted')} "
-            f"(removals {g('dedup.removed', 0)}, neighbouring ELPV cells {g('dedup.neighbour_cell_removals', 0)}); "
+            f"(removals {g('dedup.removed', 0)}, neighbouring ELPV cells {g('dedup.neighbour_cell_removals', 0)}), "
+            f"precision without pairs of distinct cells of one module {g('dedup.precision_distinct')} "
+            f"({g('dedup.same_module_removals', 0)} such removals); "
             f"decontamination recall {g('decontam.recall')}, precision {g('decontam.precision')}, "
             f"precision on planted copies {g('decontam.precision_planted')} "
             f"(removals {g('decontam.removed', 0)}, neighbouring cells {g('decontam.neighbour_cell_removals', 0)}); "

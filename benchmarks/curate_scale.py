@@ -134,9 +134,10 @@ def calibration_cost(search_sample: object) -> float:
     imgs = [im.convert("L") for _, im, _ in originals(DomainConfig())][: c.images]
     mean = np.zeros(2 * e.copy_grid**2, np.float32)
     t0 = time.perf_counter()
-    cb.copy_scores(imgs, e, c.suite, mean)
+    fine = cb.fine_mean_of(imgs, e)
+    cb.copy_scores(imgs, e, c.suite, mean, fine_mean=fine)
     for _ in ("dedup", "decontaminate"):
-        cb.noncopy_scores(imgs, imgs[1:] + imgs[:1], e, mean)
+        cb.noncopy_scores(imgs, imgs[1:] + imgs[:1], e, mean, fine)
         search_sample(np.random.default_rng(0).normal(size=(len(imgs), 384)).astype(np.float32))  # type: ignore[operator]
     return time.perf_counter() - t0
 

@@ -267,6 +267,7 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
     for rank, idx in enumerate(order):
         ext = items[idx][1].get("ext", "jpg" if items[idx][1].get("transform") == "jpeg_q70" else "png")
         name_of[idx] = f"img_{rank:05d}.{ext}"
+    module_of = {Path(r["path"]).name: int(r["module"]) for r in elpv_records()}
     truth: dict[str, Any] = {}
     for idx, (data, gt) in enumerate(items):
         key = name_of[idx]
@@ -274,9 +275,10 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
         entry = {k: v for k, v in gt.items() if k not in ("copy_of", "ext")}
         cell = re.fullmatch(r"elpv/cell(\d+)\.png", str(gt.get("origin", "")))
         if cell:
-            # Consecutive cell numbers are neighbours in one module: often near-identical images of
+            # Cells of one module (consecutive numbers above all) are often near-identical images of
             # distinct cells, scored as their own category (pipeline/curate/scoring.py).
             entry["elpv_cell"] = int(cell.group(1))
+            entry["elpv_module"] = module_of[f"cell{cell.group(1)}.png"]
         if "copy_of" in gt:
             where, ref = gt["copy_of"]
             entry["copy_of"] = {"source": where, "key": name_of[ref] if where == "pool" else ref}

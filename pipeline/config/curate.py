@@ -38,6 +38,9 @@ class EmbedConfig:
         copy_flip: Add the mirror image's row (mirrored copies).
         copy_blur: Gaussian blur of the thumbnail, in thumbnail pixels (misalignment tolerance).
         copy_highpass: Weight of the thumbnail's high-pass part (the rest: the thumbnail itself).
+        copy_refine_grid: Thumbnail side of the pair refinement's fine stage
+            (:mod:`pipeline.curate.copy_match`); pairs of images under 4x that side, or 0, keep
+            the coarse score.
     """
 
     backbone: BackboneConfig = field(
@@ -52,6 +55,7 @@ class EmbedConfig:
     copy_flip: bool = True
     copy_blur: float = 0.5
     copy_highpass: float = 0.5
+    copy_refine_grid: int = 32
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config.curate import CopySuiteConfig, EmbedConfig
-from pipeline.curate.copy_match import item_rows, pair_similarity
+from pipeline.curate.copy_match import fine_thumb, item_rows, pair_similarity
 from pipeline.curate.copy_suite import check_kinds, make_copy
 
 
@@ -47,6 +47,7 @@ class CopyCalibration:
         knn: Kind -> kNN scores of the synthetic copies against their originals.
         refined: Kind -> refined scores of the same copies.
         noncopy: Refined scores of the sampled images against their nearest other image.
+        fine_mean: The sample's mean fine thumbnail the refined scores subtract (None: no fine stage).
     """
 
     candidate: float
@@ -55,6 +56,7 @@ class CopyCalibration:
     knn: dict[str, np.ndarray] = field(default_factory=dict)
     refined: dict[str, np.ndarray] = field(default_factory=dict)
     noncopy: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    fine_mean: np.ndarray | None = None
 
     def synthetic_recall(self) -> dict[str, float]:
         """Share of each kind's synthetic copies passing both thresholds."""
@@ -133,9 +135,15 @@ def choose(
 
 
 def copy_scores(
-    images: Sequence[Image.Image], opts: EmbedConfig, suite: CopySuiteConfig, mean: np.ndarray, seed: int = 0
+    images: Sequence[Image.Image],
+    opts: EmbedConfig,
+    suite: CopySuiteConfig,
+    mean: np.ndarray,
+    seed: int = 0,
+    fine_mean: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Scores of one synthetic copy of each kind of every image against it.
+    """Scores of one synthetic copy of each kind of every image against it (``fine_mean``: see
+    :func:`copy_match.pair_similarity`).
 
     Returns ``knn_<kind>`` (dedup's kNN score), ``knn_all_<kind>`` (decontamination's: every row pair)
     and ``refined_<kind>``, one value per image each.
@@ -152,7 +160,7 @@ def copy_scores(
             cc = centred(rc, mean)
             out[f"knn_{kind}"].append(knn_score(cc, co, False))
             out[f"knn_all_{kind}"].append(knn_score(cc, co, True))
-            out[f"refined_{kind}"].append(pair_similarity(cp, img, opts, mean, (rc, ro)))
+            out[f"refined_{kind}"].append(pair_similarity(cp, img, opts, mean, (rc, ro), fine_mean))
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
@@ -171,7 +179,20 @@ def calibrate(
 
 
 def noncopy_scores(
-    images: Sequence[Image.Image], neighbours: Sequence[Image.Image], opts: EmbedConfig, mean: np.ndarray
+    images: Sequence[Image.Image],
+    neighbours: Sequence[Image.Image],
+    opts: EmbedConfig,
+    mean: np.ndarray,
+    fine_mean: np.ndarray | None = None,
 ) -> np.ndarray:
     """Refined scores of ``images`` (a pool sample) against ``neighbours`` (each one's nearest other image)."""
-    return np.array([pair_similarity(a, b, opts, mean) for a, b in zip(images, neighbours)], np.float32)
+    return np.array(
+        [pair_similarity(a, b, opts, mean, fine_mean=fine_mean) for a, b in zip(images, neighbours)], np.float32
+    )
+
+
+def fine_mean_of(images: Sequence[Image.Image], opts: EmbedConfig) -> np.ndarray | None:
+    """The domain's mean fine thumbnail over ``images`` (a pool sample), or None without a fine stage."""
+    if opts.copy_refine_grid <= opts.copy_grid or not images:
+        return None
+    return np.mean([fine_thumb(im, opts) for im in images], axis=0).astype(np.float32)

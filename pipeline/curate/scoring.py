@@ -20,6 +20,13 @@ Definitions (pool keys are the samples' ``meta.source``):
   are their own category: ``dedup.precision_planted`` is the precision over
   removals that are not such pairs, ``dedup.neighbour_cell_removals`` counts
   those (and their rate among all removals); the same for decontamination.
+* **cells of one module**: distinct ELPV cells of one solar module (the
+  recipe's ``elpv_module``, the grouping the evaluation's folds use) share the
+  module's exposure, vignetting and layout, and the featureless ones are
+  near-identical images even at 32 x 32 after the layout is subtracted. Dedup
+  removals of such pairs (consecutive neighbours included) are their own
+  category too: ``dedup.same_module_removals``; ``dedup.precision_distinct``
+  is the precision over removals that are not such pairs.
 * **decontamination recall**: planted copies of evaluation images that were
   removed as contaminated, over all planted copies present in the pool.
 * ``unplanted_adjacent_elpv_cells``: "wrong" removals whose two images are ELPV
@@ -77,6 +84,7 @@ def score_dedup(
     wrong = [r for r in removals if r not in set(correct)]
     adjacent = sum(1 for a, b in wrong if neighbour_cells(gt[a], gt[b]))
     judged = len(removals) - adjacent
+    module = sum(1 for a, b in wrong if same_module(gt[a], gt[b]))
     return {
         "dedup.planted_pairs": float(len(pairs)),
         "dedup.pairs_found": float(found),
@@ -89,6 +97,8 @@ def score_dedup(
         "dedup.neighbour_cell_removals": float(adjacent),
         "dedup.neighbour_cell_rate": adjacent / len(removals) if removals else float("nan"),
         "dedup.precision_planted": len(correct) / judged if judged else float("nan"),
+        "dedup.same_module_removals": float(module),
+        "dedup.precision_distinct": len(correct) / (len(removals) - module) if len(removals) > module else float("nan"),
     }
 
 
@@ -104,6 +114,12 @@ def neighbour_cells(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Both ELPV cells with consecutive numbers (neighbours in a module, often near-identical images)."""
     ca, cb = _cell(a), _cell(b)
     return ca is not None and cb is not None and abs(ca - cb) == 1
+
+
+def same_module(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two distinct ELPV cells of one solar module (the ground truth's ``elpv_module``)."""
+    ma, mb = a.get("elpv_module"), b.get("elpv_module")
+    return ma is not None and ma == mb and _cell(a) != _cell(b)
 
 
 def _adjacent_cells(a: str, b: str) -> bool:

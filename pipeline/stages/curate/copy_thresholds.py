@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +81,20 @@ def calibrate_step(
     keep = [(t, n) for t, n in zip(take.tolist(), neighbour) if n >= 0]
     pool_imgs = load_gray(ctx.ingest / "pool", [ids[t] for t in take.tolist()])
     tgt_imgs = load_gray(target[0], [target[1][n] for _, n in keep])
-    scores = synthetic_scores(ctx, [ids[t] for t in take.tolist()], pool_imgs, mean)
+    # The fine stage's layout: the sample's mean fine thumbnail (the pool mean of the coarse rows' role).
+    fine_mean = cb.fine_mean_of(list(pool_imgs.values()), ctx.opts.embed)
+    scores = synthetic_scores(ctx, [ids[t] for t in take.tolist()], pool_imgs, mean, fine_mean)
     noncopy = cb.noncopy_scores(
-        [pool_imgs[ids[t]] for t, _ in keep], [tgt_imgs[target[1][n]] for _, n in keep], ctx.opts.embed, mean
+        [pool_imgs[ids[t]] for t, _ in keep],
+        [tgt_imgs[target[1][n]] for _, n in keep],
+        ctx.opts.embed,
+        mean,
+        fine_mean,
     )
     max_false = c.decontam_max_false if all_rows else c.dedup_max_false
-    cal = cb.calibrate(scores, list(c.suite.kinds), noncopy, recall, c.margin, all_rows, max_false)
+    cal = replace(
+        cb.calibrate(scores, list(c.suite.kinds), noncopy, recall, c.margin, all_rows, max_false), fine_mean=fine_mean
+    )
     info: dict[str, Any] = {
         "rule": (
             f"refined threshold keeps {recall:g} of synthetic copies of every kind, kNN candidate threshold "
@@ -113,7 +121,11 @@ def calibrate_step(
 
 
 def synthetic_scores(
-    ctx: Context, sample: Sequence[str], images: dict[str, Image.Image], mean: np.ndarray
+    ctx: Context,
+    sample: Sequence[str],
+    images: dict[str, Image.Image],
+    mean: np.ndarray,
+    fine_mean: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`calibrate.copy_scores` of the sample, computed once for dedup and decontamination.
 
@@ -127,7 +139,9 @@ def synthetic_scores(
     if path.is_file():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    scores = cb.copy_scores([images[k] for k in sample], ctx.opts.embed, ctx.opts.calibration.suite, mean, ctx.seed)
+    scores = cb.copy_scores(
+        [images[k] for k in sample], ctx.opts.embed, ctx.opts.calibration.suite, mean, ctx.seed, fine_mean
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.npz")
     arrays: dict[str, Any] = dict(scores)
@@ -144,6 +158,7 @@ def refine(
     sims: Sequence[float],
     threshold: float,
     mean: np.ndarray,
+    fine_mean: np.ndarray | None = None,
 ) -> np.ndarray:
     """Refined scores of candidate ``(id_a, id_b)`` pairs (``id_a`` from ``roots[0]``); writes ``refined.jsonl``."""
     if roots[0] == roots[1]:
@@ -154,7 +169,9 @@ def refine(
     ra = {k: item_rows(im, o) for k, im in a_imgs.items()}
     rb = ra if b_imgs is a_imgs else {k: item_rows(im, o) for k, im in b_imgs.items()}
     bar = tqdm(pairs, desc="refine", disable=not ctx.progress, leave=False)
-    out = np.array([pair_similarity(a_imgs[a], b_imgs[b], o, mean, (ra[a], rb[b])) for a, b in bar], np.float32)
+    out = np.array(
+        [pair_similarity(a_imgs[a], b_imgs[b], o, mean, (ra[a], rb[b]), fine_mean) for a, b in bar], np.float32
+    )
     write_jsonl(
         folder / "refined.jsonl",
         [

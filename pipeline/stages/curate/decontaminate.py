@@ -113,6 +113,7 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
             [c.similarity for c in found],
             cal.threshold,
             mean,
+            cal.fine_mean,
         )
         found = best_per_pool([Contamination(c.pool, c.eval, float(x)) for c, x in zip(found, r) if x >= cal.threshold])
         thr = cal.threshold

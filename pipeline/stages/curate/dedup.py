@@ -65,6 +65,7 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
             s.tolist(),
             cal.threshold,
             mean,
+            cal.fine_mean,
         )
         keep = r >= cal.threshold
         i, j, s, thr = i[keep], j[keep], r[keep], cal.threshold

@@ -4,7 +4,7 @@ from scipy.ndimage import gaussian_filter
 
 from pipeline.config.curate import EmbedConfig
 from pipeline.curate.calibrate import centred, knn_score
-from pipeline.curate.copy_match import item_rows, pair_similarity
+from pipeline.curate.copy_match import fine_grid, fine_thumb, item_rows, ncc, pair_similarity, template_start
 
 
 def _texture(seed: int, size: int = 96) -> Image.Image:
@@ -30,3 +30,48 @@ def test_a_mirror_match_is_not_refined():
     a = _texture(2)
     m = a.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     assert pair_similarity(m, a, o) > 0.999
+
+
+def test_ncc_matches_scikit_image():
+    from skimage.feature import match_template
+
+    rng = np.random.default_rng(0)
+    image, template = rng.random((40, 33)).astype(np.float32), rng.random((21, 17)).astype(np.float32)
+    np.testing.assert_allclose(ncc(image, template), match_template(image, template), atol=1e-5)
+
+
+def _cell(module: int, seed: int, size: int = 160) -> Image.Image:
+    """Solar-cell-like images: a shared layout (busbars every 40 px), a smooth shading shared by the
+    cells of one module, and a faint texture of each cell's own: at 16 x 16 the cells of one module
+    look alike, at 32 x 32 their textures differ."""
+    y, _ = np.mgrid[0:size, 0:size]
+    layout = 120 + 60 * ((y % 40) < 4)
+    shade = gaussian_filter(np.random.default_rng(100 + module).normal(size=(size, size)), 12) * 400
+    tex = gaussian_filter(np.random.default_rng(seed).normal(size=(size, size)), 1.0) * 25
+    return Image.fromarray(np.clip(layout + shade + tex, 0, 255).astype(np.uint8))
+
+
+def test_the_template_start_finds_a_heavy_crop_on_a_repeated_layout():
+    a = _cell(0, 0)
+    box = (32, 16, 136, 136)  # 20 % off the left, 10 % off the top, 15 % off the right and the bottom
+    c = a.crop(box)
+    found = template_start(a, c, 0.2, (c.width / c.height) / (a.width / a.height))
+    assert found is not None
+    assert np.allclose(np.array(found) * 160, box, atol=160 / 48 + 1)  # within a template pixel
+
+
+def test_the_fine_stage_keeps_copies_and_separates_cells_of_one_module():
+    o = EmbedConfig()
+    imgs = [_cell(m, 10 * m + s) for m in range(4) for s in range(4)]
+    mean = np.stack([item_rows(im, o)[0] for im in imgs]).mean(axis=0)
+    fine = np.mean([fine_thumb(im, o) for im in imgs], axis=0)
+    a = imgs[0]
+    copies = (a.crop((32, 16, 136, 136)), a.resize((120, 120)), a.crop((10, 30, 150, 140)).resize((150, 128)))
+    for c in copies:
+        assert pair_similarity(c, a, o, mean, fine_mean=fine) > 0.98
+    same_module = imgs[1:4]
+    coarse = [pair_similarity(b, a, o, mean) for b in same_module]
+    fine_scores = [pair_similarity(b, a, o, mean, fine_mean=fine) for b in same_module]
+    assert min(coarse) > 0.93 and max(fine_scores) < 0.9  # alike at 16 x 16, apart at 32 x 32
+    assert max(pair_similarity(b, a, o, mean, fine_mean=fine) for b in imgs[4:]) < 0.5
+    assert fine_grid((100, 160), (160, 160), o) == 0 and fine_grid((128, 160), (160, 160), o) == o.copy_refine_grid

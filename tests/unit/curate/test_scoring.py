@@ -82,3 +82,18 @@ def test_two_pool_copies_of_one_eval_image_are_one_planted_group():
     }
     s = score_dedup(gt, ["a", "b", "c"], [("b", "a"), ("c", "a")], {"a": 0, "b": 0, "c": 0})
     assert s["dedup.removed_correct"] == 1 and s["dedup.precision"] == 0.5
+
+
+def test_distinct_cells_of_one_module_are_their_own_category():
+    gt = {
+        **GT,
+        "x": {**GT["x"], "elpv_cell": 2, "elpv_module": 0},
+        "y": {"origin": "elpv/cell0040.png", "in_domain": True, "elpv_cell": 40, "elpv_module": 0},
+        "z": {"origin": "elpv/cell0090.png", "in_domain": True, "elpv_cell": 90, "elpv_module": 1},
+    }
+    present = [*PRESENT, "z"]
+    groups = {"o1": 1, "c1": 1, "c1b": 1, "o2": 2, "c2": 5, "x": 3, "y": 3, "z": 3, "e1": 4}
+    # one correct removal, one pair of distinct cells of module 0, one across modules 0 and 1
+    s = score_dedup(gt, present, [("c1", "o1"), ("y", "x"), ("z", "x")], groups)
+    assert s["dedup.same_module_removals"] == 1 and s["dedup.neighbour_cell_removals"] == 0
+    assert abs(s["dedup.precision_distinct"] - 1 / 2) < 1e-9 and abs(s["dedup.precision"] - 1 / 3) < 1e-9
