@@ -10,7 +10,8 @@ cheat by reading them; what each file really is goes to ``ground_truth.json``.
 The evaluation set is every labelled cell. ``heldout`` marks the cells that
 are in neither the pool nor the seeds; ``group`` is the cell's solar module
 (:mod:`data_recipes.elpv_demo.groups`), because neighbouring cells of one
-module are near-identical images and must not straddle train and test.
+module are near-identical images and must not straddle train and test (the
+one module the package holds twice shares its original's group).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from data_recipes.contract import RecipeOutput, TaskSpec, group_split, write_labels
-from data_recipes.elpv_demo.groups import ELPV_MODULE_STARTS, groups_from_starts
+from data_recipes.elpv_demo.groups import ELPV_MODULE_STARTS, elpv_groups, groups_from_starts
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ TRANSFORMS = ("jpeg_q70", "resize_0.8", "crop_6pct", "brighten_1.2")
 def elpv_records() -> list[dict[str, Any]]:
     """Every cell of the ``elpv-dataset`` package, in package order.
 
-    Each: ``path``, defect ``prob`` (0, 1/3, 2/3, 1), ``type`` and ``module``
-    (the solar module's id, from :data:`ELPV_MODULE_STARTS`).
+    Each: ``path``, defect ``prob`` (0, 1/3, 2/3, 1), ``type``, ``module`` (the solar module's
+    id, from :data:`ELPV_MODULE_STARTS`) and ``group`` (the module, a module imaged twice sharing
+    one group: :func:`elpv_groups`).
     """
     import elpv_dataset
 
@@ -73,8 +75,8 @@ def elpv_records() -> list[dict[str, Any]]:
             continue
         path, prob, kind = parts
         recs.append({"path": root / path, "prob": float(prob), "type": kind})
-    for r, module in zip(recs, groups_from_starts(len(recs), ELPV_MODULE_STARTS)):
-        r["module"] = int(module)
+    for r, module, group in zip(recs, groups_from_starts(len(recs), ELPV_MODULE_STARTS), elpv_groups(len(recs))):
+        r["module"], r["group"] = int(module), int(group)
     return recs
 
 
@@ -193,7 +195,7 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
     # The evaluation set is every labelled cell; the fixed split keeps each module on one side.
     held = {id(r) for r in eval_set}
     keys = [f"{r['path'].stem}.png" for r in elpv]
-    split = group_split(keys, [str(r["module"]) for r in elpv], [r["type"] for r in elpv], cfg.test_fraction, cfg.seed)
+    split = group_split(keys, [str(r["group"]) for r in elpv], [r["type"] for r in elpv], cfg.test_fraction, cfg.seed)
     for key, r in sorted(zip(keys, elpv), key=lambda kr: kr[0]):
         shutil.copyfile(r["path"], out_dir / "eval" / key)
     write_labels(
@@ -205,7 +207,7 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
                 "defect": r["defect"],
                 "type": r["type"],
                 "defect_probability": r["prob"],
-                "group": r["module"],
+                "group": r["group"],
                 "heldout": id(r) in held,
             }
             for k, r in sorted(zip(keys, elpv), key=lambda kr: kr[0])
@@ -324,6 +326,7 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
                 "eval": len(elpv),
                 "eval_heldout": len(eval_set),
                 "modules": len({r["module"] for r in elpv}),
+                "groups": len({r["group"] for r in elpv}),
             },
         },
     )

@@ -28,7 +28,7 @@ from torch import nn
 
 from pipeline.config.eval import BackboneEntryConfig
 from pipeline.config.models import BackboneConfig
-from pipeline.models.backbone import NAMED_WEIGHTS, create_backbone, read_export, weights_revision
+from pipeline.models.backbone import NAMED_WEIGHTS, create_backbone, export_dir, read_export, weights_revision
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,10 @@ def _sha256(path: Path) -> str:
 
 def _export_dir(weights: str) -> Path | None:
     """The export folder ``weights`` points at (directly or via a stage manifest), or ``None``."""
+    direct = export_dir(weights)
+    if direct is not None:
+        return direct
     p = Path(weights)
-    if (p / "config.json").is_file():
-        return p
     man = p / "manifest.json"
     if man.is_file():
         rel = json.loads(man.read_text()).get("artifacts", {}).get("export")

