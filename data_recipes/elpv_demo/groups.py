@@ -43,6 +43,15 @@ ELPV_MODULE_STARTS = (
 # 0.62 and 0.61), and 41 of the 50 pairs carry the same labels. A twin is put in its original's
 # group so that no fold trains on one image of a cell and tests on the other.
 ELPV_TWIN_MODULES = {2276: 1734}  # start of the module imaged again -> start of the module it repeats
+ELPV_TWIN_CELLS = 50  # how many cells of a twin module repeat its original's, in order
+
+
+def same_cell(index: int) -> int:
+    """The index of the first image of the physical cell at package ``index`` (itself but for twins)."""
+    for twin, original in ELPV_TWIN_MODULES.items():
+        if twin <= index < twin + ELPV_TWIN_CELLS:
+            return original + index - twin
+    return index
 
 
 def elpv_groups(n: int) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from data_recipes.contract import RecipeOutput, TaskSpec, group_split, write_labels
-from data_recipes.elpv_demo.groups import ELPV_MODULE_STARTS, elpv_groups, groups_from_starts
+from data_recipes.elpv_demo.groups import ELPV_MODULE_STARTS, elpv_groups, groups_from_starts, same_cell
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +281,8 @@ def prepare(cfg: Any, out_dir: Path) -> RecipeOutput:
             # distinct cells, scored as their own category (pipeline/curate/scoring.py).
             entry["elpv_cell"] = int(cell.group(1))
             entry["elpv_module"] = module_of[f"cell{cell.group(1)}.png"]
+            # The module the package holds twice: both images of one cell name the first one's number.
+            entry["elpv_same_cell"] = same_cell(int(cell.group(1)) - 1) + 1
         if "copy_of" in gt:
             where, ref = gt["copy_of"]
             entry["copy_of"] = {"source": where, "key": name_of[ref] if where == "pool" else ref}

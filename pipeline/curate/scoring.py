@@ -27,6 +27,10 @@ Definitions (pool keys are the samples' ``meta.source``):
   removals of such pairs (consecutive neighbours included) are their own
   category too: ``dedup.same_module_removals``; ``dedup.precision_distinct``
   is the precision over removals that are not such pairs.
+* **one cell imaged twice**: the ELPV package holds one module twice; the
+  ground truth gives both images of such a cell one ``elpv_same_cell``. Those
+  pairs are real duplicates the recipe did not plant: counted correct, and
+  counted apart (``dedup.same_cell_removals``).
 * **decontamination recall**: planted copies of evaluation images that were
   removed as contaminated, over all planted copies present in the pool.
 * ``unplanted_adjacent_elpv_cells``: "wrong" removals whose two images are ELPV
@@ -80,7 +84,8 @@ def score_dedup(
     pairs = [(a, b) for a, b in pairs if a in present and b in present]
     found = sum(1 for a, b in pairs if same_group.get(a) is not None and same_group.get(a) == same_group.get(b))
     removals = list(removals)
-    correct = [r for r in removals if r[0] in group and group.get(r[0]) == group.get(r[1])]
+    twice = [r for r in removals if _same_cell(gt[r[0]], gt[r[1]])]
+    correct = [r for r in removals if r[0] in group and group.get(r[0]) == group.get(r[1])] + twice
     wrong = [r for r in removals if r not in set(correct)]
     adjacent = sum(1 for a, b in wrong if neighbour_cells(gt[a], gt[b]))
     judged = len(removals) - adjacent
@@ -98,6 +103,7 @@ def score_dedup(
         "dedup.neighbour_cell_rate": adjacent / len(removals) if removals else float("nan"),
         "dedup.precision_planted": len(correct) / judged if judged else float("nan"),
         "dedup.same_module_removals": float(module),
+        "dedup.same_cell_removals": float(len(twice)),
         "dedup.precision_distinct": len(correct) / (len(removals) - module) if len(removals) > module else float("nan"),
     }
 
@@ -114,6 +120,12 @@ def neighbour_cells(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Both ELPV cells with consecutive numbers (neighbours in a module, often near-identical images)."""
     ca, cb = _cell(a), _cell(b)
     return ca is not None and cb is not None and abs(ca - cb) == 1
+
+
+def _same_cell(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two images of one physical ELPV cell that the package holds twice (not a planted copy)."""
+    sa, sb = a.get("elpv_same_cell"), b.get("elpv_same_cell")
+    return sa is not None and sa == sb and _cell(a) != _cell(b)
 
 
 def same_module(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

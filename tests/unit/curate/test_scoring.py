@@ -97,3 +97,14 @@ def test_distinct_cells_of_one_module_are_their_own_category():
     s = score_dedup(gt, present, [("c1", "o1"), ("y", "x"), ("z", "x")], groups)
     assert s["dedup.same_module_removals"] == 1 and s["dedup.neighbour_cell_removals"] == 0
     assert abs(s["dedup.precision_distinct"] - 1 / 2) < 1e-9 and abs(s["dedup.precision"] - 1 / 3) < 1e-9
+
+
+def test_two_images_of_one_cell_are_a_correct_unplanted_removal():
+    gt = {
+        **GT,
+        "x": {**GT["x"], "elpv_cell": 1740, "elpv_same_cell": 1740, "elpv_module": 29},
+        "y": {"origin": "elpv/cell2282.png", "in_domain": True, "elpv_cell": 2282, "elpv_same_cell": 1740},
+    }
+    groups = {"o1": 1, "c1": 1, "c1b": 1, "o2": 2, "c2": 5, "x": 3, "y": 3, "e1": 4}
+    s = score_dedup(gt, PRESENT, [("c1", "o1"), ("y", "x")], groups)
+    assert s["dedup.same_cell_removals"] == 1 and s["dedup.precision"] == 1.0
