@@ -215,7 +215,8 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
         cal = r.get("calibration", {})
         for step, c in cal.items():
             lines.append(
-                f"{step} calibration: candidate {c['candidate_threshold']}, threshold {c['threshold']}, "
+                f"{step} calibration: candidate {c['candidate_threshold']}, aligned {c.get('aligned_threshold')}, "
+                f"threshold {c['threshold']}, "
                 f"estimated false-match rate {c['estimated_false_match_rate']}, on {c['images']:.0f} images."
             )
         lines += [

@@ -111,9 +111,14 @@ def _photo_tiles(n: int, rng: random.Random) -> list[tuple[str, Image.Image]]:
     return tiles[:n]
 
 
+LFW_FACES = 100  # skimage's lfw_subset: 100 faces, then 100 non-face patches (flat, alike)
+
+
 def _faces(n: int) -> list[tuple[str, Image.Image]]:
     import skimage.data as skd
 
+    if n > LFW_FACES:
+        raise ValueError(f"data_recipe.n_faces={n}: scikit-image's lfw_subset holds {LFW_FACES} faces")
     faces = skd.lfw_subset()[:n]
     return [
         (f"lfw_{i}", Image.fromarray((f * 255).astype(np.uint8)).resize((100, 100), Image.BICUBIC))

@@ -34,7 +34,7 @@ class ElpvDemoRecipe(DataRecipeBase):
     eval_fraction: float = 0.3
     test_fraction: float = 0.3
     n_seeds: int = 150
-    n_faces: int = 200
+    n_faces: int = 100
     n_digits: int = 250
     n_photo_tiles: int = 270
     n_pool_copies: int = 150

@@ -179,9 +179,12 @@ class CalibrationConfig:
             target's threshold would let more of the non-copy neighbours through, the threshold
             rises to keep this share out, and the synthetic recall per kind shows what is lost.
         decontam_max_false: The same for decontamination (looser: removal is the safe side).
-        candidates: Candidate pairs re-scored per image: those of its kNN candidates with the best
-            kNN scores (a pair is kept when it is among either image's best). Bounds the
-            refinement's cost in a domain whose images are all alike.
+        candidates: kNN candidate pairs aligned per image (:mod:`pipeline.curate.copy_align`):
+            those with the best kNN scores (a pair is kept when it is among either image's best).
+            A crop between the descriptor's fixed boxes can rank a few dozen places down.
+        refined: Aligned pairs refined per image (:mod:`pipeline.curate.copy_match`), those above
+            the aligned threshold with the best aligned scores. Bounds the refinement's cost in a
+            domain whose images are all alike.
         suite: The synthetic copy transforms.
     """
 
@@ -192,7 +195,8 @@ class CalibrationConfig:
     margin: float = 0.01
     dedup_max_false: float = 0.05
     decontam_max_false: float = 0.2
-    candidates: int = 4
+    candidates: int = 32
+    refined: int = 4
     suite: CopySuiteConfig = field(default_factory=CopySuiteConfig)
 
 

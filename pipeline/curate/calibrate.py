@@ -7,20 +7,22 @@ against each other than textured ones). So each run calibrates on its own pool:
 1. a seeded sample of pool images is copied once per kind of the copy suite
    (:mod:`pipeline.curate.copy_suite`: JPEG, crop, rescale, brightness,
    contrast, blur, mirror);
-2. each copy is scored against its original twice: as the kNN graph scores
-   it (best descriptor row pair) and refined (:func:`copy_match.pair_similarity`);
+2. each copy is scored against its original three times: as the kNN graph
+   scores it (best descriptor row pair), aligned (:mod:`copy_align`, the best
+   box of a dense grid) and refined (:func:`copy_match.pair_scores`);
 3. each sampled image is scored, refined, against its second-nearest other
    image in the searched index: the non-copy side (the nearest is skipped, as
    it may be a real copy; the second is as hard a distinct image as the pool has);
 4. the threshold keeps ``recall`` of the refined scores of every kind (the kind
    hardest to detect sets it), minus ``margin``, and rises where needed until at
    most ``max_false`` of the non-copy scores reach it; the candidate threshold
-   for the kNN graph keeps ``(1 + recall) / 2`` of the kNN scores, so that few
-   copies are lost before refinement.
+   for the kNN graph keeps ``(1 + recall) / 2`` of the kNN scores and the aligned
+   threshold the same share of the aligned scores, so that few copies are lost
+   before refinement.
 
 The estimated false-match rate is the share of non-copy scores at or above the
 threshold; the synthetic recall, per kind, is the share of copies that pass
-both thresholds. No labels are used.
+all three thresholds. No labels are used.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config.curate import CopySuiteConfig, EmbedConfig
-from pipeline.curate.copy_match import fine_thumb, item_rows, pair_similarity
+from pipeline.curate.copy_align import align_pairs, work_array
+from pipeline.curate.copy_match import fine_thumb, item_rows, pair_scores, pair_similarity, refine_match
+from pipeline.curate.copy_saturation import match_saturation
 from pipeline.curate.copy_suite import check_kinds, make_copy
 
 
@@ -41,10 +45,12 @@ class CopyCalibration:
     """Thresholds and the scores they came from.
 
     Attributes:
-        candidate: kNN-graph threshold (pairs at or above it are refined).
+        candidate: kNN-graph threshold (pairs at or above it are aligned).
         threshold: Refined similarity at or above which a pair is a copy.
         recall: The target share of synthetic copies of each kind.
+        aligned: Aligned-score threshold (pairs at or above it are refined).
         knn: Kind -> kNN scores of the synthetic copies against their originals.
+        align: Kind -> aligned scores of the same copies.
         refined: Kind -> refined scores of the same copies.
         noncopy: Refined scores of the sampled images against their nearest other image.
         fine_mean: The sample's mean fine thumbnail the refined scores subtract (None: no fine stage).
@@ -53,16 +59,22 @@ class CopyCalibration:
     candidate: float
     threshold: float
     recall: float
+    aligned: float = -1.0
     knn: dict[str, np.ndarray] = field(default_factory=dict)
+    align: dict[str, np.ndarray] = field(default_factory=dict)
     refined: dict[str, np.ndarray] = field(default_factory=dict)
     noncopy: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     fine_mean: np.ndarray | None = None
 
     def synthetic_recall(self) -> dict[str, float]:
-        """Share of each kind's synthetic copies passing both thresholds."""
-        return {
-            k: float(np.mean((self.knn[k] >= self.candidate) & (self.refined[k] >= self.threshold))) for k in self.knn
-        }
+        """Share of each kind's synthetic copies passing all three thresholds."""
+        out = {}
+        for k in self.knn:
+            ok = (self.knn[k] >= self.candidate) & (self.refined[k] >= self.threshold)
+            if k in self.align:
+                ok &= self.align[k] >= self.aligned
+            out[k] = float(np.mean(ok))
+        return out
 
     def false_match_rate(self) -> float:
         """Share of sampled images whose nearest non-copy reaches the threshold (NaN without any)."""
@@ -72,6 +84,7 @@ class CopyCalibration:
         """Flat numbers for manifests and the report."""
         out = {
             "candidate_threshold": round(self.candidate, 5),
+            "aligned_threshold": round(self.aligned, 5),
             "threshold": round(self.threshold, 5),
             "target_recall": self.recall,
             "images": float(len(self.noncopy)),
@@ -118,8 +131,9 @@ def choose(
     recall: float,
     margin: float,
     max_false: float = 1.0,
+    align: dict[str, np.ndarray] | None = None,
 ) -> CopyCalibration:
-    """Thresholds keeping ``recall`` of every kind (kNN: ``(1 + recall) / 2``), minus ``margin``.
+    """Thresholds keeping ``recall`` of every kind (kNN and aligned: ``(1 + recall) / 2``), minus ``margin``.
 
     The copy threshold then rises, where needed, until at most ``max_false`` of the ``noncopy``
     scores reach it (a domain whose copies of some kind score like its distinct images cannot have
@@ -130,8 +144,12 @@ def choose(
     thr = min(float(np.quantile(v, 1 - recall, method="lower")) for v in refined.values()) - margin
     if noncopy.size and max_false < 1.0:
         thr = max(thr, float(np.quantile(noncopy, 1 - max_false, method="higher")) + 1e-6)
-    cand = min(float(np.quantile(v, (1 - recall) / 2, method="lower")) for v in knn.values()) - margin
-    return CopyCalibration(min(cand, thr), thr, recall, knn, refined, noncopy)
+
+    def loose(scores: dict[str, np.ndarray]) -> float:
+        return min(float(np.quantile(v, (1 - recall) / 2, method="lower")) for v in scores.values()) - margin
+
+    aligned = min(loose(align), thr) if align else -1.0
+    return CopyCalibration(min(loose(knn), thr), thr, recall, aligned, knn, align or {}, refined, noncopy)
 
 
 def copy_scores(
@@ -145,22 +163,32 @@ def copy_scores(
     """Scores of one synthetic copy of each kind of every image against it (``fine_mean``: see
     :func:`copy_match.pair_similarity`).
 
-    Returns ``knn_<kind>`` (dedup's kNN score), ``knn_all_<kind>`` (decontamination's: every row pair)
-    and ``refined_<kind>``, one value per image each.
+    Returns ``knn_<kind>`` (dedup's kNN score), ``knn_all_<kind>`` (decontamination's: every row pair),
+    ``aligned_<kind>`` and ``refined_<kind>``, one value per image each.
     """
     check_kinds(list(suite.kinds))
     rng = np.random.default_rng(seed)
-    out: dict[str, list[float]] = {f"{p}_{k}": [] for k in suite.kinds for p in ("knn", "knn_all", "refined")}
+    parts = ("knn", "knn_all", "aligned", "refined")
+    out: dict[str, list[float]] = {f"{p}_{k}": [] for k in suite.kinds for p in parts}
     for img in images:
-        ro = item_rows(img, opts)
-        co = centred(ro, mean)
-        for kind in suite.kinds:
-            cp = make_copy(img, kind, rng, suite)
-            rc = item_rows(cp, opts)
-            cc = centred(rc, mean)
+        img = img.convert("L")
+        co = centred(item_rows(img, opts), mean)
+        copies = [make_copy(img, kind, rng, suite).convert("L") for kind in suite.kinds]
+        # one alignment call per image: the original's box grid is shared by its copies of one shape
+        group = [img, *copies]
+        arrays = [work_array(im, opts.copy_grid) for im in group]
+        matches = align_pairs([(i, 0) for i in range(1, len(group))], arrays, [im.size for im in group], opts, mean)
+        for kind, cp, m in zip(suite.kinds, copies, matches):
+            cc = centred(item_rows(cp, opts), mean)
             out[f"knn_{kind}"].append(knn_score(cc, co, False))
             out[f"knn_all_{kind}"].append(knn_score(cc, co, True))
-            out[f"refined_{kind}"].append(pair_similarity(cp, img, opts, mean, (rc, ro), fine_mean))
+            if match_saturation(cp, img) is None:
+                out[f"aligned_{kind}"].append(m.score)
+                out[f"refined_{kind}"].append(refine_match(cp, img, m, opts, mean, fine_mean))
+            else:  # a clipped copy: as the steps score it (:func:`pair_scores`)
+                aligned, refined = pair_scores(cp, img, opts, mean, fine_mean)
+                out[f"aligned_{kind}"].append(aligned)
+                out[f"refined_{kind}"].append(refined)
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
@@ -175,7 +203,9 @@ def calibrate(
 ) -> CopyCalibration:
     """Thresholds from :func:`copy_scores` and :func:`noncopy_scores` (decontamination: ``all_rows``)."""
     knn = {k: scores[f"knn_all_{k}" if all_rows else f"knn_{k}"] for k in kinds}
-    return choose(knn, {k: scores[f"refined_{k}"] for k in kinds}, noncopy, recall, margin, max_false)
+    refined = {k: scores[f"refined_{k}"] for k in kinds}
+    align = {k: scores[f"aligned_{k}"] for k in kinds}
+    return choose(knn, refined, noncopy, recall, margin, max_false, align)
 
 
 def noncopy_scores(

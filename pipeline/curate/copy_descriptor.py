@@ -62,12 +62,12 @@ def thumb(gray: Image.Image, box: Box, grid: int, blur: float, highpass: float) 
     region = (box[0] * w, box[1] * h, max(box[0] * w + 1, box[2] * w), max(box[1] * h + 1, box[3] * h))
     t = np.asarray(gray.resize((grid * sup, grid * sup), Image.Resampling.BOX, box=region), np.float32)
     if blur > 0:
-        k = _gauss(grid * sup, blur * sup)
+        k = gauss(grid * sup, blur * sup)
         t = k @ t @ k.T
     t = t.reshape(grid, sup, grid, sup).mean(axis=(1, 3))
     if highpass <= 0:
         return _standardise(t.ravel())
-    k = _gauss(grid, grid / 8)
+    k = gauss(grid, grid / 8)
     hp = t - k @ t @ k.T
     return np.concatenate(
         [np.sqrt(1 - highpass) * _standardise(t.ravel()), np.sqrt(highpass) * _standardise(hp.ravel())]
@@ -75,7 +75,7 @@ def thumb(gray: Image.Image, box: Box, grid: int, blur: float, highpass: float) 
 
 
 @lru_cache(maxsize=64)
-def _gauss(n: int, sigma: float) -> np.ndarray:
+def gauss(n: int, sigma: float) -> np.ndarray:
     """``scipy.ndimage.gaussian_filter(x, sigma, mode="nearest")`` along one axis of length ``n`` as a matrix.
 
     Thumbnails are tiny, so two small matrix products are ten times faster than the filter call.

@@ -6,7 +6,7 @@ finds each sampled image's nearest other image in the searched index, reads
 pixels from the ingest shards, and writes ``copy_calibration.json`` (thresholds,
 synthetic recall per kind, estimated false-match rate), ``calibration.npz``
 (the score distributions, for the report) and ``refined.jsonl`` (every
-candidate pair with its refined score) into the step folder.
+candidate pair with its aligned and refined scores) into the step folder.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 
 from pipeline.core.manifest import atomic_write_bytes, config_hash
 from pipeline.curate import calibrate as cb
-from pipeline.curate.copy_match import item_rows, pair_similarity
+from pipeline.curate.copy_align import align_pairs, work_array
+from pipeline.curate.copy_match import refine_match, saturated_scores
+from pipeline.curate.copy_saturation import mismatched, saturation
 from pipeline.curate.verify import iter_images
 from pipeline.stages.curate.context import Context, write_jsonl
 
@@ -97,8 +99,8 @@ def calibrate_step(
     )
     info: dict[str, Any] = {
         "rule": (
-            f"refined threshold keeps {recall:g} of synthetic copies of every kind, kNN candidate threshold "
-            f"{(1 + recall) / 2:g}, both minus margin {c.margin:g}; raised where needed so that at most "
+            f"refined threshold keeps {recall:g} of synthetic copies of every kind, kNN candidate and aligned "
+            f"thresholds {(1 + recall) / 2:g}, all minus margin {c.margin:g}; raised where needed so that at most "
             f"{max_false:g} of the sample's second-nearest neighbours reach it"
         ),
         "kinds": list(c.suite.kinds),
@@ -107,12 +109,15 @@ def calibrate_step(
     atomic_write_bytes(folder / "copy_calibration.json", json.dumps(info, indent=1).encode())
     arrays: dict[str, Any] = {"noncopy": cal.noncopy}
     arrays.update({f"knn_{k}": v for k, v in cal.knn.items()})
+    arrays.update({f"aligned_{k}": v for k, v in cal.align.items()})
     arrays.update({f"refined_{k}": v for k, v in cal.refined.items()})
     np.savez(folder / "calibration.npz", **arrays)
     log.info(
-        "copy thresholds (%s): candidate %.4f, copy %.4f; synthetic recall %s; estimated false-match rate %.4f",
+        "copy thresholds (%s): candidate %.4f, aligned %.4f, copy %.4f; synthetic recall %s; "
+        "estimated false-match rate %.4f",
         folder.name,
         cal.candidate,
+        cal.aligned,
         cal.threshold,
         {k: round(v, 3) for k, v in cal.synthetic_recall().items()},
         cal.false_match_rate(),
@@ -156,22 +161,50 @@ def refine(
     pairs: Sequence[tuple[str, str]],
     roots: tuple[Path, Path],
     sims: Sequence[float],
-    threshold: float,
+    cal: cb.CopyCalibration,
     mean: np.ndarray,
-    fine_mean: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Refined scores of candidate ``(id_a, id_b)`` pairs (``id_a`` from ``roots[0]``); writes ``refined.jsonl``."""
+    """Aligned, then refined scores of candidate ``(id_a, id_b)`` pairs (``id_a`` from ``roots[0]``).
+
+    Every pair is aligned (:func:`copy_align.align_pairs`, batched per image); those at or above the
+    aligned threshold, at most ``calibration.refined`` per image (its best aligned), are refined.
+    Pairs saturated differently are also scored clipped alike (:func:`copy_match.saturated_scores`).
+    Returns the refined scores, NaN where a pair was not refined; writes ``refined.jsonl``.
+    """
+    o = ctx.opts.embed
     if roots[0] == roots[1]:
         a_imgs = b_imgs = load_gray(roots[0], [x for p in pairs for x in p])
+        keys = [(0, k) for k in sorted(a_imgs)]
     else:
         a_imgs, b_imgs = load_gray(roots[0], [a for a, _ in pairs]), load_gray(roots[1], [b for _, b in pairs])
-    o = ctx.opts.embed
-    ra = {k: item_rows(im, o) for k, im in a_imgs.items()}
-    rb = ra if b_imgs is a_imgs else {k: item_rows(im, o) for k, im in b_imgs.items()}
-    bar = tqdm(pairs, desc="refine", disable=not ctx.progress, leave=False)
-    out = np.array(
-        [pair_similarity(a_imgs[a], b_imgs[b], o, mean, (ra[a], rb[b]), fine_mean) for a, b in bar], np.float32
-    )
+        keys = [(0, k) for k in sorted(a_imgs)] + [(1, k) for k in sorted(b_imgs)]
+    imgs = (a_imgs, b_imgs)
+    at = {k: n for n, k in enumerate(keys)}
+    b_side = 0 if b_imgs is a_imgs else 1
+    idx = [(at[(0, a)], at[(b_side, b)]) for a, b in pairs]
+    arrays = [work_array(imgs[s][k], o.copy_grid) for s, k in keys]
+    matches = align_pairs(idx, arrays, [imgs[s][k].size for s, k in keys], o, mean, progress=ctx.progress)
+    aligned = np.array([m.score for m in matches], np.float32)
+    ia, ib = np.array([i for i, _ in idx], np.int64), np.array([j for _, j in idx], np.int64)
+    todo = np.flatnonzero(aligned >= cal.aligned)
+    todo = todo[cb.best_per_item(ia[todo], ib[todo], aligned[todo], ctx.opts.calibration.refined)]
+    out = np.full(len(pairs), np.nan, np.float32)
+    for p in tqdm(todo.tolist(), desc="refine", disable=not ctx.progress, leave=False):
+        a, b = pairs[p]
+        out[p] = refine_match(a_imgs[a], b_imgs[b], matches[p], o, mean, cal.fine_mean)
+    # A pair whose images are saturated differently (a brightened copy) is also scored clipped alike.
+    # At most ``refined`` such pairs per image, its best by kNN score.
+    sat = [saturation(np.asarray(imgs[s][k])) for s, k in keys]
+    clipped = np.array([mismatched(sat[i], sat[j]) for i, j in idx], bool)
+    rows = np.flatnonzero(clipped)
+    sims_arr = np.asarray(sims, np.float32)
+    rows = rows[cb.best_per_item(ia[rows], ib[rows], sims_arr[rows], ctx.opts.calibration.refined)]
+    for p in rows.tolist():
+        a, b = pairs[p]
+        got = saturated_scores(a_imgs[a], b_imgs[b], o, mean, cal.fine_mean)
+        if got is not None and got[0] >= cal.aligned:
+            aligned[p] = max(float(aligned[p]), got[0])
+            out[p] = np.fmax(out[p], got[1])
     write_jsonl(
         folder / "refined.jsonl",
         [
@@ -179,10 +212,11 @@ def refine(
                 "a": a,
                 "b": b,
                 "similarity": round(float(s), 5),
-                "refined": round(float(r), 5),
-                "copy": bool(r >= threshold),
+                "aligned": round(float(x), 5),
+                "refined": None if np.isnan(r) else round(float(r), 5),
+                "copy": bool(r >= cal.threshold),
             }
-            for (a, b), s, r in zip(pairs, sims, out)
+            for (a, b), s, x, r in zip(pairs, sims, aligned, out)
         ],
     )
     return out

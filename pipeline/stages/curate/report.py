@@ -131,7 +131,10 @@ def _lines(step_folder: Path, fixed: float) -> dict[str, float]:
 
 
 def _under(refined: list[Row], n: int) -> list[Row]:
-    return sorted((r for r in refined if not r["copy"]), key=lambda r: -r["refined"])[:n]
+    """The ``n`` refined pairs under the copy threshold, highest first (pairs under the aligned
+    threshold were not refined: they are further from the line)."""
+    kept = (r for r in refined if not r["copy"] and r["refined"] is not None)
+    return sorted(kept, key=lambda r: -r["refined"])[:n]
 
 
 def _threshold(step_folder: Path) -> float:
@@ -157,7 +160,12 @@ def _calibration(ctx: Context, folder: Path) -> tuple[list[str], dict[str, float
                 "synthetic copies, kNN": knn,
                 "nearest non-copy, refined": z["noncopy"],
             }
+            aligned = [z[k] for k in z.files if k.startswith("aligned_")]
+            if aligned:
+                series["synthetic copies, aligned"] = np.concatenate(aligned)
         thr = {"copy": info["threshold"], "candidate": info["candidate_threshold"]}
+        if "aligned_threshold" in info:
+            thr["aligned"] = info["aligned_threshold"]
         title = f"{name}: synthetic copies vs nearest non-copies (target recall {info['target_recall']:g})"
         rp.histogram(series, folder / f"calibration_{name}.png", title, thr, bins=60, lo=min(0.0, float(knn.min())))
         figs.append(f"calibration_{name}.png")
@@ -218,9 +226,10 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
     if cal_figs:
         text = (
             "Label-free thresholds: a sample of pool images copied once per kind of the copy suite; the copy "
-            "threshold keeps the target share of every kind (refined score), the candidate threshold more of the "
-            "kNN scores. Non-copies: each sampled image against its nearest other image in the searched index "
-            "(a real duplicate in the pool counts as a false match: the estimated false-match rate is an upper bound)."
+            "threshold keeps the target share of every kind (refined score), the candidate and aligned thresholds "
+            "more of the kNN and aligned scores. Non-copies: each sampled image against its nearest other image "
+            "in the searched index (a real duplicate in the pool counts as a false match: the estimated "
+            "false-match rate is an upper bound)."
         )
         sections.append(("Threshold calibration", text, cal_figs))
     counts: dict[str, Any] = dict(cal_numbers)

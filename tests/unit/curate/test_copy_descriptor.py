@@ -3,10 +3,10 @@ from PIL import Image, ImageEnhance, ImageOps
 from scipy.ndimage import gaussian_filter
 
 from pipeline.curate.copy_descriptor import (
-    _gauss,
     boxes,
     center_on_pool,
     copy_descriptor,
+    gauss,
     pool_mean,
     rows_per_item,
 )
@@ -58,7 +58,7 @@ def test_rows_are_whole_image_mirror_then_sixteen_boxes():
 
 def test_the_gaussian_matrix_is_scipys_filter():
     x = np.random.default_rng(0).random((32, 32)).astype(np.float32)
-    k = _gauss(32, 1.0)
+    k = gauss(32, 1.0)
     assert np.allclose(k @ x @ k.T, gaussian_filter(x, 1.0, mode="nearest"), atol=1e-5)
 
 

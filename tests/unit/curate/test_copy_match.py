@@ -4,7 +4,7 @@ from scipy.ndimage import gaussian_filter
 
 from pipeline.config.curate import EmbedConfig
 from pipeline.curate.calibrate import centred, knn_score
-from pipeline.curate.copy_match import fine_grid, fine_thumb, item_rows, ncc, pair_similarity, template_start
+from pipeline.curate.copy_match import align_one, fine_grid, fine_thumb, item_rows, pair_similarity
 
 
 def _texture(seed: int, size: int = 96) -> Image.Image:
@@ -32,14 +32,6 @@ def test_a_mirror_match_is_not_refined():
     assert pair_similarity(m, a, o) > 0.999
 
 
-def test_ncc_matches_scikit_image():
-    from skimage.feature import match_template
-
-    rng = np.random.default_rng(0)
-    image, template = rng.random((40, 33)).astype(np.float32), rng.random((21, 17)).astype(np.float32)
-    np.testing.assert_allclose(ncc(image, template), match_template(image, template), atol=1e-5)
-
-
 def _cell(module: int, seed: int, size: int = 160) -> Image.Image:
     """Solar-cell-like images: a shared layout (busbars every 40 px), a smooth shading shared by the
     cells of one module, and a faint texture of each cell's own: at 16 x 16 the cells of one module
@@ -51,13 +43,16 @@ def _cell(module: int, seed: int, size: int = 160) -> Image.Image:
     return Image.fromarray(np.clip(layout + shade + tex, 0, 255).astype(np.uint8))
 
 
-def test_the_template_start_finds_a_heavy_crop_on_a_repeated_layout():
+def test_the_aligned_box_finds_a_heavy_crop_on_a_repeated_layout():
+    o = EmbedConfig()
     a = _cell(0, 0)
     box = (32, 16, 136, 136)  # 20 % off the left, 10 % off the top, 15 % off the right and the bottom
     c = a.crop(box)
-    found = template_start(a, c, 0.2, (c.width / c.height) / (a.width / a.height))
-    assert found is not None
-    assert np.allclose(np.array(found) * 160, box, atol=160 / 48 + 1)  # within a template pixel
+    m = align_one(c.convert("L"), a.convert("L"), o)
+    assert m.src == 1 and not m.mirror  # the box lies in the original
+    # within half a grid step (crop / 8 = 2.5 % of the side) of the cut
+    assert np.allclose(np.array(m.box) * 160, box, atol=0.5 * 0.025 * 160 + 1e-6)
+    assert m.score > 0.95
 
 
 def test_the_fine_stage_keeps_copies_and_separates_cells_of_one_module():

@@ -25,7 +25,7 @@ def test_the_report_shows_every_step_and_the_scores(world: World) -> None:
     under = {
         f"{name}_under_threshold.png"
         for name, step in (("dedup", "dedup"), ("decontam", "decontaminate"))
-        if any(not r["copy"] for r in read_jsonl(world.curate / step / "refined.jsonl"))
+        if any(not r["copy"] and r["refined"] is not None for r in read_jsonl(world.curate / step / "refined.jsonl"))
     }
     figures = grids | hists | calibration | under
     assert {p.name for p in folder.glob("*.png")} == figures and m.counts == {"figures": len(figures)}
