@@ -21,8 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("LIGHTLY_TRAIN_EVENTS_DISABLED", "1")  # offline machine: no telemetry
 
-import pytorch_lightning as pl  # LightlyTrain uses the ``pytorch_lightning`` namespace
-from _lt_runner import StepTimer  # same directory: the step timing of the ViT comparison
+from _lt_runner import attach_timer  # same directory: the step timing of the ViT comparison
 
 
 def main() -> None:
@@ -37,13 +36,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3, help="per 256 images (LightlyTrain scales it linearly)")
     p.add_argument("--workers", type=int, default=1)
     a = p.parse_args()
-    timer = StepTimer()
-    orig_init = pl.Trainer.__init__
-
-    def init(self, *args, callbacks=None, **kw):
-        orig_init(self, *args, callbacks=[*(callbacks or []), timer], **kw)
-
-    pl.Trainer.__init__ = init
+    timer = attach_timer()
     import lightly_train
     import timm
     import torch

@@ -63,6 +63,19 @@ class StepTimer(pl.Callback):
         }
 
 
+def attach_timer() -> StepTimer:
+    """A :class:`StepTimer` that every ``pl.Trainer`` created from now on gets as a callback
+    (LightlyTrain builds its own trainer, so the callback goes in through its constructor)."""
+    timer = StepTimer()
+    orig_init = pl.Trainer.__init__
+
+    def init(self, *args, callbacks=None, **kw):
+        orig_init(self, *args, callbacks=[*(callbacks or []), timer], **kw)
+
+    pl.Trainer.__init__ = init
+    return timer
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
@@ -72,13 +85,7 @@ def main() -> None:
     p.add_argument("--workers", default="auto")
     p.add_argument("--precision", default="auto")
     a = p.parse_args()
-    timer = StepTimer()
-    orig_init = pl.Trainer.__init__
-
-    def init(self, *args, callbacks=None, **kw):
-        orig_init(self, *args, callbacks=[*(callbacks or []), timer], **kw)
-
-    pl.Trainer.__init__ = init
+    timer = attach_timer()
     import lightly_train
     import torch
 

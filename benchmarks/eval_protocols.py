@@ -77,10 +77,11 @@ def load_features(names: dict[str, tuple[str, str | None]], cache: Path) -> dict
 def elpv_groups(n: int, block: int) -> tuple[np.ndarray, str]:
     """Module groups of the recipe when it has them (``data_recipes.elpv_demo.groups``), else blocks of ``block``."""
     try:
-        from data_recipes.elpv_demo.groups import ELPV_MODULE_STARTS, groups_from_starts
+        from data_recipes.elpv_demo.groups import ELPV_MODULE_STARTS, elpv_groups, groups_from_starts
 
-        g = groups_from_starts(n, ELPV_MODULE_STARTS)
-        return g, f"{len(np.unique(g))} solar modules (data_recipes/elpv_demo/groups.py)"
+        # The recipe's groups: its modules, the module the package holds twice sharing one group.
+        g = elpv_groups(groups_from_starts(n, ELPV_MODULE_STARTS))
+        return g, f"{len(np.unique(g))} groups of solar modules (data_recipes/elpv_demo/groups.py)"
     except ImportError:
         return np.arange(n) // block, f"contiguous blocks of {block} cells"
 

@@ -54,11 +54,11 @@ def same_cell(index: int) -> int:
     return index
 
 
-def elpv_groups(n: int) -> np.ndarray:
-    """Group id of each of the first ``n`` cells: its module, a twin module sharing its original's id."""
-    groups = groups_from_starts(n, [s for s in ELPV_MODULE_STARTS if s < n])
+def elpv_groups(modules: np.ndarray) -> np.ndarray:
+    """Group id of each cell from its module id (package order): a twin module takes its original's id."""
+    groups = np.array(modules, copy=True)
     for twin, original in ELPV_TWIN_MODULES.items():
-        if twin < n:
+        if twin < len(groups):
             groups[groups == groups[twin]] = groups[original]
     return groups
 

@@ -75,7 +75,8 @@ def elpv_records() -> list[dict[str, Any]]:
             continue
         path, prob, kind = parts
         recs.append({"path": root / path, "prob": float(prob), "type": kind})
-    for r, module, group in zip(recs, groups_from_starts(len(recs), ELPV_MODULE_STARTS), elpv_groups(len(recs))):
+    modules = groups_from_starts(len(recs), ELPV_MODULE_STARTS)
+    for r, module, group in zip(recs, modules, elpv_groups(modules)):
         r["module"], r["group"] = int(module), int(group)
     return recs
 
