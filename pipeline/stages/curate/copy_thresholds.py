@@ -202,9 +202,10 @@ def refine(
     for p in rows.tolist():
         a, b = pairs[p]
         got = saturated_scores(a_imgs[a], b_imgs[b], o, mean, cal.fine_mean)
-        if got is not None and got[0] >= cal.aligned:
+        if got is not None:  # the better of both, as the calibration scores its clipped copies
             aligned[p] = max(float(aligned[p]), got[0])
-            out[p] = np.fmax(out[p], got[1])
+            if aligned[p] >= cal.aligned:
+                out[p] = np.fmax(out[p], got[1])
     write_jsonl(
         folder / "refined.jsonl",
         [
