@@ -37,6 +37,7 @@ TINY = [
     "curate.shard_size=20",
     "curate/retrieval=knn",
     "curate.retrieval.k=4",
+    "curate.calibration.images=40",  # copy-threshold calibration on a smaller sample than the default, for speed
 ]
 
 

@@ -101,7 +101,8 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
             np.array([c.pool for c in found], np.int64),
             np.array([c.eval for c in found], np.int64),
             np.array([c.similarity for c in found], np.float32),
-            ctx.opts.calibration.candidates,
+            # verification judges the kNN candidates in place of alignment and refinement
+            ctx.opts.calibration.refined if v.enabled else ctx.opts.calibration.candidates,
         )
         found = [c for c, t in zip(found, top) if t]
     if calibrated and not v.enabled:

@@ -54,7 +54,10 @@ def run(ctx: Context, results: dict[str, Manifest], folder: Path, h: str) -> Man
         thr, cal_info = cal.candidate, cal.summary()
     i, j, s, nn1 = dd.edges_batched(index.search, queries, d.k + per, thr, per, opts.batch_rows, ctx.progress)
     if calibrated:
-        top = cb.best_per_item(i, j, s, ctx.opts.calibration.candidates)
+        # Verification judges the kNN candidates in place of alignment and refinement: as many per image
+        # as would be refined.
+        c = ctx.opts.calibration
+        top = cb.best_per_item(i, j, s, c.refined if v.enabled else c.candidates)
         i, j, s = i[top], j[top], s[top]
     if calibrated and not v.enabled:
         r = refine(
