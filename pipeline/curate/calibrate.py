@@ -35,8 +35,7 @@ from PIL import Image
 
 from pipeline.config.curate import CopySuiteConfig, EmbedConfig
 from pipeline.curate.copy_align import align_pairs, work_array
-from pipeline.curate.copy_match import fine_thumb, item_rows, pair_scores, pair_similarity, refine_match
-from pipeline.curate.copy_saturation import match_saturation
+from pipeline.curate.copy_match import fine_thumb, item_rows, pair_similarity, refine_match, saturated_scores
 from pipeline.curate.copy_suite import check_kinds, make_copy
 
 
@@ -182,13 +181,12 @@ def copy_scores(
             cc = centred(item_rows(cp, opts), mean)
             out[f"knn_{kind}"].append(knn_score(cc, co, False))
             out[f"knn_all_{kind}"].append(knn_score(cc, co, True))
-            if match_saturation(cp, img) is None:
-                out[f"aligned_{kind}"].append(m.score)
-                out[f"refined_{kind}"].append(refine_match(cp, img, m, opts, mean, fine_mean))
-            else:  # a clipped copy: as the steps score it (:func:`pair_scores`)
-                aligned, refined = pair_scores(cp, img, opts, mean, fine_mean)
-                out[f"aligned_{kind}"].append(aligned)
-                out[f"refined_{kind}"].append(refined)
+            aligned, refined = m.score, refine_match(cp, img, m, opts, mean, fine_mean)
+            sat = saturated_scores(cp, img, opts, mean, fine_mean)
+            if sat is not None:  # a clipped copy: the better of both, as the steps score it
+                aligned, refined = max(aligned, sat[0]), max(refined, sat[1])
+            out[f"aligned_{kind}"].append(aligned)
+            out[f"refined_{kind}"].append(refined)
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 

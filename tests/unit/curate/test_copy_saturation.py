@@ -40,6 +40,6 @@ def test_a_clipped_copy_scores_as_a_copy_and_a_clipped_distinct_image_does_not()
     c = ImageEnhance.Brightness(a).enhance(1.2)
     sat = saturated_scores(c, a, o)
     assert sat is not None and sat[1] > 0.99
-    assert pair_scores(c, a, o)[1] == max(sat[1], pair_scores(c, a, o)[1])
+    assert pair_scores(c, a, o)[1] >= sat[1]  # the pair score takes the clipped comparison in
     other = ImageEnhance.Brightness(_bright(2)).enhance(1.2)
     assert pair_scores(other, a, o)[1] < 0.6
