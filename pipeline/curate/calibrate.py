@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config.curate import CopySuiteConfig, EmbedConfig
-from pipeline.curate.copy_align import align_pairs, work_array
+from pipeline.curate.copy_align import align_pairs, centre, work_array
 from pipeline.curate.copy_match import fine_thumb, item_rows, pair_similarity, refine_match, saturated_scores
 from pipeline.curate.copy_suite import check_kinds, make_copy
 
@@ -91,12 +91,6 @@ class CopyCalibration:
         }
         out.update({f"synthetic_recall.{k}": round(v, 4) for k, v in self.synthetic_recall().items()})
         return out
-
-
-def centred(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Descriptor rows minus the pool mean, unit length, as the kNN graph compares them."""
-    rows = rows - mean
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def knn_score(a: np.ndarray, b: np.ndarray, all_rows: bool) -> float:
@@ -171,14 +165,14 @@ def copy_scores(
     out: dict[str, list[float]] = {f"{p}_{k}": [] for k in suite.kinds for p in parts}
     for img in images:
         img = img.convert("L")
-        co = centred(item_rows(img, opts), mean)
+        co = centre(item_rows(img, opts), mean)
         copies = [make_copy(img, kind, rng, suite).convert("L") for kind in suite.kinds]
         # one alignment call per image: the original's box grid is shared by its copies of one shape
         group = [img, *copies]
         arrays = [work_array(im, opts.copy_grid) for im in group]
         matches = align_pairs([(i, 0) for i in range(1, len(group))], arrays, [im.size for im in group], opts, mean)
         for kind, cp, m in zip(suite.kinds, copies, matches):
-            cc = centred(item_rows(cp, opts), mean)
+            cc = centre(item_rows(cp, opts), mean)
             out[f"knn_{kind}"].append(knn_score(cc, co, False))
             out[f"knn_all_{kind}"].append(knn_score(cc, co, True))
             aligned, refined = m.score, refine_match(cp, img, m, opts, mean, fine_mean)

@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pipeline.config.curate import EmbedConfig
-from pipeline.curate.copy_descriptor import Box, gauss
+from pipeline.curate.copy_descriptor import Box, gauss, standardise
 
 WORK = 4  # working image side per supersampled thumbnail pixel: finer adds nothing the box filter keeps
 
@@ -152,19 +152,12 @@ def box_thumbs(arr: np.ndarray, boxes: np.ndarray, grid: int, blur: float, highp
     for members, yi, xi, cy, cx in _plan(boxes.tobytes(), len(boxes), h, w, grid, float(blur)):
         prod = (cy @ arr @ cx).reshape(-1, grid, cx.shape[1] // grid, grid)  # (ny, grid, nx, grid)
         t[members] = prod[yi, :, xi, :]
-    flat = _standardise(t.reshape(len(boxes), -1))
+    flat = standardise(t.reshape(len(boxes), -1))
     if highpass <= 0:
         return flat
     k = gauss(grid, grid / 8)
     hp = (t - k @ t @ k.T).reshape(len(boxes), -1)
-    return np.concatenate([np.sqrt(1 - highpass) * flat, np.sqrt(highpass) * _standardise(hp)], axis=1)
-
-
-def _standardise(g: np.ndarray) -> np.ndarray:
-    g = g - g.mean(axis=1, keepdims=True)
-    n = np.linalg.norm(g, axis=1, keepdims=True)
-    flat = np.full(g.shape[1], 1 / np.sqrt(g.shape[1]), np.float32)
-    return np.where(n > 1e-6, g / np.maximum(n, 1e-12), flat).astype(np.float32)
+    return np.concatenate([np.sqrt(1 - highpass) * flat, np.sqrt(highpass) * standardise(hp)], axis=1)
 
 
 def centre(rows: np.ndarray, mean: np.ndarray | None) -> np.ndarray:

@@ -66,12 +66,10 @@ def thumb(gray: Image.Image, box: Box, grid: int, blur: float, highpass: float) 
         t = k @ t @ k.T
     t = t.reshape(grid, sup, grid, sup).mean(axis=(1, 3))
     if highpass <= 0:
-        return _standardise(t.ravel())
+        return standardise(t.ravel())
     k = gauss(grid, grid / 8)
     hp = t - k @ t @ k.T
-    return np.concatenate(
-        [np.sqrt(1 - highpass) * _standardise(t.ravel()), np.sqrt(highpass) * _standardise(hp.ravel())]
-    )
+    return np.concatenate([np.sqrt(1 - highpass) * standardise(t.ravel()), np.sqrt(highpass) * standardise(hp.ravel())])
 
 
 @lru_cache(maxsize=64)
@@ -99,7 +97,8 @@ def copy_descriptor(
     return np.concatenate(out).astype(np.float32)
 
 
-def _standardise(g: np.ndarray) -> np.ndarray:
+def standardise(g: np.ndarray) -> np.ndarray:
+    """Each row (the last axis) minus its mean, unit length; a flat row becomes the fixed flat vector."""
     g = g - g.mean(axis=-1, keepdims=True)
     n = np.linalg.norm(g, axis=-1, keepdims=True)
     # A flat image has no pattern; all flat images share one fixed unit vector,

@@ -25,23 +25,18 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.config.curate import EmbedConfig
-from pipeline.curate.copy_align import Match, align_pairs, shape_aspect, work_array
+from pipeline.curate.copy_align import Match, align_pairs, centre, shape_aspect, work_array
 from pipeline.curate.copy_descriptor import Box, copy_descriptor, rows_per_item, thumb
 from pipeline.curate.copy_saturation import match_saturation
 
 FULL: Box = (0.0, 0.0, 1.0, 1.0)
 
 
-def _centred(v: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
-    v = v - mean if mean is not None else v
-    return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
 def _sim(
     src: Image.Image, box: Box, ref: np.ndarray, opts: EmbedConfig, mean: np.ndarray | None, grid: int = 0
 ) -> float:
     t = thumb(src, box, grid or opts.copy_grid, opts.copy_blur, opts.copy_highpass)
-    return float(_centred(t, mean) @ ref)
+    return float(centre(t, mean) @ ref)
 
 
 def _fit(cx: float, cy: float, bw: float, aspect: float, lim: float) -> Box | None:
@@ -110,7 +105,7 @@ def _fine(
     grid: int,
 ) -> float:
     """The fine stage: the box ``cur`` of ``src`` moved on in finer steps on ``grid``-side thumbnails."""
-    ref = _centred(thumb(other, FULL, grid, opts.copy_blur, opts.copy_highpass), fine_mean)
+    ref = centre(thumb(other, FULL, grid, opts.copy_blur, opts.copy_highpass), fine_mean)
     box = _fit(*cur, aspect, opts.copy_crop + opts.copy_crop / 8) or FULL
     best = _sim(src, box, ref, opts, fine_mean, grid)
     steps = (opts.copy_crop / 32, opts.copy_crop / 128)
@@ -145,7 +140,7 @@ def refine_match(
     cur = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0])
     best = match.score
     if not match.mirror and opts.copy_crop > 0:
-        ref = _centred(thumb(other, FULL, opts.copy_grid, opts.copy_blur, opts.copy_highpass), mean)
+        ref = centre(thumb(other, FULL, opts.copy_grid, opts.copy_blur, opts.copy_highpass), mean)
         best = _sim(src, box, ref, opts, mean)
         best, cur = _ascend(src, cur, best, ref, aspect, opts, mean, (opts.copy_crop / 16, opts.copy_crop / 32))
     grid = fine_grid(src.size, other.size, opts)

@@ -3,7 +3,8 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from pipeline.config.curate import EmbedConfig
-from pipeline.curate.calibrate import centred, knn_score
+from pipeline.curate.calibrate import knn_score
+from pipeline.curate.copy_align import centre
 from pipeline.curate.copy_match import align_one, fine_grid, fine_thumb, item_rows, pair_similarity
 
 
@@ -19,7 +20,7 @@ def test_refinement_recovers_a_crop_between_the_boxes():
     c = a.crop((10, 17, 94, 96))
     ra, rc = item_rows(a, o), item_rows(c, o)
     mean = np.zeros(ra.shape[1], np.float32)
-    knn = knn_score(centred(rc, mean), centred(ra, mean), False)
+    knn = knn_score(centre(rc, mean), centre(ra, mean), False)
     refined = pair_similarity(c, a, o, mean)
     assert refined >= knn - 1e-6 and refined > 0.95 and refined - knn > 0.02
     assert pair_similarity(_texture(1), a, o, mean) < 0.6
